@@ -1,0 +1,147 @@
+"""Domain errors. Each carries the stable ``code`` sent in ``error`` frames and a
+human-readable text that clients print as is. A leaf module: no I/O, no Twisted."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from twisted.cred.error import UnauthorizedLogin
+
+
+class ChatError(Exception):
+    """Base of every error a user can cause; never a bug."""
+
+    code: ClassVar[str] = "error"
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+class InvalidUsername(ChatError):
+    code = "invalid-username"
+
+
+class InvalidPassword(ChatError):
+    code = "invalid-password"
+
+
+class AlreadyOnline(ChatError):
+    code = "already-online"
+
+    def __init__(self, user: str) -> None:
+        super().__init__(f"{user} is already logged in. Try another username.")
+
+
+class UsernameTaken(ChatError):
+    """Another client created this account first (spec §14.6)."""
+
+    code = "username-taken"
+
+    def __init__(self, user: str) -> None:
+        super().__init__(f"The username {user} was just taken. Choose another.")
+
+
+class WrongPassword(ChatError, UnauthorizedLogin):
+    code = "wrong-password"
+
+    def __init__(self, remaining: int) -> None:
+        tries = "try" if remaining == 1 else "tries"
+        super().__init__(f"Invalid password. Please try again ({remaining} {tries} left).")
+        self.remaining = remaining
+
+
+class AccountLocked(ChatError, UnauthorizedLogin):
+    code = "locked"
+
+    def __init__(self, just_now: bool) -> None:
+        if just_now:
+            text = "Invalid password. Your account has been blocked. Please try again later."
+        else:
+            text = "Your account is blocked due to multiple login failures. Please try again later."
+        super().__init__(text)
+        self.just_now = just_now
+
+
+class NoSuchUser(ChatError):
+    code = "no-such-user"
+
+    def __init__(self, user: str) -> None:
+        super().__init__(f"Error. {user} is not a user.")
+
+
+class SelfTarget(ChatError):
+    code = "self"
+
+
+class BlockedByRecipient(ChatError):
+    code = "blocked"
+
+    def __init__(
+        self, text: str = "Your message could not be delivered as the recipient has blocked you."
+    ) -> None:
+        super().__init__(text)
+
+
+class AlreadyBlocked(ChatError):
+    code = "already-blocked"
+
+    def __init__(self, user: str) -> None:
+        super().__init__(f"Error. {user} is already blocked.")
+
+
+class NotBlocked(ChatError):
+    code = "not-blocked"
+
+    def __init__(self, user: str) -> None:
+        super().__init__(f"Error. {user} was not blocked.")
+
+
+class TextTooLong(ChatError):
+    code = "text-too-long"
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(
+            f"Error. The message has {length} characters; the limit is {limit}. Nothing was sent."
+        )
+
+
+class EmptyText(ChatError):
+    code = "empty-text"
+
+    def __init__(self) -> None:
+        super().__init__("Error. The message is empty.")
+
+
+class QueueFull(ChatError):
+    code = "queue-full"
+
+    def __init__(self, user: str, limit: int) -> None:
+        super().__init__(
+            f"Error. {user} is offline and already has {limit} messages waiting. "
+            "Your message was not stored; try again after they log in."
+        )
+
+
+class BadArgument(ChatError):
+    code = "bad-argument"
+
+
+class UserOffline(ChatError):
+    code = "offline"
+
+    def __init__(self, user: str) -> None:
+        super().__init__(f"Error. {user} is not online.")
+
+
+class PrivateConflict(ChatError):
+    """A private-session request that already exists, or an answer to none."""
+
+    code = "private-conflict"
+
+
+class NotLoggedIn(ChatError):
+    code = "not-logged-in"
+
+    def __init__(self) -> None:
+        super().__init__("Log in first.")

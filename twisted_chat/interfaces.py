@@ -1,0 +1,82 @@
+"""The seams between the domain core and the rest.
+
+- :class:`IChatClient` is the *mind*: what the domain can push to a connected user. The
+  server protocol implements it; tests use recording fakes.
+- The stores hold what outlives a connection. Reads are synchronous, served from memory
+  (they sit on hot paths: every message checks a block list); writes return Deferreds
+  that fire once the change is as durable as the store makes it, so a durable store can
+  replace the in-memory one without touching the domain or the protocols.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.internet.defer import Deferred
+from zope.interface import Attribute, Interface
+
+from twisted_chat.wire import Frame
+
+
+class IChatClient(Interface):
+    """What the domain can push to one logged-in user."""
+
+    def deliver(event: Frame) -> None:
+        """Push one event (presence, message, ...) to the user."""
+
+    def end_session(reason: str) -> None:
+        """The server ends the session (``timeout``, ...): tell the user and disconnect."""
+
+
+class IChatUser(Interface):
+    """The avatar: what a logged-in user can do. Returned by the realm."""
+
+    name = Attribute("The username.")
+
+
+class IAccountStore(Interface):
+    """Usernames and passwords."""
+
+    def exists(user: str) -> bool:
+        """Whether ``user`` has an account."""
+
+    def verify(user: str, password: str) -> bool:
+        """Whether ``password`` is ``user``'s password (constant-time comparison)."""
+
+    def create(user: str, password: str) -> Deferred[None]:
+        """Add an account; fires when it is durable. Fails with ``UsernameTaken`` if the
+        name exists or is being created."""
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A direct message waiting for an offline recipient."""
+
+    sender: str
+    text: str
+    sent: float
+
+
+class IMailbox(Interface):
+    """Offline messages, per recipient, in the order they were accepted."""
+
+    limit = Attribute("How many messages one recipient may have waiting.")
+
+    def append(recipient: str, message: StoredMessage) -> Deferred[None]:
+        """Queue a message; fires once stored. Fails with ``QueueFull`` at the limit."""
+
+    def take(recipient: str) -> Deferred[list[StoredMessage]]:
+        """Remove and return everything waiting for ``recipient``, oldest first."""
+
+
+class IBlockStore(Interface):
+    """Who blocks whom."""
+
+    def is_blocked(blocker: str, target: str) -> bool:
+        """Whether ``blocker`` currently blocks ``target``. O(1)."""
+
+    def block(blocker: str, target: str) -> Deferred[None]:
+        """Record a block; fires once stored."""
+
+    def unblock(blocker: str, target: str) -> Deferred[None]:
+        """Remove a block; fires once stored."""

@@ -1,0 +1,463 @@
+"""The twisted-chat wire format, for client<->server and peer<->peer links alike.
+
+One frame is one JSON object encoded as UTF-8 on one line ending in ``\\n`` (a ``\\r``
+before it is tolerated). Every object has a string ``type``. Requests may carry an ``id``
+(an integer or a short string) that the reply to them echoes; replies are ``ok`` or
+``error`` frames; everything else the server sends is an event pushed at any time.
+``docs/protocol.md`` documents every frame with an example.
+
+This module is a leaf: no I/O, no state, no Twisted. It turns bytes into typed frames and
+typed frames into bytes, and raises :class:`FrameError` (with a stable code) for anything
+that is not a well-formed frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, ClassVar, TypeVar
+
+PROTOCOL_VERSION = 1
+"""The version a peer announces in ``hello``; a server refuses any other."""
+
+DELIMITER = b"\n"
+
+MAX_INBOUND_LINE = 16 * 1024
+"""Longest line (bytes, delimiter excluded) a server or a peer listener accepts.
+
+The largest legitimate client frame is a message of ``MAX_TEXT_CHARS`` characters; even
+if every character took 6 bytes of JSON escaping that is about 6 KiB, so 16 KiB leaves
+room while bounding what one connection can make us buffer (Twisted's own default)."""
+
+MAX_SERVER_LINE = 1024 * 1024
+"""Longest line a client accepts from the server: a ``whoelse`` reply lists every online
+user, so it grows with the user count (10,000 names of 32 characters are about 360 KiB)."""
+
+MAX_TEXT_CHARS = 1000
+"""Longest message text, in characters (Unicode code points). Longer text is refused with
+``text-too-long``, never cut."""
+
+MAX_NAME_CHARS = 32
+MAX_PASSWORD_CHARS = 128
+MAX_ID_CHARS = 32
+
+
+class FrameError(Exception):
+    """A line that is not a well-formed frame; ``code`` is the error code to answer with."""
+
+    def __init__(self, code: str, text: str, request_id: RequestId = None) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+        self.request_id = request_id
+
+
+RequestId = int | str | None
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Base of every frame. ``TYPE`` is the value of the ``type`` field on the wire."""
+
+    TYPE: ClassVar[str] = ""
+
+
+# --- client -> server requests -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hello(Frame):
+    """First frame on every link: the sender's protocol version."""
+
+    TYPE: ClassVar[str] = "hello"
+    version: int
+
+
+@dataclass(frozen=True)
+class Login(Frame):
+    """Step 1 of logging in: the username."""
+
+    TYPE: ClassVar[str] = "login"
+    user: str
+
+
+@dataclass(frozen=True)
+class Password(Frame):
+    """Step 2 of logging in: the password (or the new account's password)."""
+
+    TYPE: ClassVar[str] = "password"
+    password: str
+
+
+@dataclass(frozen=True)
+class WhoElse(Frame):
+    TYPE: ClassVar[str] = "whoelse"
+
+
+@dataclass(frozen=True)
+class WhoElseSince(Frame):
+    TYPE: ClassVar[str] = "whoelsesince"
+    seconds: int
+
+
+@dataclass(frozen=True)
+class SendMessage(Frame):
+    TYPE: ClassVar[str] = "message"
+    to: str
+    text: str
+
+
+@dataclass(frozen=True)
+class SendBroadcast(Frame):
+    TYPE: ClassVar[str] = "broadcast"
+    text: str
+
+
+@dataclass(frozen=True)
+class Block(Frame):
+    TYPE: ClassVar[str] = "block"
+    user: str
+
+
+@dataclass(frozen=True)
+class Unblock(Frame):
+    TYPE: ClassVar[str] = "unblock"
+    user: str
+
+
+@dataclass(frozen=True)
+class StartPrivate(Frame):
+    """Ask the server to ask ``user`` for a private session with the sender."""
+
+    TYPE: ClassVar[str] = "startprivate"
+    user: str
+
+
+@dataclass(frozen=True)
+class AnswerPrivate(Frame):
+    """The target's answer to a ``private-request`` from ``user``."""
+
+    TYPE: ClassVar[str] = "answerprivate"
+    user: str
+    accept: bool
+
+
+@dataclass(frozen=True)
+class Listening(Frame):
+    """The TCP port on which the sender's client accepts peer connections."""
+
+    TYPE: ClassVar[str] = "listening"
+    port: int
+
+
+@dataclass(frozen=True)
+class Activity(Frame):
+    """The user did something the server does not see (a private message): reset the
+    idle timer. Carries nothing about what was done."""
+
+    TYPE: ClassVar[str] = "activity"
+
+
+@dataclass(frozen=True)
+class Ping(Frame):
+    """Liveness probe; answered with ``ok``. Never counts as user activity."""
+
+    TYPE: ClassVar[str] = "ping"
+
+
+@dataclass(frozen=True)
+class Logout(Frame):
+    TYPE: ClassVar[str] = "logout"
+
+
+# --- server -> client replies and events ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ok(Frame):
+    """Success reply to request ``id``; ``result`` fields are spread into the frame."""
+
+    TYPE: ClassVar[str] = "ok"
+    id: RequestId = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Error(Frame):
+    """Failure reply to request ``id`` (``None`` when the line could not be read)."""
+
+    TYPE: ClassVar[str] = "error"
+    code: str
+    text: str
+    id: RequestId = None
+
+
+@dataclass(frozen=True)
+class Presence(Frame):
+    TYPE: ClassVar[str] = "presence"
+    user: str
+    online: bool
+
+
+@dataclass(frozen=True)
+class Message(Frame):
+    """A direct message. ``sent`` is when the server accepted it (Unix seconds);
+    ``stored`` says it waited in the offline queue."""
+
+    TYPE: ClassVar[str] = "message"
+    sender: str
+    text: str
+    sent: float
+    stored: bool = False
+
+
+@dataclass(frozen=True)
+class Broadcast(Frame):
+    TYPE: ClassVar[str] = "broadcast"
+    sender: str
+    text: str
+    sent: float
+
+
+@dataclass(frozen=True)
+class PrivateRequest(Frame):
+    """``sender`` asks the recipient for a private session; lapses after ``expires_in``."""
+
+    TYPE: ClassVar[str] = "private-request"
+    sender: str
+    expires_in: float
+
+
+@dataclass(frozen=True)
+class PrivateAccepted(Frame):
+    """A private session with ``user`` was approved.
+
+    The requester gets the peer's ``host``/``port`` and connects; the accepter gets
+    ``port = 0`` and waits. Both get the same one-time ``token``."""
+
+    TYPE: ClassVar[str] = "private-accepted"
+    user: str
+    token: str
+    host: str = ""
+    port: int = 0
+
+
+@dataclass(frozen=True)
+class PrivateDeclined(Frame):
+    TYPE: ClassVar[str] = "private-declined"
+    user: str
+
+
+@dataclass(frozen=True)
+class PrivateExpired(Frame):
+    """A request to or from ``user`` lapsed unanswered, or one side left before it was
+    answered."""
+
+    TYPE: ClassVar[str] = "private-expired"
+    user: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LoggedOut(Frame):
+    """The server ends this session (``reason``: ``logout``, ``timeout``, ...);
+    the connection closes after this frame."""
+
+    TYPE: ClassVar[str] = "logged-out"
+    reason: str
+
+
+# --- peer <-> peer --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeerHello(Frame):
+    """First frame from the connecting peer: who it is and the session's token."""
+
+    TYPE: ClassVar[str] = "peer-hello"
+    version: int
+    user: str
+    token: str
+
+
+@dataclass(frozen=True)
+class PrivateText(Frame):
+    TYPE: ClassVar[str] = "private"
+    text: str
+
+
+@dataclass(frozen=True)
+class StopPrivate(Frame):
+    TYPE: ClassVar[str] = "stopprivate"
+    reason: str = "stop"
+
+
+F = TypeVar("F", bound=Frame)
+
+
+def _table(*classes: type[Frame]) -> dict[str, type[Frame]]:
+    return {cls.TYPE: cls for cls in classes}
+
+
+CLIENT_REQUESTS = _table(
+    Hello,
+    Login,
+    Password,
+    WhoElse,
+    WhoElseSince,
+    SendMessage,
+    SendBroadcast,
+    Block,
+    Unblock,
+    StartPrivate,
+    AnswerPrivate,
+    Listening,
+    Activity,
+    Ping,
+    Logout,
+)
+SERVER_FRAMES = _table(
+    Hello,
+    Ok,
+    Error,
+    Presence,
+    Message,
+    Broadcast,
+    PrivateRequest,
+    PrivateAccepted,
+    PrivateDeclined,
+    PrivateExpired,
+    LoggedOut,
+    Ping,
+)
+PEER_FRAMES = _table(PeerHello, Ok, Error, PrivateText, StopPrivate)
+
+
+# --- decoding -------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def decode_object(line: bytes) -> dict[str, Any]:
+    """Decode one line (delimiter removed) into a JSON object with a string ``type``."""
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FrameError("bad-utf8", "The line is not valid UTF-8.") from None
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise FrameError("bad-json", "The line is not a JSON object.") from None
+    if not isinstance(obj, dict):
+        raise FrameError("bad-json", "The line is not a JSON object.")
+    request_id = obj.get("id")
+    if not _valid_id(request_id):
+        raise FrameError("bad-frame", "The id must be an integer or a short string.")
+    if not isinstance(obj.get("type"), str):
+        raise FrameError("bad-frame", "The frame has no string 'type'.", request_id)
+    return obj
+
+
+def _valid_id(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) < 2**53
+    return isinstance(value, str) and len(value) <= MAX_ID_CHARS
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "bool": (bool,),
+    "float": (int, float),
+}
+
+
+def parse(line: bytes, table: dict[str, type[Frame]]) -> tuple[RequestId, Frame]:
+    """Decode ``line`` into ``(request id, frame)`` using the frame classes in ``table``.
+
+    Unknown types, missing or extra fields and fields of the wrong JSON type are
+    :class:`FrameError` with the request id preserved so the error can answer it.
+    """
+    obj = decode_object(line)
+    request_id = obj.pop("id", None)
+    kind = obj.pop("type")
+    cls = table.get(kind)
+    if cls is None:
+        raise FrameError("unknown-type", f"Unknown frame type {kind!r}.", request_id)
+    if cls is Ok:
+        return request_id, Ok(request_id, obj)
+    if cls is Error:
+        obj["id"] = request_id
+    values: dict[str, Any] = {}
+    for spec in dataclasses.fields(cls):
+        if spec.name not in obj:
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                raise FrameError(
+                    "bad-frame", f"A {kind!r} frame needs the field {spec.name!r}.", request_id
+                )
+            continue
+        value = obj.pop(spec.name)
+        if spec.name != "id" and not _has_type(value, str(spec.type)):
+            raise FrameError(
+                "bad-frame", f"Field {spec.name!r} of {kind!r} has the wrong type.", request_id
+            )
+        values[spec.name] = value
+    if obj:
+        extra = ", ".join(sorted(obj))
+        raise FrameError("bad-frame", f"Unexpected field(s) in {kind!r}: {extra}.", request_id)
+    return request_id, cls(**values)
+
+
+def _has_type(value: object, annotation: str) -> bool:
+    accepted = _FIELD_TYPES.get(annotation)
+    if accepted is None:  # pragma: no cover - a frame class with an unsupported field
+        raise TypeError(f"unsupported field annotation {annotation}")
+    if isinstance(value, bool) and annotation != "bool":
+        return False  # JSON true is not a number
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return isinstance(value, accepted)
+
+
+# --- encoding -------------------------------------------------------------------------
+
+
+def _to_object(frame: Frame, request_id: RequestId) -> dict[str, Any]:
+    obj: dict[str, Any] = {"type": frame.TYPE}
+    if isinstance(frame, Ok):
+        if frame.id is not None:
+            obj["id"] = frame.id
+        obj.update(frame.result)
+        return obj
+    if request_id is not None:
+        obj["id"] = request_id
+    for spec in dataclasses.fields(frame):
+        value = getattr(frame, spec.name)
+        if spec.name == "id" and value is None:
+            continue
+        obj[spec.name] = value
+    return obj
+
+
+def encode(frame: Frame, request_id: RequestId = None) -> bytes:
+    """Encode one frame as a complete line, delimiter included."""
+    text = json.dumps(_to_object(frame, request_id), ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8") + DELIMITER
+
+
+@lru_cache(maxsize=256)
+def encode_event(frame: Frame) -> bytes:
+    """Encode a server event, memoised: presence and broadcasts send the *same* frame
+    object to many recipients, so it is encoded once rather than once per recipient."""
+    return encode(frame)
