@@ -1,0 +1,1 @@
+"""The chat server: domain core, stores, authentication, protocol and wiring."""

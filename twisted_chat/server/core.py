@@ -1,0 +1,405 @@
+"""The domain core: who is online, presence, routing, block effects, offline mail, idle
+timeouts and private-session brokering.
+
+No sockets and no global reactor: time comes from an injected ``IReactorTime`` and
+users are reached through their mind (:class:`IChatClient`). Every per-message operation
+is O(1) per recipient; a broadcast or a presence notice is O(online users) with one
+shared event object (encoded once by the protocol layer).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+
+from twisted.cred.portal import IRealm
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+from twisted_chat import wire
+from twisted_chat.errors import (
+    AlreadyBlocked,
+    AlreadyOnline,
+    BadArgument,
+    BlockedByRecipient,
+    EmptyText,
+    NoSuchUser,
+    NotBlocked,
+    PrivateConflict,
+    SelfTarget,
+    TextTooLong,
+    UserOffline,
+)
+from twisted_chat.interfaces import (
+    IAccountStore,
+    IBlockStore,
+    IChatClient,
+    IChatUser,
+    IMailbox,
+    StoredMessage,
+)
+
+DEFAULT_PRIVATE_REQUEST_TTL = 60.0
+"""Seconds a private-session request waits for a y/n before it lapses."""
+
+
+class PresenceHistory:
+    """When each user who has been online this run last went offline.
+
+    Kept in logout order (most recent last), so ``offline_since(cutoff)`` walks back
+    only over the users it returns: O(result), never a scan of every user.
+    """
+
+    def __init__(self) -> None:
+        self._last_logout: OrderedDict[str, float] = OrderedDict()
+
+    def went_offline(self, user: str, when: float) -> None:
+        self._last_logout.pop(user, None)
+        self._last_logout[user] = when
+
+    def offline_since(self, cutoff: float) -> Iterator[str]:
+        """Users whose last logout was at or after ``cutoff``."""
+        for user in reversed(self._last_logout):
+            if self._last_logout[user] < cutoff:
+                return
+            yield user
+
+
+class ChatServer:
+    """The shared state of one chat server and the rules over it."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        accounts: IAccountStore,
+        blocks: IBlockStore,
+        mailbox: IMailbox,
+        timeout: float,
+        private_request_ttl: float = DEFAULT_PRIVATE_REQUEST_TTL,
+    ) -> None:
+        self.clock = clock
+        self.accounts = accounts
+        self.blocks = blocks
+        self.mailbox = mailbox
+        self.timeout = timeout
+        self.started = clock.seconds()
+        self.history = PresenceHistory()
+        self.online: dict[str, Session] = {}
+        """Logged-in users by name: the routing table."""
+        self.private = PrivateBroker(self, private_request_ttl)
+
+    # --- sessions -------------------------------------------------------------------
+
+    def is_online(self, user: str) -> bool:
+        return user in self.online
+
+    def attach(self, user: str, mind: IChatClient) -> Session:
+        """Register ``user`` as online (the realm's half of logging in)."""
+        if user in self.online:
+            raise AlreadyOnline(user)
+        session = Session(self, user, mind)
+        self.online[user] = session
+        return session
+
+    def begin(self, session: Session) -> Deferred[None]:
+        """Side effects of a login, once the client has its welcome: tell the others,
+        start the idle timer, deliver offline mail (in the order it was sent)."""
+        session.timer = self.clock.callLater(self.timeout, self._expire, session)
+        self._announce(session.name, online=True)
+        self.log.info("{user} logged in", user=session.name)
+
+        def deliver(stored: list[StoredMessage]) -> None:
+            for item in stored:
+                session.mind.deliver(wire.Message(item.sender, item.text, item.sent, True))
+
+        return self.mailbox.take(session.name).addCallback(deliver)
+
+    def detach(self, session: Session, reason: str) -> None:
+        """The user is gone (logout, timeout, lost connection). Idempotent."""
+        if self.online.get(session.name) is not session:
+            return
+        del self.online[session.name]
+        if session.timer is not None and session.timer.active():
+            session.timer.cancel()
+        session.timer = None
+        self.history.went_offline(session.name, self.clock.seconds())
+        self.private.user_left(session.name)
+        self._announce(session.name, online=False)
+        self.log.info("{user} logged out ({reason})", user=session.name, reason=reason)
+
+    def stop(self) -> None:
+        """End every session (server shutdown): no timer outlives the service."""
+        for session in list(self.online.values()):
+            session.mind.end_session("shutdown")
+            self.detach(session, "shutdown")
+        self.private.cancel_all()
+
+    def _expire(self, session: Session) -> None:
+        session.timer = None
+        session.mind.end_session("timeout")
+        self.detach(session, "timeout")
+
+    def _announce(self, user: str, online: bool) -> None:
+        """Presence to everyone online except ``user`` and those ``user`` blocks."""
+        event = wire.Presence(user, online)
+        is_blocked = self.blocks.is_blocked
+        for other, session in self.online.items():
+            if other != user and not is_blocked(user, other):
+                session.mind.deliver(event)
+
+    # --- checks shared by commands ----------------------------------------------------
+
+    def require_user(self, user: str) -> None:
+        if not self.accounts.exists(user):
+            raise NoSuchUser(user)
+
+
+def _check_text(text: str) -> None:
+    if not text.strip():
+        raise EmptyText()
+    if len(text) > wire.MAX_TEXT_CHARS:
+        raise TextTooLong(len(text), wire.MAX_TEXT_CHARS)
+
+
+@implementer(IChatUser)
+class Session:
+    """A logged-in user: the avatar the protocol calls. Each public method is one
+    command; argument errors come before :meth:`touch` so that malformed commands do
+    not count as activity, domain errors (unknown user, ...) after it."""
+
+    def __init__(self, server: ChatServer, name: str, mind: IChatClient) -> None:
+        self.server = server
+        self.name = name
+        self.mind = mind
+        self.timer: IDelayedCall | None = None
+        self.peer_host = ""
+        self.peer_port = 0
+        """Where this user's client accepts private-session connections (0: nowhere)."""
+
+    def touch(self) -> None:
+        """The user did something: restart the idle timer (reset, not recreated)."""
+        if self.timer is not None and self.timer.active():
+            self.timer.reset(self.server.timeout)
+
+    def logout(self) -> None:
+        """cred's logout callable; also the ``logout`` command."""
+        self.server.detach(self, "logout")
+
+    def lost(self) -> None:
+        self.server.detach(self, "connection lost")
+
+    # --- presence queries -----------------------------------------------------------
+
+    def whoelse(self) -> list[str]:
+        self.touch()
+        me = self.name
+        is_blocked = self.server.blocks.is_blocked
+        return sorted(u for u in self.server.online if u != me and not is_blocked(u, me))
+
+    def whoelsesince(self, seconds: int) -> list[str]:
+        if seconds < 0:
+            raise BadArgument("Error. whoelsesince takes a number of seconds, 0 or more.")
+        self.touch()
+        server = self.server
+        cutoff = server.clock.seconds() - seconds
+        names = set(server.online)
+        names.update(server.history.offline_since(cutoff))
+        names.discard(self.name)
+        is_blocked = server.blocks.is_blocked
+        return sorted(u for u in names if not is_blocked(u, self.name))
+
+    # --- messaging --------------------------------------------------------------------
+
+    def message(self, to: str, text: str) -> Deferred[bool]:
+        """Deliver now if ``to`` is online, else queue; fires with whether it was stored."""
+        _check_text(text)
+        self.touch()
+        server = self.server
+        if to == self.name:
+            raise SelfTarget("Error. You cannot message yourself.")
+        server.require_user(to)
+        if server.blocks.is_blocked(to, self.name):
+            raise BlockedByRecipient()
+        now = server.clock.seconds()
+        recipient = server.online.get(to)
+        if recipient is not None:
+            recipient.mind.deliver(wire.Message(self.name, text, now))
+            return succeed(False)
+        stored = server.mailbox.append(to, StoredMessage(self.name, text, now))
+        return stored.addCallback(lambda _: True)
+
+    def broadcast(self, text: str) -> bool:
+        """Send to every other online user who has not blocked us; return whether
+        anyone was skipped for that reason."""
+        _check_text(text)
+        self.touch()
+        server = self.server
+        event = wire.Broadcast(self.name, text, server.clock.seconds())
+        is_blocked = server.blocks.is_blocked
+        skipped = False
+        for other, session in server.online.items():
+            if other == self.name:
+                continue
+            if is_blocked(other, self.name):
+                skipped = True
+            else:
+                session.mind.deliver(event)
+        return skipped
+
+    # --- block lists ----------------------------------------------------------------
+
+    def block(self, user: str) -> Deferred[None]:
+        self.touch()
+        if user == self.name:
+            raise SelfTarget("Error. Cannot block self.")
+        self.server.require_user(user)
+        if self.server.blocks.is_blocked(self.name, user):
+            raise AlreadyBlocked(user)
+        return self.server.blocks.block(self.name, user)
+
+    def unblock(self, user: str) -> Deferred[None]:
+        self.touch()
+        if user == self.name:
+            raise SelfTarget("Error. Cannot unblock self.")
+        self.server.require_user(user)
+        if not self.server.blocks.is_blocked(self.name, user):
+            raise NotBlocked(user)
+        return self.server.blocks.unblock(self.name, user)
+
+    # --- private sessions -----------------------------------------------------------
+
+    def listening(self, host: str, port: int) -> None:
+        """Record where our client accepts peers. Not user activity."""
+        if not 0 < port < 65536:
+            raise BadArgument("Error. A port is a number from 1 to 65535.")
+        self.peer_host = host
+        self.peer_port = port
+
+    def start_private(self, user: str) -> None:
+        self.touch()
+        self.server.private.request(self, user)
+
+    def answer_private(self, user: str, accept: bool) -> None:
+        self.touch()
+        self.server.private.answer(self, user, accept)
+
+    def activity(self) -> None:
+        """Our client did something the server cannot see (a private message)."""
+        self.touch()
+
+
+class PrivateBroker:
+    """Pending private-session requests and their consent.
+
+    A request waits for the target's y/n for ``ttl`` seconds; an approval hands both
+    sides the same one-time token, which the connecting side must present to the
+    listening side. Requests are indexed by both users so that a logout cancels that
+    user's requests in O(their requests).
+    """
+
+    log = Logger()
+
+    def __init__(self, server: ChatServer, ttl: float) -> None:
+        self._server = server
+        self.ttl = ttl
+        self._pending: dict[tuple[str, str], IDelayedCall] = {}
+        """(requester, target) -> the call that lapses the request."""
+        self._by_user: dict[str, set[tuple[str, str]]] = {}
+
+    def request(self, requester: Session, target: str) -> None:
+        server = self._server
+        me = requester.name
+        if target == me:
+            raise SelfTarget("Error. You cannot start a private session with yourself.")
+        server.require_user(target)
+        peer = server.online.get(target)
+        if peer is None:
+            raise UserOffline(target)
+        if server.blocks.is_blocked(target, me):
+            raise BlockedByRecipient(
+                f"Error. You cannot start a private session with {target}: "
+                "the user has blocked you."
+            )
+        if (me, target) in self._pending or (target, me) in self._pending:
+            raise PrivateConflict(
+                f"Error. A private request between you and {target} is "
+                "already waiting for an answer."
+            )
+        if not peer.peer_port:
+            raise UserOffline(target)
+        key = (me, target)
+        self._pending[key] = server.clock.callLater(self.ttl, self._lapse, key)
+        self._by_user.setdefault(me, set()).add(key)
+        self._by_user.setdefault(target, set()).add(key)
+        peer.mind.deliver(wire.PrivateRequest(me, self.ttl))
+
+    def answer(self, target: Session, requester: str, accept: bool) -> None:
+        key = (requester, target.name)
+        if key not in self._pending:
+            raise PrivateConflict(f"Error. There is no private request from {requester}.")
+        self._forget(key).cancel()
+        server = self._server
+        asker = server.online[requester]  # a requester who left has no pending request
+        if not accept:
+            asker.mind.deliver(wire.PrivateDeclined(target.name))
+            return
+        token = secrets.token_urlsafe(24)
+        asker.mind.deliver(
+            wire.PrivateAccepted(target.name, token, target.peer_host, target.peer_port)
+        )
+        target.mind.deliver(wire.PrivateAccepted(requester, token))
+        self.log.info("private session approved: {a} -> {b}", a=requester, b=target.name)
+
+    def user_left(self, user: str) -> None:
+        for key in list(self._by_user.get(user, ())):
+            self._forget(key).cancel()
+            requester, target = key
+            other = target if requester == user else requester
+            session = self._server.online.get(other)
+            if session is not None:
+                session.mind.deliver(wire.PrivateExpired(user, "left"))
+
+    def cancel_all(self) -> None:
+        for key in list(self._pending):
+            self._forget(key).cancel()
+
+    def _lapse(self, key: tuple[str, str]) -> None:
+        self._forget(key)
+        requester, target = key
+        for user, other in ((requester, target), (target, requester)):
+            session = self._server.online.get(user)
+            if session is not None:
+                session.mind.deliver(wire.PrivateExpired(other, "unanswered"))
+
+    def _forget(self, key: tuple[str, str]) -> IDelayedCall:
+        call = self._pending.pop(key)
+        for user in key:
+            keys = self._by_user.get(user)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_user[user]
+        return call
+
+
+@implementer(IRealm)
+class ChatRealm:
+    """cred realm: a checked username becomes an online :class:`Session`."""
+
+    def __init__(self, server: ChatServer) -> None:
+        self._server = server
+
+    def requestAvatar(
+        self, avatarId: bytes | tuple[()], mind: object, *interfaces: type[Interface]
+    ) -> tuple[type[Interface], object, Callable[[], None]]:
+        if IChatUser not in interfaces:
+            raise NotImplementedError("twisted-chat only provides IChatUser")
+        # Our checker returns the username as str; cred's stubs say bytes.
+        user = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else str(avatarId)
+        session = self._server.attach(user, IChatClient(mind))
+        return IChatUser, session, session.logout

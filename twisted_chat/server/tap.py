@@ -1,0 +1,182 @@
+"""``twistd chatserver``: command-line options and ``makeService``, the one place that
+builds a server. Both the twistd plugin and ``server.py`` go through here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.application import service
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from twisted_chat.server.accounts import BlockingRunner, CredentialsFile, CredentialsFormatError
+from twisted_chat.server.auth import LockoutPasswordChecker, LoginThrottle
+from twisted_chat.server.core import DEFAULT_PRIVATE_REQUEST_TTL, ChatRealm, ChatServer
+from twisted_chat.server.protocol import ChatServerFactory
+from twisted_chat.server.stores import DEFAULT_MAILBOX_LIMIT, MemoryBlockStore, MemoryMailbox
+
+DEFAULT_PORT = "5000"
+DEFAULT_BLOCK_DURATION = 60
+DEFAULT_TIMEOUT = 120
+
+
+def _non_negative(value: str) -> float:
+    number = float(value)
+    if not number >= 0 or number == float("inf"):
+        raise ValueError(f"{value} is not a non-negative number")
+    return number
+
+
+def _positive(value: str) -> float:
+    number = _non_negative(value)
+    if number == 0:
+        raise ValueError("must be more than 0")
+    return number
+
+
+def port_description(value: str) -> str:
+    """A bare port number means TCP on every interface; anything else is a Twisted
+    endpoint description such as ``tcp:5000:interface=127.0.0.1``."""
+    if value.isdigit():
+        number = int(value)
+        if not 1024 <= number <= 65535:
+            raise usage.UsageError(f"port {number} is outside 1024-65535")
+        return f"tcp:{number}"
+    if ":" not in value:
+        raise usage.UsageError(f"{value!r} is neither a port number nor an endpoint")
+    return value
+
+
+class Options(usage.Options):
+    """Options of ``twistd chatserver``."""
+
+    synopsis = "[options]"
+    longdesc = "Run the twisted-chat instant-messaging server."
+    optParameters = [
+        [
+            "port",
+            "p",
+            DEFAULT_PORT,
+            "Port number (1024-65535) or Twisted endpoint description, "
+            "e.g. tcp:5000:interface=127.0.0.1.",
+        ],
+        [
+            "block-duration",
+            "b",
+            DEFAULT_BLOCK_DURATION,
+            "Seconds a username stays locked after 3 wrong passwords.",
+            _non_negative,
+        ],
+        [
+            "timeout",
+            "t",
+            DEFAULT_TIMEOUT,
+            "Seconds without a valid command before a user is logged out.",
+            _positive,
+        ],
+        [
+            "credentials",
+            "c",
+            "credentials.txt",
+            "Accounts file: one 'username password' a line; new accounts are appended.",
+        ],
+        [
+            "private-request-ttl",
+            None,
+            DEFAULT_PRIVATE_REQUEST_TTL,
+            "Seconds a private-chat request waits for an answer.",
+            _positive,
+        ],
+        ["mailbox-limit", None, DEFAULT_MAILBOX_LIMIT, "Offline messages kept per recipient.", int],
+    ]
+
+    def postOptions(self) -> None:
+        self["port"] = port_description(str(self["port"]))
+        credentials = Path(self["credentials"])
+        if not credentials.is_file():
+            raise usage.UsageError(f"credentials file {credentials} does not exist")
+        if self["mailbox-limit"] < 1:
+            raise usage.UsageError("--mailbox-limit must be at least 1")
+
+
+class ChatService(service.Service):
+    """Listens on an endpoint with a :class:`ChatServerFactory`; on stop, stops
+    listening and ends every session so no timer outlives it."""
+
+    log = Logger()
+
+    def __init__(self, endpoint_description: str, factory: ChatServerFactory, reactor: Any) -> None:
+        self.endpoint_description = endpoint_description
+        self.factory = factory
+        self._reactor = reactor
+        self.port: IListeningPort | None = None
+        self.listening: Deferred[IListeningPort] = Deferred()
+        """Fires with the listening port once bound (tests and launchers wait on it)."""
+
+    def startService(self) -> None:
+        super().startService()
+        endpoint = serverFromString(self._reactor, self.endpoint_description)
+        failures: list[Failure] = []
+        endpoint.listen(self.factory).addCallbacks(self._bound, failures.append)
+        if failures:
+            # TCP endpoints answer synchronously: fail now, as StreamServerEndpointService
+            # does with _raiseSynchronously, so that twistd exits instead of running deaf.
+            failures[0].raiseException()
+
+    def _bound(self, port: IListeningPort) -> None:
+        self.port = port
+        address = port.getHost()
+        self.log.info(
+            "chat server listening on {host}:{port}",
+            host=getattr(address, "host", "?"),
+            port=getattr(address, "port", "?"),
+        )
+        self.listening.callback(port)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        self.factory.chat.stop()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+        return None
+
+
+def buildServer(
+    options: usage.Options,
+    clock: IReactorTime,
+    run_blocking: BlockingRunner = deferToThread,
+) -> ChatServerFactory:
+    """The domain and its protocol factory, from parsed options; nothing listens.
+    ``run_blocking`` runs file writes off the reactor thread (tests run them inline)."""
+    try:
+        accounts = CredentialsFile(Path(options["credentials"]), run_blocking)
+    except (OSError, UnicodeDecodeError, CredentialsFormatError) as e:
+        raise usage.UsageError(f"cannot read credentials: {e}") from e
+    chat = ChatServer(
+        clock,
+        accounts,
+        MemoryBlockStore(),
+        MemoryMailbox(options["mailbox-limit"]),
+        timeout=options["timeout"],
+        private_request_ttl=options["private-request-ttl"],
+    )
+    throttle = LoginThrottle(clock, options["block-duration"])
+    portal = Portal(ChatRealm(chat), [LockoutPasswordChecker(accounts, throttle)])
+    return ChatServerFactory(chat, portal)
+
+
+def makeService(options: usage.Options, reactor: Any = None) -> ChatService:
+    """Build the server's service from parsed :class:`Options`."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    return ChatService(options["port"], buildServer(options, reactor), reactor)
