@@ -1,0 +1,1 @@
+"""The terminal chat client: session logic, server and peer links, console, wiring."""

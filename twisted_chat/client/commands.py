@@ -1,0 +1,99 @@
+"""What a user types, parsed: the command table (also behind ``help`` and completion)
+and a parser that turns one typed line into a :class:`Command` or a clear error.
+Pure: no I/O, no Twisted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    name: str
+    args: tuple[str, ...]
+    """Argument names; a last name of ``message`` takes the rest of the line."""
+    summary: str
+
+    @property
+    def usage(self) -> str:
+        return " ".join((self.name, *(f"<{a}>" for a in self.args)))
+
+    @property
+    def takes_user(self) -> bool:
+        return bool(self.args) and self.args[0] == "user"
+
+
+COMMANDS: dict[str, CommandSpec] = {
+    spec.name: spec
+    for spec in (
+        CommandSpec(
+            "message", ("user", "message"), "send a message; kept for later if the user is offline"
+        ),
+        CommandSpec("broadcast", ("message",), "send a message to everyone online"),
+        CommandSpec("whoelse", (), "list the other users online"),
+        CommandSpec(
+            "whoelsesince", ("seconds",), "list who was online at any time in the last <seconds>"
+        ),
+        CommandSpec("block", ("user",), "stop a user reaching you or seeing you"),
+        CommandSpec("unblock", ("user",), "undo a block"),
+        CommandSpec("startprivate", ("user",), "ask a user for a private chat"),
+        CommandSpec(
+            "private", ("user", "message"), "send a private message, straight to the user's client"
+        ),
+        CommandSpec("stopprivate", ("user",), "end a private chat"),
+        CommandSpec("logout", (), "log out and quit"),
+        CommandSpec("help", (), "show this list"),
+    )
+}
+
+
+class CommandError(Exception):
+    """A typed line that is not a valid command; the text says what to type instead."""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    args: tuple[str, ...]
+
+    @property
+    def user(self) -> str:
+        return self.args[0]
+
+    @property
+    def text(self) -> str:
+        return self.args[-1]
+
+
+def parse_command(line: str) -> Command:
+    """Parse one typed line. Words are separated by spaces; a trailing ``message``
+    argument keeps its inner spacing as typed."""
+    line = line.strip()
+    name, _, rest = line.partition(" ")
+    spec = COMMANDS.get(name)
+    if spec is None:
+        raise CommandError(f"Error. Invalid command: {name}. Type help for the commands.")
+    args: list[str] = []
+    for position, arg in enumerate(spec.args):
+        rest = rest.lstrip(" ")
+        if not rest:
+            raise CommandError(f"Usage: {spec.usage}")
+        if arg == "message" and position == len(spec.args) - 1:
+            args.append(rest)
+            rest = ""
+        else:
+            word, _, rest = rest.partition(" ")
+            args.append(word)
+    if rest.strip():
+        raise CommandError(f"Usage: {spec.usage}")
+    if name == "whoelsesince" and not args[0].isdigit():
+        raise CommandError("Usage: whoelsesince <seconds>  (a whole number of seconds)")
+    return Command(name, tuple(args))
+
+
+def help_text() -> str:
+    width = max(len(spec.usage) for spec in COMMANDS.values())
+    lines = ["Commands:"]
+    lines += [f"  {spec.usage:<{width}}  {spec.summary}" for spec in COMMANDS.values()]
+    lines.append("Answer a private-chat request with y or n.")
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""The plain line console: the client's :class:`Display` over Twisted's StandardIO.
+
+Used as is when standard input is a pipe (scripts, tests) and, until the full-screen
+line editor exists, on terminals too. On a terminal it turns echo off while a password
+is typed and restores the terminal's settings, and blocking mode on the standard
+descriptors (StandardIO makes them non-blocking), whatever way the client ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import termios
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twisted_chat.client.session import ClientSession
+
+MAX_TYPED_LINE = 64 * 1024
+"""Longest line read from standard input; a message is far shorter (1,000 characters)."""
+
+
+class TerminalState:
+    """Saves the terminal's settings at start and puts them back at exit."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.is_tty = os.isatty(fd)
+        self._saved: list[Any] | None = termios.tcgetattr(fd) if self.is_tty else None
+
+    def echo(self, on: bool) -> None:
+        if self._saved is None:
+            return
+        attrs = termios.tcgetattr(self.fd)
+        if on:
+            attrs[3] |= termios.ECHO
+        else:
+            attrs[3] &= ~termios.ECHO
+        termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
+
+    def restore(self) -> None:
+        if self._saved is not None:
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
+        for fd in (0, 1, 2):
+            with contextlib.suppress(OSError):  # a closed descriptor needs no restoring
+                os.set_blocking(fd, True)
+
+
+@implementer(IHalfCloseableProtocol)
+class PlainConsole(LineReceiver):
+    """Reads typed lines, prints lines; implements the session's ``Display``."""
+
+    transport: Any
+    """Set by Twisted on connection. ``Any``: ``Protocol`` types it ``ITransport | None``,
+    and the TCP/StringTransport providers we use have more (``disconnecting``)."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = MAX_TYPED_LINE
+
+    def __init__(self, terminal: TerminalState) -> None:
+        self.terminal = terminal
+        self.session: ClientSession | None = None
+        self.finished: Deferred[int] = Deferred()
+        self._closed: Deferred[None] = Deferred()
+        self._prompt = ""
+        self._secret = False
+
+    # --- typed input ----------------------------------------------------------------
+
+    def lineReceived(self, line: bytes) -> None:
+        text = line.rstrip(b"\r").decode("utf-8", errors="replace")
+        if self._secret:
+            self._secret = False
+            if self.terminal.is_tty:
+                self.terminal.echo(True)
+                self._write("\n")  # the Enter the user typed was not echoed
+        if self.session is not None:
+            self.session.line_entered(text)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.show(f"That line is too long (over {self.MAX_LENGTH} bytes); it was ignored.")
+
+    def readConnectionLost(self) -> None:
+        if self.session is not None:
+            self.session.input_closed()
+
+    def writeConnectionLost(self) -> None:
+        """Nobody reads our output any more; nothing to do until the session ends."""
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.readConnectionLost()
+        if not self._closed.called:
+            self._closed.callback(None)
+
+    def close(self) -> Deferred[None]:
+        """Close standard I/O once everything written has been flushed: StandardIO
+        writes asynchronously, so stopping the reactor before this would lose the last
+        lines (a farewell, an error)."""
+        if self.transport is not None and not self._closed.called:
+            self.transport.loseConnection()
+        return self._closed
+
+    # --- Display ----------------------------------------------------------------------
+
+    def show(self, text: str) -> None:
+        if self.terminal.is_tty and self._prompt:
+            self._write("\r\x1b[K")  # clear the prompt we drew; it comes back below
+        self._write(text + "\n")
+        if self.terminal.is_tty and self._prompt and not self._secret:
+            self._write(self._prompt)
+
+    def ask(self, prompt: str, secret: bool = False) -> None:
+        self._secret = secret
+        if secret:
+            self.terminal.echo(False)
+        # On a pipe only the login prompts are written; the command prompt is noise there.
+        self._prompt = prompt if self.terminal.is_tty or prompt.strip() != ">" else ""
+        if self._prompt:
+            self._write(self._prompt)
+
+    def finish(self, status: int) -> None:
+        self._prompt = ""
+        self.terminal.restore()
+        if not self.finished.called:
+            self.finished.callback(status)
+
+    def _write(self, text: str) -> None:
+        if self.transport is not None:
+            self.transport.write(text.encode("utf-8"))

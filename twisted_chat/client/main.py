@@ -1,0 +1,107 @@
+"""``client.py PORT [--host HOST]``: wiring only. Connects to the server, joins the
+console, the session and the peer network, and exits with the session's status:
+0 after logout or an idle timeout, 1 when locked out or the server goes away, 2 for
+wrong arguments."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.error import ConnectError
+from twisted.internet.stdio import StandardIO
+from twisted.internet.task import react
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
+
+from twisted_chat.client.console import PlainConsole, TerminalState
+from twisted_chat.client.link import ServerLink
+from twisted_chat.client.peer import PeerManager
+from twisted_chat.client.session import EXIT_FAILURE, ClientSession
+
+USAGE = "usage: client.py [--host HOST] PORT"
+CONNECT_TIMEOUT = 10
+FLUSH_TIMEOUT = 2.0
+
+
+def usage_error(program: str, reason: str) -> NoReturn:
+    print(f"{USAGE.replace('client.py', program)}  ({reason})", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def parse_args(argv: Sequence[str], program: str) -> tuple[str, int]:
+    host = "127.0.0.1"
+    positional: list[str] = []
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "--host":
+            if not args:
+                usage_error(program, "--host needs a value")
+            host = args.pop(0)
+        elif arg.startswith("--host="):
+            host = arg.partition("=")[2]
+        elif arg.startswith("-") and arg != "-":
+            usage_error(program, f"unknown option {arg}")
+        else:
+            positional.append(arg)
+    if len(positional) != 1:
+        usage_error(program, f"expected 1 argument, got {len(positional)}")
+    port = positional[0]
+    if not port.isdigit() or not 1024 <= int(port) <= 65535:
+        usage_error(program, f"PORT must be a number from 1024 to 65535, not {port!r}")
+    if not host:
+        usage_error(program, "--host needs a value")
+    return host, int(port)
+
+
+def start_logging() -> None:
+    # No debug output on the client (spec §10): only real errors, to stderr.
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.error)
+    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+async def chat(reactor: Any, host: str, port: int, program: str) -> None:
+    terminal = TerminalState(0)
+    reactor.addSystemEventTrigger("after", "shutdown", terminal.restore)
+    console = PlainConsole(terminal)
+    peers = PeerManager(reactor)
+    session = ClientSession(console, peers)
+    endpoint = HostnameEndpoint(reactor, host.encode("idna"), port, timeout=CONNECT_TIMEOUT)
+    try:
+        link = await connectProtocol(endpoint, ServerLink(session))
+    except ConnectError as e:
+        reason = e.osError or e.__class__.__name__
+        print(
+            f"{program}: cannot reach the chat server at {host}:{port}: {reason}", file=sys.stderr
+        )
+        raise SystemExit(EXIT_FAILURE) from None
+    peers.interface = getattr(link.transport.getHost(), "host", "127.0.0.1")
+    console.session = session
+    StandardIO(console, reactor=reactor)
+    status = await console.finished
+    peers.close()
+    link.transport.loseConnection()
+    # Bounded: if nobody reads our output, exit anyway after a moment.
+    await console.close().addTimeout(FLUSH_TIMEOUT, reactor, onTimeoutCancel=lambda *_: None)
+    raise SystemExit(status)
+
+
+def run(argv: Sequence[str] | None = None, program: str = "chat-client") -> None:
+    host, port = parse_args(sys.argv[1:] if argv is None else argv, program)
+    start_logging()
+    react(lambda reactor: _deferred(chat(reactor, host, port, program)))
+
+
+def _deferred(coroutine: Any) -> Any:
+    from twisted.internet.defer import Deferred
+
+    return Deferred.fromCoroutine(coroutine)

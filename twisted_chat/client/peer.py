@@ -1,0 +1,314 @@
+"""Private sessions straight between clients.
+
+Every logged-in client listens on an OS-chosen port. When the server approves a session
+it hands both sides one one-time token; the requester connects and presents
+``peer-hello`` with its name and the token; the listener admits the connection only if
+that user was approved with that token, and only once. Anything else (a wrong, reused or
+missing token, garbage, silence) is refused and the user is not disturbed.
+
+Each :class:`PeerProtocol` is a small state machine::
+
+    connecting side:  HANDSHAKING --ok--> OPEN --> CLOSED
+    listening side:   AUTHENTICATING --valid peer-hello--> OPEN --> CLOSED
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.interfaces import IAddress, IDelayedCall, IListeningPort
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+from twisted_chat import wire
+from twisted_chat.client.session import PeerEvents
+
+HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a peer connection may take to authenticate before it is dropped."""
+
+TOKEN_LIFETIME = 60.0
+"""Seconds an approved token waits for its peer to connect."""
+
+MAX_UNAUTHENTICATED = 16
+"""Connections allowed to be mid-handshake at once; more are refused at once."""
+
+
+class PeerRefused(Exception):
+    """The other client refused our handshake."""
+
+
+class PeerState(enum.Enum):
+    HANDSHAKING = "handshaking"
+    AUTHENTICATING = "authenticating"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class PeerProtocol(LineReceiver):
+    """One private-session connection, either side."""
+
+    transport: Any
+    """Set by Twisted on connection. ``Any``: ``Protocol`` types it ``ITransport | None``,
+    and the TCP/StringTransport providers we use have more (``disconnecting``)."""
+
+    delimiter = wire.DELIMITER
+    MAX_LENGTH = wire.MAX_INBOUND_LINE
+    log = Logger()
+
+    def __init__(self, network: PeerManager, user: str = "", token: str = "") -> None:
+        self.network = network
+        self.user = user
+        """The other side's name (known at once when we connect; after auth otherwise)."""
+        self._token = token
+        self.state = PeerState.HANDSHAKING if user else PeerState.AUTHENTICATING
+        self.ready: Deferred[None] = Deferred()
+        self._deadline: IDelayedCall | None = None
+        self.stop_reason = "lost"
+        self.quiet = False
+        """Closed by our own user: no 'ended' notice for them."""
+
+    def connectionMade(self) -> None:
+        self._deadline = self.network.clock.callLater(HANDSHAKE_TIMEOUT, self._too_slow)
+        if self.state is PeerState.HANDSHAKING:
+            hello = wire.PeerHello(wire.PROTOCOL_VERSION, self.network.me, self._token)
+            self.transport.write(wire.encode(hello))
+
+    def lineReceived(self, line: bytes) -> None:
+        if self.state is PeerState.CLOSED:
+            return
+        try:
+            _, frame = wire.parse(line, wire.PEER_FRAMES)
+        except wire.FrameError as e:
+            self._refuse(e.code, e.text)
+            return
+        match self.state, frame:
+            case PeerState.AUTHENTICATING, wire.PeerHello():
+                admitted = frame.version == wire.PROTOCOL_VERSION and self.network.admit(
+                    frame.user, frame.token
+                )
+                if admitted:
+                    self.user = frame.user
+                    self.transport.write(wire.encode(wire.Ok()))
+                    self._open()
+                else:
+                    self._refuse("refused", "No private session was approved for you.")
+            case PeerState.HANDSHAKING, wire.Ok():
+                self._open()
+            case PeerState.HANDSHAKING, wire.Error(text=text):
+                self._fail(PeerRefused(text))
+            case PeerState.OPEN, wire.PrivateText(text=text):
+                if len(text) <= wire.MAX_TEXT_CHARS:
+                    self.network.events.peer_text(self.user, text)
+            case PeerState.OPEN, wire.StopPrivate(reason=reason):
+                self.stop_reason = reason
+                self.transport.loseConnection()
+            case _:
+                self._refuse("bad-state", f"A {frame.TYPE} frame is not expected now.")
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._refuse("line-too-long", "Line too long.")
+
+    def send_text(self, text: str) -> bool:
+        if self.state is not PeerState.OPEN or self.transport.disconnecting:
+            return False
+        self.transport.write(wire.encode(wire.PrivateText(text)))
+        return True
+
+    def stop(self, reason: str) -> None:
+        """Our side ends the session: tell the peer why, then close."""
+        self.quiet = True
+        if self.state is PeerState.OPEN and not self.transport.disconnecting:
+            self.transport.write(wire.encode(wire.StopPrivate(reason)))
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        was_open = self.state is PeerState.OPEN
+        self.state = PeerState.CLOSED
+        self._cancel_deadline()
+        self._fail(PeerRefused("the connection closed during the handshake"))
+        self.network.lost(self, was_open)
+
+    def _open(self) -> None:
+        self._cancel_deadline()
+        if not self.network.opened(self):
+            self.transport.loseConnection()
+            self._fail(PeerRefused(f"already in a private session with {self.user}"))
+            return
+        self.state = PeerState.OPEN
+        if not self.ready.called:
+            self.ready.callback(None)
+
+    def _refuse(self, code: str, text: str) -> None:
+        if self.state is not PeerState.OPEN:
+            self.log.warn(
+                "refused a peer connection from {peer}: {why}",
+                peer=self.transport.getPeer(),
+                why=text,
+                security_event="peer-refused",
+            )
+            self.transport.write(wire.encode(wire.Error(code, text)))
+            self.state = PeerState.CLOSED
+            self.transport.loseConnection()
+        else:
+            self.log.warn("bad frame from peer {user}: {why}", user=self.user, why=text)
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        self._refuse("timeout", "The handshake took too long.")
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _fail(self, error: Exception) -> None:
+        if not self.ready.called:
+            self.ready.errback(error)
+
+
+class PeerManager:
+    """This client's private sessions, its peer listener and the tokens it expects."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, interface: str = "127.0.0.1") -> None:
+        self.reactor = reactor
+        self.clock = reactor
+        self.events: PeerEvents = _Unbound()
+        self.interface = interface
+        """Where to listen: the local address of the link to the server, so that a peer
+        who reaches the server can reach us too."""
+        self.me = ""
+        self._sessions: dict[str, PeerProtocol] = {}
+        self._expected: dict[str, tuple[str, IDelayedCall]] = {}
+        self._authenticating: set[PeerProtocol] = set()
+        self._port: IListeningPort | None = None
+
+    # --- PeerNetwork ------------------------------------------------------------------
+
+    def bind(self, events: PeerEvents) -> None:
+        self.events = events
+
+    def listen(self) -> Deferred[int]:
+        endpoint = TCP4ServerEndpoint(self.reactor, 0, interface=self.interface)
+
+        def bound(port: IListeningPort) -> int:
+            self._port = port
+            return int(getattr(port.getHost(), "port", 0))
+
+        listening: Deferred[int] = endpoint.listen(_PeerFactory(self)).addCallback(bound)
+        return listening
+
+    def expect(self, user: str, token: str) -> None:
+        self._forget_expected(user)
+        lapse = self.clock.callLater(TOKEN_LIFETIME, self._forget_expected, user)
+        self._expected[user] = (token, lapse)
+
+    def connect(self, user: str, host: str, port: int, token: str) -> Deferred[None]:
+        if user in self._sessions:
+            return fail(PeerRefused(f"already in a private session with {user}"))
+        endpoint = TCP4ClientEndpoint(self.reactor, host, port, timeout=HANDSHAKE_TIMEOUT)
+        protocol = PeerProtocol(self, user, token)
+        connected: Deferred[None] = connectProtocol(endpoint, protocol).addCallback(
+            lambda _: protocol.ready
+        )
+        return connected
+
+    def has(self, user: str) -> bool:
+        return user in self._sessions
+
+    def send(self, user: str, text: str) -> bool:
+        protocol = self._sessions.get(user)
+        if protocol is None:
+            return False
+        if protocol.send_text(text):
+            return True
+        del self._sessions[user]
+        return False
+
+    def stop(self, user: str) -> None:
+        protocol = self._sessions.pop(user, None)
+        if protocol is not None:
+            protocol.stop("stop")
+
+    def stop_all(self, reason: str) -> None:
+        for user in list(self._expected):
+            self._forget_expected(user)
+        sessions, self._sessions = self._sessions, {}
+        for protocol in sessions.values():
+            protocol.stop(reason)
+
+    def close(self) -> Deferred[None] | None:
+        """Stop listening (at exit)."""
+        port, self._port = self._port, None
+        return port.stopListening() if port is not None else None
+
+    # --- from PeerProtocol --------------------------------------------------------------
+
+    def incoming(self) -> PeerProtocol | None:
+        if len(self._authenticating) >= MAX_UNAUTHENTICATED:
+            return None  # Twisted closes the connection at once
+        protocol = PeerProtocol(self)
+        self._authenticating.add(protocol)
+        return protocol
+
+    def admit(self, user: str, token: str) -> bool:
+        """Whether ``user`` may open a session with ``token``; a token works once."""
+        expected = self._expected.get(user)
+        if expected is None or user in self._sessions:
+            return False
+        if not hmac.compare_digest(expected[0].encode(), token.encode()):
+            return False
+        self._forget_expected(user)
+        return True
+
+    def opened(self, protocol: PeerProtocol) -> bool:
+        self._authenticating.discard(protocol)
+        if protocol.user in self._sessions:
+            return False
+        self._sessions[protocol.user] = protocol
+        self.events.peer_opened(protocol.user)
+        return True
+
+    def lost(self, protocol: PeerProtocol, was_open: bool) -> None:
+        self._authenticating.discard(protocol)
+        if not was_open or self._sessions.get(protocol.user) is not protocol:
+            return
+        del self._sessions[protocol.user]
+        if not protocol.quiet:
+            self.events.peer_closed(protocol.user, protocol.stop_reason)
+
+    def _forget_expected(self, user: str) -> None:
+        entry = self._expected.pop(user, None)
+        if entry is not None and entry[1].active():
+            entry[1].cancel()
+
+
+class _PeerFactory(Factory):
+    """Builds listening-side peer protocols; ``None`` refuses when too many handshakes
+    are in progress (Twisted then closes the connection at once)."""
+
+    def __init__(self, network: PeerManager) -> None:
+        self.network = network
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        return self.network.incoming()
+
+
+class _Unbound:
+    """The events sink until :meth:`PeerManager.bind`: using it is a wiring bug."""
+
+    def peer_opened(self, user: str) -> None:
+        raise RuntimeError("PeerManager used before bind()")
+
+    def peer_text(self, user: str, text: str) -> None:
+        raise RuntimeError("PeerManager used before bind()")
+
+    def peer_closed(self, user: str, reason: str) -> None:
+        raise RuntimeError("PeerManager used before bind()")

@@ -1,0 +1,516 @@
+"""The client's session logic, apart from the terminal and the network.
+
+:class:`ClientSession` reads what the user typed (``line_entered``), what the server
+pushed (``event_received``) and what peers did (``peer_*``), and answers through a
+:class:`Display` (what the user sees), the server link's ``request`` and a
+:class:`PeerNetwork` (private sessions). It holds no socket and no terminal, so unit
+tests drive it with fakes and a ``Clock``.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import OrderedDict, deque
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_chat import wire
+from twisted_chat.client.commands import Command, CommandError, help_text, parse_command
+from twisted_chat.client.link import ServerError, ServerGone
+
+WELCOME = "Welcome to the greatest messaging application ever!"
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+class Display(Protocol):
+    """What the user sees. The console implements it; tests record it."""
+
+    def show(self, text: str) -> None:
+        """Print a line (or several) for the user."""
+
+    def ask(self, prompt: str, secret: bool = False) -> None:
+        """Wait for the next line, showing ``prompt``; ``secret`` hides what is typed."""
+
+    def finish(self, status: int) -> None:
+        """The session is over: restore the terminal and exit with ``status``."""
+
+
+class Link(Protocol):
+    def request(self, frame: wire.Frame) -> Deferred[dict[str, Any]]: ...
+
+
+class PeerEvents(Protocol):
+    """What the peer network tells the session."""
+
+    def peer_opened(self, user: str) -> None: ...
+    def peer_text(self, user: str, text: str) -> None: ...
+    def peer_closed(self, user: str, reason: str) -> None: ...
+
+
+class PeerNetwork(Protocol):
+    """Private sessions straight between clients (see ``client/peer.py``)."""
+
+    def bind(self, events: PeerEvents) -> None:
+        """Report openings, texts and closings to ``events``."""
+
+    def listen(self) -> Deferred[int]:
+        """Start accepting peers; fires with the port."""
+
+    def expect(self, user: str, token: str) -> None:
+        """``user`` will connect presenting ``token`` (once)."""
+
+    def connect(self, user: str, host: str, port: int, token: str) -> Deferred[None]:
+        """Connect to ``user``'s client and authenticate with ``token``."""
+
+    def has(self, user: str) -> bool: ...
+
+    def send(self, user: str, text: str) -> bool:
+        """Send a private message; False if the connection is gone."""
+
+    def stop(self, user: str) -> None: ...
+
+    def stop_all(self, reason: str) -> None: ...
+
+
+def _server_error(failure: Failure) -> ServerError:
+    """The server's error in ``failure``; anything else passes on down the errbacks."""
+    failure.trap(ServerError)
+    assert isinstance(failure.value, ServerError)
+    return failure.value
+
+
+class Stage(enum.Enum):
+    CONNECTING = "connecting"
+    USERNAME = "username"
+    PASSWORD = "password"
+    ONLINE = "online"
+    LEAVING = "leaving"
+    DONE = "done"
+
+
+_END_OF_INPUT = object()
+"""Queued when standard input closes: log out once what was typed before is done."""
+
+_YES = {"y", "yes"}
+_NO = {"n", "no"}
+
+
+class ClientSession:
+    """One user's session with the server, from hello to exit."""
+
+    log = Logger()
+
+    def __init__(self, display: Display, peers: PeerNetwork) -> None:
+        self.display = display
+        self.peers = peers
+        peers.bind(self)
+        self.stage = Stage.CONNECTING
+        self.user = ""
+        self._link: Link | None = None
+        self._busy = False
+        """A login step is waiting for its reply: typed lines wait in the queue."""
+        self._typed: deque[str | object] = deque()
+        self._askers: OrderedDict[str, None] = OrderedDict()
+        """Users whose private-chat request waits for our y/n, oldest first."""
+        self.known_users: set[str] = set()
+        """Names seen this run (presence, whoelse, messages): for completion."""
+
+    # --- from the server link ------------------------------------------------------
+
+    def link_made(self, link: Link) -> None:
+        self._link = link
+        self._busy = True
+        self._request(wire.Hello(wire.PROTOCOL_VERSION)).addCallbacks(
+            self._greeted, self._fatal_error
+        )
+
+    def _greeted(self, _: dict[str, Any]) -> None:
+        self._ask_username()
+
+    def event_received(self, event: wire.Frame) -> None:
+        if self.stage is Stage.DONE:
+            return
+        match event:
+            case wire.Presence(user=user, online=online):
+                self.known_users.add(user)
+                self.display.show(f"{user} logged {'in' if online else 'out'}")
+            case wire.Message(sender=sender, text=text, sent=sent, stored=stored):
+                self.known_users.add(sender)
+                if stored:
+                    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(sent))
+                    self.display.show(f"{sender}: {text}  (sent {when} while you were away)")
+                else:
+                    self.display.show(f"{sender}: {text}")
+            case wire.Broadcast(sender=sender, text=text):
+                self.known_users.add(sender)
+                self.display.show(f"{sender}: {text}")
+            case wire.PrivateRequest(sender=sender):
+                self._askers[sender] = None
+                self.display.show(f"{sender} would like to private message, enter y or n:")
+            case wire.PrivateAccepted():
+                self._private_accepted(event)
+            case wire.PrivateDeclined(user=user):
+                self.display.show(f"{user} declined private messaging.")
+            case wire.PrivateExpired(user=user, reason=reason):
+                self._askers.pop(user, None)
+                if reason == "left":
+                    self.display.show(
+                        f"The private messaging request with {user} was "
+                        f"cancelled: {user} logged out."
+                    )
+                else:
+                    self.display.show(
+                        f"The private messaging request with {user} lapsed unanswered."
+                    )
+            case wire.LoggedOut(reason=reason):
+                self._logged_out(reason)
+            case wire.Error(text=text):
+                self.display.show(f"Error from the server: {text}")
+            case _:
+                self.log.debug("ignored a {kind} frame", kind=event.TYPE)
+
+    def server_lost(self) -> None:
+        if self.stage in (Stage.LEAVING, Stage.DONE):
+            self._finish(EXIT_OK if self.stage is Stage.LEAVING else None)
+            return
+        self.peers.stop_all("quit")
+        self.display.show("The connection to the server was lost.")
+        self._finish(EXIT_FAILURE)
+
+    # --- from the user ------------------------------------------------------------------
+
+    def line_entered(self, line: str) -> None:
+        """One line typed by the user (without its line ending)."""
+        self._typed.append(line)
+        self._drain()
+
+    def input_closed(self) -> None:
+        """Standard input reached its end (Ctrl-D, or the end of a script)."""
+        self._typed.append(_END_OF_INPUT)
+        self._drain()
+
+    def _drain(self) -> None:
+        while (
+            self._typed
+            and not self._busy
+            and self.stage not in (Stage.CONNECTING, Stage.LEAVING, Stage.DONE)
+        ):
+            item = self._typed.popleft()
+            if item is _END_OF_INPUT:
+                self._end_of_input()
+            else:
+                assert isinstance(item, str)
+                self._handle_line(item)
+
+    def _handle_line(self, line: str) -> None:
+        if self.stage is Stage.USERNAME:
+            self._username_entered(line.strip())
+        elif self.stage is Stage.PASSWORD:
+            self._password_entered(line)
+        elif self.stage is Stage.ONLINE:
+            self._command_entered(line)
+
+    def _end_of_input(self) -> None:
+        if self.stage is Stage.ONLINE:
+            self._logout()
+        else:
+            self._finish(EXIT_OK)
+
+    # --- logging in -----------------------------------------------------------------
+
+    def _ask_username(self) -> None:
+        self._busy = False
+        self.stage = Stage.USERNAME
+        self.display.ask("Username: ")
+        self._drain()
+
+    def _username_entered(self, user: str) -> None:
+        if not user:
+            self.display.ask("Username: ")
+            return
+        self._busy = True
+
+        def answered(result: dict[str, Any]) -> None:
+            self.user = user
+            self._busy = False
+            self.stage = Stage.PASSWORD
+            if result.get("account") == "new":
+                self.display.show(f"This is a new user. Enter a password to create {user}.")
+                self.display.ask("New password: ", secret=True)
+            else:
+                self.display.ask("Password: ", secret=True)
+            self._drain()
+
+        def refused(failure: Failure) -> None:
+            error = _server_error(failure)
+            self.display.show(error.text)
+            self._ask_username()
+
+        self._request(wire.Login(user)).addCallback(answered).addErrback(refused).addErrback(
+            self._unexpected
+        )
+
+    def _password_entered(self, password: str) -> None:
+        self._busy = True
+
+        def welcomed(_: dict[str, Any]) -> None:
+            self.stage = Stage.ONLINE
+            self._busy = False
+            self.display.show(WELCOME)
+            self.display.show("Type help for the commands.")
+            self.peers.listen().addCallbacks(self._listening, self._no_listener)
+            self.display.ask("> ")
+            self._drain()
+
+        def refused(failure: Failure) -> None:
+            error = _server_error(failure)
+            self.display.show(error.text)
+            if error.code == "locked":
+                self._finish(EXIT_FAILURE)
+            elif error.code in ("already-online", "username-taken"):
+                self._ask_username()
+            else:
+                self._busy = False
+                self.display.ask("Password: ", secret=True)
+                self._drain()
+
+        self._request(wire.Password(password)).addCallback(welcomed).addErrback(refused).addErrback(
+            self._unexpected
+        )
+
+    def _listening(self, port: int) -> None:
+        self._request(wire.Listening(port)).addErrback(self._show_error)
+
+    def _no_listener(self, failure: Failure) -> None:
+        self.log.failure("cannot listen for peers", failure)
+        self.display.show("Private messaging is unavailable: cannot listen for peers.")
+
+    # --- commands -------------------------------------------------------------------
+
+    def _command_entered(self, line: str) -> None:
+        stripped = line.strip()
+        if not stripped:
+            return
+        word, _, rest = stripped.partition(" ")
+        if word.lower() in _YES | _NO and self._answer_private(word.lower() in _YES, rest):
+            return
+        try:
+            command = parse_command(stripped)
+        except CommandError as e:
+            self.display.show(str(e))
+            return
+        self._run(command)
+
+    def _run(self, command: Command) -> None:
+        name = command.name
+        if name == "help":
+            self.display.show(help_text())
+        elif name == "logout":
+            self._logout()
+        elif name == "message":
+            self.known_users.add(command.user)
+            self._send(
+                wire.SendMessage(command.user, command.text), self._message_sent, command.user
+            )
+        elif name == "broadcast":
+            self._send(wire.SendBroadcast(command.text), self._broadcast_sent)
+        elif name == "whoelse":
+            self._send(wire.WhoElse(), self._show_users, "No other users are online.")
+        elif name == "whoelsesince":
+            seconds = int(command.user)
+            self._send(
+                wire.WhoElseSince(seconds),
+                self._show_users,
+                f"Nobody else was online in the last {seconds} seconds.",
+            )
+        elif name == "block":
+            self._send(wire.Block(command.user), self._confirm, f"{command.user} is blocked")
+        elif name == "unblock":
+            self._send(wire.Unblock(command.user), self._confirm, f"{command.user} is unblocked")
+        elif name == "startprivate":
+            self._start_private(command.user)
+        elif name == "private":
+            self._private(command.user, command.text)
+        elif name == "stopprivate":
+            self._stop_private(command.user)
+
+    def _send(self, frame: wire.Frame, done: Any, *args: Any) -> None:
+        self._request(frame).addCallback(done, *args).addErrback(self._show_error)
+
+    def _message_sent(self, result: dict[str, Any], user: str) -> None:
+        if result.get("stored"):
+            self.display.show(f"{user} is offline; they will get the message when they log in.")
+
+    def _broadcast_sent(self, result: dict[str, Any]) -> None:
+        if result.get("skipped"):
+            self.display.show("Your message could not be delivered to some recipients.")
+
+    def _show_users(self, result: dict[str, Any], empty: str) -> None:
+        users = [str(u) for u in result.get("users", [])]
+        self.known_users.update(users)
+        self.display.show("\n".join(users) if users else empty)
+
+    def _confirm(self, _: dict[str, Any], text: str) -> None:
+        self.display.show(text)
+
+    def _logout(self) -> None:
+        self.stage = Stage.LEAVING
+        self.peers.stop_all("logout")
+        self._request(wire.Logout()).addBoth(
+            lambda _: self._finish(EXIT_OK, "You have logged out.")
+        )
+
+    def _logged_out(self, reason: str) -> None:
+        self.peers.stop_all(reason)
+        if reason == "timeout":
+            self.display.show("You have been logged out due to inactivity.")
+            self._finish(EXIT_OK)
+        else:
+            self.display.show(f"The server ended your session ({reason}).")
+            self._finish(EXIT_FAILURE)
+
+    # --- private sessions -----------------------------------------------------------
+
+    def _answer_private(self, accept: bool, rest: str) -> bool:
+        """Answer a pending request; False if this line is not such an answer."""
+        if not self._askers:
+            return False
+        user = rest.strip()
+        if not user:
+            if len(self._askers) > 1:
+                waiting = ", ".join(self._askers)
+                self.display.show(
+                    f"Several users are waiting for an answer ({waiting}): "
+                    "type y <user> or n <user>."
+                )
+                return True
+            user = next(iter(self._askers))
+        elif user not in self._askers or " " in user:
+            return False
+        del self._askers[user]
+
+        def answered(_: dict[str, Any]) -> None:
+            if not accept:
+                self.display.show(f"You declined private messaging with {user}.")
+
+        self._send(wire.AnswerPrivate(user, accept), answered)
+        return True
+
+    def _start_private(self, user: str) -> None:
+        if user == self.user:
+            self.display.show("Error. You cannot start a private session with yourself.")
+            return
+        if self.peers.has(user):
+            self.display.show(f"Error. You are already in a private session with {user}.")
+            return
+        self._send(
+            wire.StartPrivate(user),
+            self._confirm,
+            f"Start private messaging with {user}: waiting for {user} to answer.",
+        )
+
+    def _private_accepted(self, event: wire.PrivateAccepted) -> None:
+        user = event.user
+        self.known_users.add(user)
+        if not event.port:  # we accepted: the requester connects to us
+            self.peers.expect(user, event.token)
+            return
+        self.display.show(f"{user} accepts private messaging.")
+
+        def failed(failure: Failure) -> None:
+            self.display.show(
+                f"Could not open private messaging with {user}: {failure.getErrorMessage()}"
+            )
+
+        self.peers.connect(user, event.host, event.port, event.token).addErrback(failed)
+
+    def _private(self, user: str, text: str) -> None:
+        if user == self.user:
+            self.display.show("Error. You cannot private message yourself.")
+        elif not self.peers.has(user):
+            self.display.show(f"Error. Private messaging to {user} not enabled.")
+        elif len(text) > wire.MAX_TEXT_CHARS:
+            self.display.show(
+                f"Error. The message has {len(text)} characters; the limit is "
+                f"{wire.MAX_TEXT_CHARS}. Nothing was sent."
+            )
+        elif not self.peers.send(user, text):
+            self.display.show(
+                f"Error. {user} is no longer reachable; private messaging with {user} ended."
+            )
+        else:
+            self._tell_server_active()
+
+    def _stop_private(self, user: str) -> None:
+        if user == self.user:
+            self.display.show("Error. You cannot stop a private session with yourself.")
+        elif not self.peers.has(user):
+            self.display.show(f"Error. There is no private session with {user}.")
+        else:
+            self.peers.stop(user)
+            self.display.show(f"Private messaging with {user} stopped.")
+            self._tell_server_active()
+
+    def _tell_server_active(self) -> None:
+        # Private messages bypass the server, which must still see the user as active;
+        # it learns *that* we did something, never what.
+        self._request(wire.Activity()).addErrback(self._show_error)
+
+    # --- from the peer network --------------------------------------------------------
+
+    def peer_opened(self, user: str) -> None:
+        self.display.show(f"Private messaging with {user} started: type private {user} <message>.")
+
+    def peer_text(self, user: str, text: str) -> None:
+        self.display.show(f"{user}(private): {text}")
+
+    def peer_closed(self, user: str, reason: str) -> None:
+        if self.stage is Stage.DONE:
+            return
+        if reason == "stop":
+            self.display.show(f"{user} stopped private messaging.")
+        elif reason in ("logout", "timeout", "quit"):
+            self.display.show(f"{user} logged out; private messaging with {user} ended.")
+        else:
+            self.display.show(f"Private messaging with {user} ended: the connection was lost.")
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _request(self, frame: wire.Frame) -> Deferred[dict[str, Any]]:
+        assert self._link is not None
+        return self._link.request(frame)
+
+    def _show_error(self, failure: Failure) -> None:
+        if failure.check(ServerGone):
+            return  # server_lost says it once
+        if failure.check(ServerError):
+            self.display.show(_server_error(failure).text)
+            return
+        self._unexpected(failure)
+
+    def _fatal_error(self, failure: Failure) -> None:
+        if failure.check(ServerError):
+            self.display.show(_server_error(failure).text)
+            self._finish(EXIT_FAILURE)
+        elif not failure.check(ServerGone):
+            self._unexpected(failure)
+
+    def _unexpected(self, failure: Failure) -> None:
+        if failure.check(ServerGone):
+            return
+        self.log.failure("client error", failure)
+        self.display.show(f"Error. Something went wrong: {failure.getErrorMessage()}")
+
+    def _finish(self, status: int | None, farewell: str = "") -> None:
+        if self.stage is Stage.DONE:
+            return
+        self.stage = Stage.DONE
+        if farewell:
+            self.display.show(farewell)
+        self.display.finish(EXIT_OK if status is None else status)
