@@ -1,0 +1,140 @@
+"""In-memory server harness: real protocols over ``StringTransport``, a ``Clock``,
+and the same wiring as production (``tap.buildServer``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from twisted_chat.server.protocol import ChatServerFactory, ChatServerProtocol
+from twisted_chat.server.tap import Options, buildServer
+
+HANDOUT_USERS = {
+    "hans": "falcon*solo",
+    "yoda": "wise@!man",
+    "vader": "sithlord**",
+    "r2d2": "do*!@#dedo",
+    "c3p0": "droid#gold",
+    "leia": "$blasterpistol$",
+    "obiwan": "(jedimaster)",
+    "luke": "=hope+",
+    "chewy": "wookie+aaaaahhhh",
+    "palpatine": "sithlord**",
+}
+
+
+def run_inline(f: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
+    """A ``run_blocking`` that runs the call at once: deterministic unit tests."""
+    return maybeDeferred(f, *args, **kwargs)
+
+
+def write_credentials(path: Path, users: dict[str, str] = HANDOUT_USERS) -> Path:
+    # Like the handout's file: no newline after the last line.
+    path.write_text("\n".join(f"{u} {p}" for u, p in users.items()), encoding="utf-8")
+    return path
+
+
+class Connection:
+    """One client connection to the harness server."""
+
+    def __init__(self, server: Server, port: int) -> None:
+        self.server = server
+        self.transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "127.0.0.1", port),
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 5000),
+        )
+        self.protocol: ChatServerProtocol = server.factory.buildProtocol(None)
+        self.protocol.makeConnection(self.transport)
+        self.lost = False
+        self._next_id = 1
+        self.pending_events: list[dict[str, Any]] = []
+
+    def send_raw(self, data: bytes) -> list[dict[str, Any]]:
+        self.protocol.dataReceived(data)
+        return self.received()
+
+    def send(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Send one request with a fresh id and return its reply (events pushed in
+        between are kept for :meth:`received`)."""
+        request_id = self._next_id
+        self._next_id += 1
+        frame = {"type": kind, "id": request_id, **fields}
+        self.protocol.dataReceived(json.dumps(frame).encode() + b"\n")
+        self.server.clock.advance(0)
+        frames = self.received()
+        replies = [f for f in frames if f.get("id") == request_id]
+        self.pending_events.extend(f for f in frames if f.get("id") != request_id)
+        assert len(replies) == 1, f"expected one reply to {frame}, got {frames}"
+        return replies[0]
+
+    def received(self) -> list[dict[str, Any]]:
+        """Frames written since the last call; closes the connection like a reactor
+        would once the protocol asked to lose it."""
+        data = self.transport.value()
+        self.transport.clear()
+        frames = [json.loads(line) for line in data.split(b"\n") if line]
+        if self.transport.disconnecting and not self.lost:
+            self.close()
+        return frames
+
+    def events(self) -> list[dict[str, Any]]:
+        """Events pushed to this user so far (and not yet read)."""
+        events = self.pending_events + self.received()
+        self.pending_events = []
+        return events
+
+    def close(self) -> None:
+        if not self.lost:
+            self.lost = True
+            self.protocol.connectionLost(Failure(ConnectionDone()))
+
+    def hello(self) -> dict[str, Any]:
+        return self.send("hello", version=1)
+
+    def login(self, user: str, password: str | None = None) -> dict[str, Any]:
+        """hello + login + password; return the password reply."""
+        assert self.hello()["type"] == "ok"
+        reply = self.send("login", user=user)
+        assert reply["type"] == "ok", reply
+        if password is None:
+            password = HANDOUT_USERS[user]
+        return self.send("password", password=password)
+
+
+class Server:
+    """A chat server wired as in production, on a Clock, with no sockets."""
+
+    def __init__(self, tmp_path: Path, *options: str) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_000_000)  # a plausible wall-clock time, not 0
+        self.credentials = write_credentials(tmp_path / "credentials.txt")
+        parsed = Options()
+        parsed.parseOptions(["--credentials", str(self.credentials), *options])
+        self.factory: ChatServerFactory = buildServer(parsed, self.clock, run_inline)
+        self.chat = self.factory.chat
+        self._ports = 40000
+
+    def connect(self) -> Connection:
+        self._ports += 1
+        return Connection(self, self._ports)
+
+    def online(self, user: str) -> Connection:
+        connection = self.connect()
+        reply = connection.login(user)
+        assert reply["type"] == "ok", reply
+        return connection
+
+    def everyone(self, *users: str) -> dict[str, Connection]:
+        """Log users in one after the other, then drop the presence events so far."""
+        connections = {user: self.online(user) for user in users}
+        for connection in connections.values():
+            connection.events()
+        return connections

@@ -1,0 +1,211 @@
+"""The client's session logic with a recording display, a scripted link and fake peers."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fakes import FakePeers, RecordingDisplay, ScriptedLink
+from twisted_chat import wire
+from twisted_chat.client.session import WELCOME, ClientSession, Stage
+
+
+class Client:
+    def __init__(self) -> None:
+        self.display = RecordingDisplay()
+        self.link = ScriptedLink()
+        self.peers = FakePeers()
+        self.session = ClientSession(self.display, self.peers)
+        self.session.link_made(self.link)
+
+    def type(self, *lines: str) -> None:
+        for line in lines:
+            self.session.line_entered(line)
+
+    def logged_in(self, user: str = "hans") -> Client:
+        self.link.answer(version=1)
+        self.type(user, "secret")
+        self.link.answer(account="existing")
+        self.link.answer(user=user)
+        self.link.answer()  # listening
+        self.display.take()
+        self.link.requests.clear()
+        return self
+
+
+@pytest.fixture
+def client() -> Client:
+    return Client()
+
+
+def test_login_flow_prompts(client: Client) -> None:
+    assert client.link.sent() == [wire.Hello(1)]
+    assert client.display.prompts == []
+    client.link.answer(version=1)
+    assert client.display.prompts == [("Username: ", False)]
+    client.type("hans")
+    assert client.link.answer(account="existing") == wire.Login("hans")
+    assert client.display.prompts[-1] == ("Password: ", True)
+    client.type("falcon*solo")
+    assert client.link.answer(user="hans") == wire.Password("falcon*solo")
+    assert client.display.take()[0] == WELCOME
+    assert client.link.answer() == wire.Listening(4321)
+    assert client.session.stage is Stage.ONLINE
+
+
+def test_lines_typed_ahead_wait_for_each_login_step(client: Client) -> None:
+    client.type("hans", "falcon*solo", "whoelse")
+    assert client.link.sent() == [wire.Hello(1)]
+    client.link.answer(version=1)
+    assert client.link.sent()[-1] == wire.Login("hans")
+    client.link.answer(account="existing")
+    assert client.link.sent()[-1] == wire.Password("falcon*solo")
+    client.link.answer(user="hans")
+    assert wire.WhoElse() in client.link.sent()
+
+
+def test_new_user_is_asked_for_a_new_password(client: Client) -> None:
+    client.link.answer(version=1)
+    client.type("jaba")
+    client.link.answer(account="new")
+    assert "This is a new user" in client.display.take()[0]
+    assert client.display.prompts[-1] == ("New password: ", True)
+
+
+def test_already_online_asks_for_a_username_again(client: Client) -> None:
+    client.link.answer(version=1)
+    client.type("hans")
+    client.link.fail("already-online", "hans is already logged in. Try another username.")
+    assert client.display.take() == ["hans is already logged in. Try another username."]
+    assert client.display.prompts[-1] == ("Username: ", False)
+    assert client.session.stage is Stage.USERNAME
+
+
+def test_wrong_password_asks_again_and_lock_exits_1(client: Client) -> None:
+    client.link.answer(version=1)
+    client.type("hans", "a")
+    client.link.answer(account="existing")
+    client.link.fail("wrong-password", "Invalid password. Please try again (2 tries left).")
+    assert client.display.prompts[-1] == ("Password: ", True)
+    client.type("b")
+    client.link.fail("locked", "Invalid password. Your account has been blocked.")
+    assert client.display.status == 1
+
+
+def test_blank_username_is_asked_again_without_asking_the_server(client: Client) -> None:
+    client.link.answer(version=1)
+    client.type("   ")
+    assert client.link.sent() == [wire.Hello(1)]
+    assert client.display.prompts[-1] == ("Username: ", False)
+
+
+def test_commands_become_requests() -> None:
+    client = Client().logged_in()
+    client.type(
+        "whoelse",
+        "whoelsesince 60",
+        "message yoda Hey Dude",
+        "broadcast hi all",
+        "block luke",
+        "unblock luke",
+    )
+    assert client.link.sent() == [
+        wire.WhoElse(),
+        wire.WhoElseSince(60),
+        wire.SendMessage("yoda", "Hey Dude"),
+        wire.SendBroadcast("hi all"),
+        wire.Block("luke"),
+        wire.Unblock("luke"),
+    ]
+
+
+def test_replies_are_shown_clearly() -> None:
+    client = Client().logged_in()
+    client.type("whoelse", "whoelse", "message luke hi", "broadcast hi", "block luke")
+    client.link.answer(users=["luke", "yoda"])
+    client.link.answer(users=[])
+    client.link.answer(stored=True)
+    client.link.answer(skipped=True)
+    client.link.answer()
+    assert client.display.take() == [
+        "luke",
+        "yoda",
+        "No other users are online.",
+        "luke is offline; they will get the message when they log in.",
+        "Your message could not be delivered to some recipients.",
+        "luke is blocked",
+    ]
+
+
+def test_invalid_commands_are_not_sent(client: Client) -> None:
+    client = Client().logged_in()
+    client.type("whatsthetime", "message yoda", "")
+    assert client.link.sent() == []
+    assert client.display.take() == [
+        "Error. Invalid command: whatsthetime. Type help for the commands.",
+        "Usage: message <user> <message>",
+    ]
+
+
+def test_server_errors_are_shown() -> None:
+    client = Client().logged_in()
+    client.type("message bob party time")
+    client.link.fail("no-such-user", "Error. bob is not a user.")
+    assert client.display.take() == ["Error. bob is not a user."]
+
+
+def test_events_are_rendered() -> None:
+    client = Client().logged_in()
+    client.session.event_received(wire.Presence("yoda", True))
+    client.session.event_received(wire.Message("yoda", "hi", 0.0))
+    client.session.event_received(wire.Broadcast("luke", "all", 0.0))
+    client.session.event_received(wire.Presence("yoda", False))
+    assert client.display.take() == ["yoda logged in", "yoda: hi", "luke: all", "yoda logged out"]
+    assert client.session.known_users == {"yoda", "luke"}
+
+
+def test_stored_messages_show_when_they_were_sent() -> None:
+    client = Client().logged_in()
+    client.session.event_received(wire.Message("hans", "Let's rock", 1_700_000_000.0, True))
+    (line,) = client.display.take()
+    assert line.startswith("hans: Let's rock  (sent ")
+    assert "while you were away" in line
+
+
+def test_logout_exits_0(client: Client) -> None:
+    client = Client().logged_in()
+    client.type("logout")
+    assert client.link.sent() == [wire.Logout()]
+    client.link.answer()
+    assert client.display.take() == ["You have logged out."]
+    assert client.display.status == 0
+    client.session.server_lost()  # the server then closes: no second message
+    assert client.display.take() == []
+
+
+def test_timeout_notice_exits_0() -> None:
+    client = Client().logged_in()
+    client.session.event_received(wire.LoggedOut("timeout"))
+    assert client.display.take() == ["You have been logged out due to inactivity."]
+    assert client.display.status == 0
+
+
+def test_losing_the_server_exits_1_with_one_line() -> None:
+    client = Client().logged_in()
+    client.session.server_lost()
+    assert client.display.take() == ["The connection to the server was lost."]
+    assert client.display.status == 1
+
+
+def test_end_of_input_logs_out_after_the_lines_before_it(client: Client) -> None:
+    client.type("hans", "pw", "whoelse")
+    client.session.input_closed()
+    client.link.answer(version=1)
+    client.link.answer(account="existing")
+    client.link.answer(user="hans")
+    assert client.link.sent()[-3:] == [wire.Listening(4321), wire.WhoElse(), wire.Logout()]
+
+
+def test_end_of_input_before_login_exits_0(client: Client) -> None:
+    client.link.answer(version=1)
+    client.session.input_closed()
+    assert client.display.status == 0

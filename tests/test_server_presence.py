@@ -1,0 +1,154 @@
+"""Presence, whoelse, whoelsesince, logout and the idle timeout (spec §4-§6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Server
+
+TIMEOUT = 120.0
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Server:
+    return Server(tmp_path, "--timeout", str(TIMEOUT))
+
+
+def presence(user: str, online: bool) -> dict[str, object]:
+    return {"type": "presence", "user": user, "online": online}
+
+
+def test_others_see_logins_and_logouts_but_not_their_own(server: Server) -> None:
+    hans = server.online("hans")
+    yoda = server.online("yoda")
+    assert hans.events() == [presence("yoda", True)]
+    assert yoda.events() == []
+    yoda.send("logout")
+    assert yoda.lost
+    assert hans.events() == [presence("yoda", False)]
+
+
+def test_a_dropped_connection_is_a_logout(server: Server) -> None:
+    users = server.everyone("hans", "yoda")
+    users["yoda"].close()
+    assert users["hans"].events() == [presence("yoda", False)]
+    assert not server.chat.is_online("yoda")
+
+
+def test_whoelse_lists_the_others(server: Server) -> None:
+    users = server.everyone("hans", "yoda", "luke")
+    assert users["hans"].send("whoelse")["users"] == ["luke", "yoda"]
+    users["luke"].send("logout")
+    assert users["hans"].send("whoelse")["users"] == ["yoda"]
+
+
+def test_whoelse_alone(server: Server) -> None:
+    assert server.online("hans").send("whoelse")["users"] == []
+
+
+def test_whoelsesince_matches_sample_e5(tmp_path: Path) -> None:
+    # r2d2 in 600 s ago and out 300 s ago; vader in 300 s ago and out 120 s ago.
+    server = Server(tmp_path, "--timeout", "3600")
+    r2d2 = server.online("r2d2")
+    server.clock.advance(300)
+    vader = server.online("vader")
+    r2d2.send("logout")
+    server.clock.advance(180)
+    vader.send("logout")
+    users = server.everyone("hans", "yoda", "luke")
+    server.clock.advance(120)
+    assert users["luke"].send("whoelsesince", seconds=200)["users"] == ["hans", "vader", "yoda"]
+    assert users["yoda"].send("whoelsesince", seconds=500)["users"] == [
+        "hans",
+        "luke",
+        "r2d2",
+        "vader",
+    ]
+
+
+def test_whoelsesince_window_edges(server: Server) -> None:
+    users = server.everyone("hans", "yoda")
+    users["yoda"].send("logout")
+    server.clock.advance(10)
+    assert users["hans"].send("whoelsesince", seconds=10)["users"] == ["yoda"]
+    assert users["hans"].send("whoelsesince", seconds=9)["users"] == []
+    assert users["hans"].send("whoelsesince", seconds=0)["users"] == []
+
+
+def test_whoelsesince_beyond_uptime_lists_everyone_this_run(server: Server) -> None:
+    users = server.everyone("hans", "leia")
+    users["leia"].send("logout")
+    server.clock.advance(5)
+    assert users["hans"].send("whoelsesince", seconds=10**9)["users"] == ["leia"]
+
+
+def test_whoelsesince_rejects_bad_arguments(server: Server) -> None:
+    hans = server.online("hans")
+    assert hans.send("whoelsesince", seconds=-1)["code"] == "bad-argument"
+    assert hans.send("whoelsesince", seconds="ten")["code"] == "bad-frame"
+    assert hans.send("whoelsesince")["code"] == "bad-frame"
+
+
+def test_idle_user_is_logged_out_at_the_timeout_and_others_are_told(server: Server) -> None:
+    users = server.everyone("hans", "yoda")
+    server.clock.advance(TIMEOUT / 2)
+    users["yoda"].send("whoelse")  # yoda stays active; hans does not
+    server.clock.advance(TIMEOUT / 2 - 0.01)
+    assert server.chat.is_online("hans")
+    assert users["yoda"].events() == []
+    server.clock.advance(0.01)
+    assert users["hans"].events() == [{"type": "logged-out", "reason": "timeout"}]
+    assert users["hans"].lost
+    assert users["yoda"].events() == [presence("hans", False)]
+
+
+def test_valid_commands_reset_the_idle_timer(server: Server) -> None:
+    hans = server.online("hans")
+    server.clock.advance(TIMEOUT - 1)
+    hans.send("whoelse")
+    server.clock.advance(TIMEOUT - 1)
+    assert server.chat.is_online("hans")
+    server.clock.advance(1)
+    assert not server.chat.is_online("hans")
+
+
+def test_invalid_commands_and_pings_do_not_count_as_activity(server: Server) -> None:
+    hans = server.online("hans")
+    server.clock.advance(TIMEOUT - 1)
+    hans.send("frobnicate")
+    hans.send("whoelsesince", seconds=-5)
+    hans.send_raw(b"not json\n")
+    hans.send("ping")
+    server.clock.advance(1)
+    assert not server.chat.is_online("hans")
+
+
+def test_activity_frames_count(server: Server) -> None:
+    hans = server.online("hans")
+    server.clock.advance(TIMEOUT - 1)
+    assert hans.send("activity")["type"] == "ok"
+    server.clock.advance(TIMEOUT - 1)
+    assert server.chat.is_online("hans")
+
+
+def test_logout_then_login_again(server: Server) -> None:
+    hans = server.online("hans")
+    assert hans.send("logout")["type"] == "ok"
+    assert hans.lost
+    assert server.online("hans").send("whoelse")["type"] == "ok"
+
+
+def test_no_timer_is_left_after_everyone_leaves(server: Server) -> None:
+    users = server.everyone("hans", "yoda")
+    users["hans"].send("logout")
+    users["yoda"].close()
+    assert server.clock.getDelayedCalls() == []
+
+
+def test_stopping_the_server_ends_every_session(server: Server) -> None:
+    users = server.everyone("hans", "yoda")
+    server.chat.stop()
+    assert users["hans"].events()[-1] == {"type": "logged-out", "reason": "shutdown"}
+    assert server.clock.getDelayedCalls() == []

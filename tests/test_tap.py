@@ -1,0 +1,126 @@
+"""Options, makeService and the launchers' argument checks, without listening."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+
+from tests.harness import write_credentials
+from twisted_chat.client.main import parse_args as client_args
+from twisted_chat.server.main import parse_args as server_args
+from twisted_chat.server.tap import ChatService, Options, makeService
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def test_defaults_and_bare_port(tmp_path: Path) -> None:
+    creds = write_credentials(tmp_path / "c.txt")
+    options = parse("--credentials", str(creds))
+    assert options["port"] == "tcp:5000"
+    assert (options["block-duration"], options["timeout"]) == (60, 120)
+    assert parse("--credentials", str(creds), "--port", "6000")["port"] == "tcp:6000"
+
+
+def test_endpoint_descriptions_pass_through(tmp_path: Path) -> None:
+    creds = write_credentials(tmp_path / "c.txt")
+    port = "tcp:5000:interface=127.0.0.1"
+    assert parse("--credentials", str(creds), "--port", port)["port"] == port
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--port", "80"],
+        ["--port", "70000"],
+        ["--port", "five"],
+        ["--timeout", "0"],
+        ["--timeout", "-3"],
+        ["--block-duration", "-1"],
+        ["--block-duration", "x"],
+        ["--mailbox-limit", "0"],
+        ["--credentials", "/nonexistent/c.txt"],
+    ],
+)
+def test_bad_options_are_usage_errors(tmp_path: Path, argv: list[str]) -> None:
+    creds = write_credentials(tmp_path / "c.txt")
+    with pytest.raises(usage.UsageError):
+        parse("--credentials", str(creds), *argv)
+
+
+def test_make_service_listens_where_told(tmp_path: Path) -> None:
+    creds = write_credentials(tmp_path / "c.txt")
+    reactor = MemoryReactorClock()
+    service = makeService(parse("--credentials", str(creds), "--port", "tcp:5123"), reactor)
+    assert isinstance(service, ChatService)
+    service.startService()
+    assert reactor.tcpServers[0][0] == 5123
+    service.stopService()
+
+
+def test_a_malformed_credentials_file_is_a_clear_usage_error(tmp_path: Path) -> None:
+    creds = tmp_path / "c.txt"
+    creds.write_text("hans solo\nbroken line here\n")
+    with pytest.raises(usage.UsageError, match="line 2"):
+        makeService(parse("--credentials", str(creds)), MemoryReactorClock())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["5000"],
+        ["5000", "60"],
+        ["x", "60", "120"],
+        ["80", "60", "120"],
+        ["5000", "-1", "120"],
+        ["5000", "60", "0"],
+        ["5000", "60", "abc"],
+        ["5000", "60", "120", "extra"],
+        ["--bogus", "5000", "60", "120"],
+    ],
+)
+def test_server_py_argument_errors_exit_2_with_one_usage_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        server_args(argv, "server.py")
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: server.py") and err.count("\n") == 1
+
+
+def test_server_py_good_arguments(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    write_credentials(tmp_path / "credentials.txt")
+    monkeypatch.chdir(tmp_path)
+    options, debug = server_args(["5000", "60", "120", "-d"], "server.py")
+    assert (options["port"], options["block-duration"], options["timeout"]) == (
+        "tcp:5000",
+        60,
+        120,
+    )
+    assert debug
+
+
+@pytest.mark.parametrize(
+    "argv", [[], ["x"], ["80"], ["5000", "6000"], ["--host"], ["--nope", "5000"]]
+)
+def test_client_py_argument_errors_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        client_args(argv, "client.py")
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.startswith("usage: client.py")
+
+
+def test_client_py_host_option() -> None:
+    assert client_args(["5000"], "c") == ("127.0.0.1", 5000)
+    assert client_args(["--host", "localhost", "5000"], "c") == ("localhost", 5000)
+    assert client_args(["--host=::1", "5000"], "c") == ("::1", 5000)

@@ -1,0 +1,116 @@
+"""The codec: every frame round-trips, and anything malformed is a FrameError with the
+right code (never another exception)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from twisted_chat import wire
+
+
+def test_requests_round_trip() -> None:
+    frame = wire.SendMessage("yoda", "héllo 中 🎉")
+    line = wire.encode(frame, 7)
+    assert line.endswith(b"\n") and b"\n" not in line[:-1]
+    assert wire.parse(line[:-1], wire.CLIENT_REQUESTS) == (7, frame)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        wire.Presence("hans", True),
+        wire.Message("hans", "hi", 12.5, True),
+        wire.Broadcast("hans", "hi", 3.0),
+        wire.PrivateRequest("hans", 60.0),
+        wire.PrivateAccepted("luke", "tok", "127.0.0.1", 4000),
+        wire.PrivateDeclined("luke"),
+        wire.PrivateExpired("luke", "unanswered"),
+        wire.LoggedOut("timeout"),
+        wire.Error("no-such-user", "Error. bob is not a user.", 3),
+        wire.Ok(4, {"users": ["a", "b"]}),
+    ],
+)
+def test_server_frames_round_trip(frame: wire.Frame) -> None:
+    _request_id, parsed = wire.parse(wire.encode(frame)[:-1], wire.SERVER_FRAMES)
+    assert parsed == frame
+
+
+def test_peer_frames_round_trip() -> None:
+    for frame in (wire.PeerHello(1, "hans", "t0k"), wire.PrivateText("hi"), wire.StopPrivate()):
+        assert wire.parse(wire.encode(frame)[:-1], wire.PEER_FRAMES)[1] == frame
+
+
+def test_carriage_return_before_the_newline_is_accepted() -> None:
+    assert wire.parse(b'{"type":"whoelse"}\r', wire.CLIENT_REQUESTS)[1] == wire.WhoElse()
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        (b"\xff\xfe", "bad-utf8"),
+        (b"not json", "bad-json"),
+        (b"[1,2]", "bad-json"),
+        (b'{"type": NaN}', "bad-json"),
+        (b'{"x": 1}', "bad-frame"),
+        (b'{"type": 5}', "bad-frame"),
+        (b'{"type":"nope"}', "unknown-type"),
+        (b'{"type":"message","to":"a"}', "bad-frame"),
+        (b'{"type":"message","to":"a","text":5}', "bad-frame"),
+        (b'{"type":"whoelsesince","seconds":true}', "bad-frame"),
+        (b'{"type":"whoelsesince","seconds":1.5}', "bad-frame"),
+        (b'{"type":"whoelse","extra":1}', "bad-frame"),
+        (b'{"type":"whoelse","id":[1]}', "bad-frame"),
+        (b'{"type":"whoelse","id":"' + b"x" * 40 + b'"}', "bad-frame"),
+        (b"[" * 100000, "bad-json"),
+    ],
+)
+def test_malformed_lines(line: bytes, code: str) -> None:
+    with pytest.raises(wire.FrameError) as raised:
+        wire.parse(line, wire.CLIENT_REQUESTS)
+    assert raised.value.code == code
+
+
+def test_errors_keep_the_request_id_when_they_can() -> None:
+    with pytest.raises(wire.FrameError) as raised:
+        wire.parse(b'{"type":"nope","id":9}', wire.CLIENT_REQUESTS)
+    assert raised.value.request_id == 9
+
+
+def test_shared_events_are_encoded_once() -> None:
+    event = wire.Presence("hans", True)
+    assert wire.encode_event(event) is wire.encode_event(event)
+
+
+# Generation time varies on shared CI machines; the properties, not the speed, matter.
+RELAXED = settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+
+
+@RELAXED
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise_anything_but_frame_error(data: bytes) -> None:
+    with contextlib.suppress(wire.FrameError):
+        wire.parse(data, wire.CLIENT_REQUESTS)
+
+
+@RELAXED
+@given(
+    st.dictionaries(
+        st.sampled_from(["type", "id", "user", "to", "text", "seconds", "version", "accept"]),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.floats(),
+            st.text(max_size=5),
+            st.sampled_from(list(wire.CLIENT_REQUESTS)),
+        ),
+    )
+)
+def test_arbitrary_objects_never_raise_anything_but_frame_error(obj: dict[str, object]) -> None:
+    with contextlib.suppress(wire.FrameError):
+        wire.parse(json.dumps(obj).encode(), wire.CLIENT_REQUESTS)
