@@ -14,6 +14,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,8 +98,12 @@ class Process(ProcessProtocol):
             )
         )
 
-    def seen_since_last(self) -> str:
-        return self.output[self._cursor :]
+    def mark(self) -> int:
+        """A position in the output, for :meth:`since`."""
+        return len(self.output)
+
+    def since(self, mark: int) -> str:
+        return self.output[mark:]
 
     def send(self, *lines: str) -> None:
         for line in lines:
@@ -173,6 +178,15 @@ class ChatServer:
     async def stop(self) -> None:
         self.process.terminate()
         await self.process.exit_status()
+
+
+def sleep(seconds: float) -> Deferred[None]:
+    """Real time passing, for end-to-end tests of real timers only."""
+    return deferLater(reactor, seconds, lambda: None)
+
+
+async def start(workdir: Path, block_duration: float = 60, timeout: float = 120) -> ChatServer:
+    return await ChatServer(workdir, block_duration, timeout).started()
 
 
 async def logged_in(server: ChatServer, user: str, password: str) -> Process:

@@ -12,27 +12,10 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
-from twisted.internet.task import deferLater
 
-from tests.e2e.processes import BIN, REPO, ChatServer, finish, logged_in, spawn
-from tests.harness import write_credentials
+from tests.e2e.processes import BIN, REPO, finish, logged_in, sleep, spawn, start
 
 pytestmark = pytest.mark.e2e
-
-
-def sleep(seconds: float) -> object:
-    return deferLater(reactor, seconds, lambda: None)
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    write_credentials(tmp_path / "credentials.txt")
-    return tmp_path
-
-
-async def start(workdir: Path, **kwargs: float) -> ChatServer:
-    return await ChatServer(workdir, **kwargs).started()
 
 
 @pytest_twisted.ensureDeferred
