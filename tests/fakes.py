@@ -77,7 +77,7 @@ class FakePeers:
     def bind(self, events: PeerEvents) -> None:
         self.events = events
 
-    def listen(self) -> Deferred[int]:
+    def listen(self, me: str) -> Deferred[int]:
         return succeed(4321)
 
     def expect(self, user: str, token: str) -> None:

@@ -28,8 +28,10 @@ def texts(events: list[dict[str, object]]) -> list[tuple[object, object]]:
 def test_message_to_an_online_user_arrives_at_once(server: Server) -> None:
     users = server.everyone("hans", "yoda")
     assert users["hans"].send("message", to="yoda", text="Hey Dude") == {
-        "type": "ok", "id": 4, "stored": False,
-    }  # fmt: skip
+        "type": "ok",
+        "id": 4,
+        "stored": False,
+    }
     (event,) = users["yoda"].events()
     assert event["type"] == "message"
     assert (event["sender"], event["text"], event["stored"]) == ("hans", "Hey Dude", False)
@@ -88,8 +90,10 @@ def test_offline_messages_arrive_after_the_welcome_in_order_with_times(server: S
     assert welcome["type"] == "ok"
     events = luke.events()
     assert [(e["text"], e["stored"], e["sent"]) for e in events] == [
-        ("m0", True, sent_times[0]), ("m1", True, sent_times[1]), ("m2", True, sent_times[2]),
-    ]  # fmt: skip
+        ("m0", True, sent_times[0]),
+        ("m1", True, sent_times[1]),
+        ("m2", True, sent_times[2]),
+    ]
 
 
 def test_offline_messages_are_delivered_once(server: Server) -> None:

@@ -10,17 +10,30 @@ Each :class:`PeerProtocol` is a small state machine::
 
     connecting side:  HANDSHAKING --ok--> OPEN --> CLOSED
     listening side:   AUTHENTICATING --valid peer-hello--> OPEN --> CLOSED
+
+The server tells the requester of an approval before the target, and the two hear it on
+different connections, so a ``peer-hello`` can arrive before the listening side knows to
+expect it. Such a hello waits (within the same handshake deadline) for the approval of
+that user, and is checked then.
 """
 
 from __future__ import annotations
 
 import enum
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
-from twisted.internet.interfaces import IAddress, IDelayedCall, IListeningPort
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IListeningPort,
+    IReactorTime,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -70,6 +83,9 @@ class PeerProtocol(LineReceiver):
         self.ready: Deferred[None] = Deferred()
         self._deadline: IDelayedCall | None = None
         self.stop_reason = "lost"
+        self.claimed_user = ""
+        self.claimed_token = ""
+        """What a connecting peer said in its ``peer-hello`` (listening side)."""
         self.quiet = False
         """Closed by our own user: no 'ended' notice for them."""
 
@@ -88,16 +104,12 @@ class PeerProtocol(LineReceiver):
             self._refuse(e.code, e.text)
             return
         match self.state, frame:
-            case PeerState.AUTHENTICATING, wire.PeerHello():
-                admitted = frame.version == wire.PROTOCOL_VERSION and self.network.admit(
-                    frame.user, frame.token
-                )
-                if admitted:
-                    self.user = frame.user
-                    self.transport.write(wire.encode(wire.Ok()))
-                    self._open()
-                else:
-                    self._refuse("refused", "No private session was approved for you.")
+            case PeerState.AUTHENTICATING, wire.PeerHello() if not self.claimed_user:
+                if frame.version != wire.PROTOCOL_VERSION:
+                    self._refuse("refused", f"Protocol version {frame.version} is not spoken.")
+                    return
+                self.claimed_user, self.claimed_token = frame.user, frame.token
+                self.network.admit(self)
             case PeerState.HANDSHAKING, wire.Ok():
                 self._open()
             case PeerState.HANDSHAKING, wire.Error(text=text):
@@ -113,6 +125,17 @@ class PeerProtocol(LineReceiver):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._refuse("line-too-long", "Line too long.")
+
+    def admitted(self, ok: bool) -> None:
+        """The peer network's verdict on our ``peer-hello`` (listening side)."""
+        if self.state is not PeerState.AUTHENTICATING:
+            return
+        if not ok:
+            self._refuse("refused", "No private session was approved for you.")
+            return
+        self.user = self.claimed_user
+        self.transport.write(wire.encode(wire.Ok()))
+        self._open()
 
     def send_text(self, text: str) -> bool:
         if self.state is not PeerState.OPEN or self.transport.disconnecting:
@@ -177,9 +200,20 @@ class PeerManager:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, interface: str = "127.0.0.1") -> None:
-        self.reactor = reactor
-        self.clock = reactor
+    def __init__(
+        self,
+        reactor: Any,
+        interface: str = "127.0.0.1",
+        listen_on: Callable[[str], IStreamServerEndpoint] | None = None,
+        connect_to: Callable[[str, int], IStreamClientEndpoint] | None = None,
+    ) -> None:
+        self.clock: IReactorTime = reactor
+        self._listen_on = listen_on or (
+            lambda interface: TCP4ServerEndpoint(reactor, 0, interface=interface)
+        )
+        self._connect_to = connect_to or (
+            lambda host, port: TCP4ClientEndpoint(reactor, host, port, timeout=HANDSHAKE_TIMEOUT)
+        )
         self.events: PeerEvents = _Unbound()
         self.interface = interface
         """Where to listen: the local address of the link to the server, so that a peer
@@ -188,6 +222,8 @@ class PeerManager:
         self._sessions: dict[str, PeerProtocol] = {}
         self._expected: dict[str, tuple[str, IDelayedCall]] = {}
         self._authenticating: set[PeerProtocol] = set()
+        self._awaiting: dict[str, list[PeerProtocol]] = {}
+        """Hellos that came before the approval of their user, by claimed user."""
         self._port: IListeningPort | None = None
 
     # --- PeerNetwork ------------------------------------------------------------------
@@ -195,8 +231,9 @@ class PeerManager:
     def bind(self, events: PeerEvents) -> None:
         self.events = events
 
-    def listen(self) -> Deferred[int]:
-        endpoint = TCP4ServerEndpoint(self.reactor, 0, interface=self.interface)
+    def listen(self, me: str) -> Deferred[int]:
+        self.me = me
+        endpoint = self._listen_on(self.interface)
 
         def bound(port: IListeningPort) -> int:
             self._port = port
@@ -209,11 +246,13 @@ class PeerManager:
         self._forget_expected(user)
         lapse = self.clock.callLater(TOKEN_LIFETIME, self._forget_expected, user)
         self._expected[user] = (token, lapse)
+        for protocol in self._awaiting.pop(user, []):
+            protocol.admitted(self._check(user, protocol.claimed_token))
 
     def connect(self, user: str, host: str, port: int, token: str) -> Deferred[None]:
         if user in self._sessions:
             return fail(PeerRefused(f"already in a private session with {user}"))
-        endpoint = TCP4ClientEndpoint(self.reactor, host, port, timeout=HANDSHAKE_TIMEOUT)
+        endpoint = self._connect_to(host, port)
         protocol = PeerProtocol(self, user, token)
         connected: Deferred[None] = connectProtocol(endpoint, protocol).addCallback(
             lambda _: protocol.ready
@@ -258,8 +297,17 @@ class PeerManager:
         self._authenticating.add(protocol)
         return protocol
 
-    def admit(self, user: str, token: str) -> bool:
-        """Whether ``user`` may open a session with ``token``; a token works once."""
+    def admit(self, protocol: PeerProtocol) -> None:
+        """Decide on a ``peer-hello``: at once if an approval for that user is known,
+        else when one arrives (or never: the handshake deadline refuses it)."""
+        user = protocol.claimed_user
+        if user in self._expected or user in self._sessions:
+            protocol.admitted(self._check(user, protocol.claimed_token))
+        else:
+            self._awaiting.setdefault(user, []).append(protocol)
+
+    def _check(self, user: str, token: str) -> bool:
+        """Whether ``token`` is the one approved for ``user``; a token works once."""
         expected = self._expected.get(user)
         if expected is None or user in self._sessions:
             return False
@@ -278,6 +326,11 @@ class PeerManager:
 
     def lost(self, protocol: PeerProtocol, was_open: bool) -> None:
         self._authenticating.discard(protocol)
+        waiting = self._awaiting.get(protocol.claimed_user)
+        if waiting is not None and protocol in waiting:
+            waiting.remove(protocol)
+            if not waiting:
+                del self._awaiting[protocol.claimed_user]
         if not was_open or self._sessions.get(protocol.user) is not protocol:
             return
         del self._sessions[protocol.user]

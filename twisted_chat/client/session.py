@@ -59,8 +59,8 @@ class PeerNetwork(Protocol):
     def bind(self, events: PeerEvents) -> None:
         """Report openings, texts and closings to ``events``."""
 
-    def listen(self) -> Deferred[int]:
-        """Start accepting peers; fires with the port."""
+    def listen(self, me: str) -> Deferred[int]:
+        """Start accepting peers for user ``me``; fires with the port."""
 
     def expect(self, user: str, token: str) -> None:
         """``user`` will connect presenting ``token`` (once)."""
@@ -264,7 +264,7 @@ class ClientSession:
             self._busy = False
             self.display.show(WELCOME)
             self.display.show("Type help for the commands.")
-            self.peers.listen().addCallbacks(self._listening, self._no_listener)
+            self.peers.listen(self.user).addCallbacks(self._listening, self._no_listener)
             self.display.ask("> ")
             self._drain()
 

@@ -1,0 +1,158 @@
+"""Several real clients, their peer networks and the real server, joined in memory with
+``twisted.test.iosim`` pumps on one ``Clock``: whole private-chat flows without sockets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint, IStreamServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.test.iosim import IOPump, connect, makeFakeClient, makeFakeServer
+from zope.interface import implementer
+
+from tests.fakes import RecordingDisplay
+from tests.harness import HANDOUT_USERS, Server
+from twisted_chat.client.link import ServerLink
+from twisted_chat.client.peer import PeerManager
+from twisted_chat.client.session import ClientSession
+
+
+@implementer(IListeningPort)
+class _Port:
+    def __init__(self, network: MemoryNetwork, port: int) -> None:
+        self._network = network
+        self._port = port
+
+    def startListening(self) -> None:
+        """Already listening."""
+
+    def stopListening(self) -> Deferred[None]:
+        self._network.listeners.pop(self._port, None)
+        return succeed(None)
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", self._port)
+
+
+@implementer(IStreamServerEndpoint)
+class _ListenEndpoint:
+    def __init__(self, network: MemoryNetwork) -> None:
+        self._network = network
+
+    def listen(self, factory: Factory) -> Deferred[IListeningPort]:
+        self._network.next_port += 1
+        self._network.listeners[self._network.next_port] = factory
+        return succeed(_Port(self._network, self._network.next_port))
+
+
+@implementer(IStreamClientEndpoint)
+class _ConnectEndpoint:
+    def __init__(self, network: MemoryNetwork, port: int) -> None:
+        self._network = network
+        self._port = port
+
+    def connect(self, factory: Factory) -> Deferred[Protocol]:
+        listener = self._network.listeners.get(self._port)
+        if listener is None:
+            return fail(ConnectionRefusedError())
+        address = IPv4Address("TCP", "127.0.0.1", self._port)
+        server_side = listener.buildProtocol(address)
+        if server_side is None:
+            return fail(ConnectionRefusedError())
+        client_side = factory.buildProtocol(address)
+        assert client_side is not None
+        self._network.join(server_side, client_side)
+        return succeed(client_side)
+
+
+class MemoryNetwork:
+    """Listeners by port and the pumps of every connection."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.clock = server.clock
+        self.listeners: dict[int, Factory] = {}
+        self.next_port = 50000
+        self.pumps: list[IOPump] = []
+
+    def join(self, server_side: Protocol, client_side: Protocol) -> IOPump:
+        pump = connect(
+            server_side,
+            makeFakeServer(server_side),
+            client_side,
+            makeFakeClient(client_side),
+            greet=False,
+            clock=self.clock,
+        )
+        self.pumps.append(pump)
+        return pump
+
+    def listen_on(self, interface: str) -> IStreamServerEndpoint:
+        return _ListenEndpoint(self)
+
+    def connect_to(self, host: str, port: int) -> IStreamClientEndpoint:
+        return _ConnectEndpoint(self, port)
+
+    def flush(self) -> None:
+        """Move bytes and disconnections until nothing moves."""
+        for _ in range(1000):
+            moved = [pump.pump() for pump in list(self.pumps)]
+            if not any(moved):
+                return
+        raise AssertionError("the network never settled")
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.flush()
+
+
+class Person:
+    """One user at a client: the real session, link and peer network."""
+
+    def __init__(self, network: MemoryNetwork, name: str) -> None:
+        self.network = network
+        self.name = name
+        self.display = RecordingDisplay()
+        self.peers = PeerManager(
+            network.clock, listen_on=network.listen_on, connect_to=network.connect_to
+        )
+        self.session = ClientSession(self.display, self.peers)
+        self.link = ServerLink(self.session)
+        self.server_side = network.server.factory.buildProtocol(None)
+        self.server_saw: list[bytes] = []
+        """Every line the server received from this client."""
+        self._record_lines(self.server_side.lineReceived)
+        network.join(self.server_side, self.link)
+        network.flush()
+
+    def _record_lines(self, original: Callable[[bytes], None]) -> None:
+        def recording(line: bytes) -> None:
+            self.server_saw.append(line)
+            original(line)
+
+        self.server_side.lineReceived = recording  # type: ignore[method-assign]
+
+    def type(self, *lines: str) -> None:
+        for line in lines:
+            self.session.line_entered(line)
+            self.network.flush()
+
+    def log_in(self) -> Person:
+        self.type(self.name, HANDOUT_USERS[self.name])
+        assert "Welcome to the greatest messaging application ever!" in self.display.lines
+        self.display.take()
+        return self
+
+    def sees(self) -> list[str]:
+        return self.display.take()
+
+
+def people(server: Server, *names: str) -> tuple[MemoryNetwork, dict[str, Person]]:
+    network = MemoryNetwork(server)
+    everyone = {name: Person(network, name).log_in() for name in names}
+    for person in everyone.values():
+        person.sees()
+    return network, everyone
