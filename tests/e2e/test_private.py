@@ -244,3 +244,19 @@ async def test_a_forged_peer_connection_is_refused(workdir: Path) -> None:
         assert "guess" not in luke.output and "boo" not in luke.output
     finally:
         await close(r)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_crashed_client_ends_its_private_sessions(workdir: Path) -> None:
+    r = await room(workdir, "hans", "luke")
+    hans, luke = r.clients["hans"], r.clients["luke"]
+    try:
+        await open_private(hans, luke, "hans", "luke")
+        luke.kill()  # SIGKILL: no goodbye frame to anyone
+        await luke.ended
+        await hans.expect("luke logged out")
+        hans.send("private luke are you there")
+        await hans.expect("Error. Private messaging to luke not enabled.")
+        assert "Private messaging with luke ended: the connection was lost." in hans.output
+    finally:
+        await close(r)
