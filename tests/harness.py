@@ -112,12 +112,13 @@ class Connection:
 class Server:
     """A chat server wired as in production, on a Clock, with no sockets."""
 
-    def __init__(self, tmp_path: Path, *options: str) -> None:
+    def __init__(self, tmp_path: Path, *options: str, durable: bool = False) -> None:
         self.clock = Clock()
         self.clock.advance(1_000_000)  # a plausible wall-clock time, not 0
         self.credentials = write_credentials(tmp_path / "credentials.txt")
         parsed = Options()
-        parsed.parseOptions(["--credentials", str(self.credentials), *options])
+        stores = [] if durable else ["--in-memory"]
+        parsed.parseOptions(["--credentials", str(self.credentials), *stores, *options])
         self.factory: ChatServerFactory = buildServer(parsed, self.clock, run_inline)
         self.chat = self.factory.chat
         self._ports = 40000

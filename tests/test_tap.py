@@ -64,11 +64,18 @@ def test_make_service_listens_where_told(tmp_path: Path) -> None:
     service.stopService()
 
 
-def test_a_malformed_credentials_file_is_a_clear_usage_error(tmp_path: Path) -> None:
+def test_a_malformed_credentials_file_is_one_clear_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     creds = tmp_path / "c.txt"
     creds.write_text("hans solo\nbroken line here\n")
-    with pytest.raises(usage.UsageError, match="line 2"):
+    with pytest.raises(SystemExit) as exited:
         makeService(parse("--credentials", str(creds)), MemoryReactorClock())
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == (
+        f"chatserver: cannot read credentials: {creds}, line 2: expected 'username password', "
+        "got 3 field(s)\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,9 @@ class IAccountStore(Interface):
     def verify(user: str, password: str) -> bool:
         """Whether ``password`` is ``user``'s password (constant-time comparison)."""
 
+    def refresh() -> Deferred[None]:
+        """Pick up changes made to the accounts outside the server (by hand)."""
+
     def create(user: str, password: str) -> Deferred[None]:
         """Add an account; fires when it is durable. Fails with ``UsernameTaken`` if the
         name exists or is being created."""
@@ -50,11 +53,13 @@ class IAccountStore(Interface):
 
 @dataclass(frozen=True)
 class StoredMessage:
-    """A direct message waiting for an offline recipient."""
+    """A direct message waiting for an offline recipient. ``key`` identifies it in its
+    store (0 until stored)."""
 
     sender: str
     text: str
     sent: float
+    key: int = 0
 
 
 class IMailbox(Interface):
@@ -65,8 +70,12 @@ class IMailbox(Interface):
     def append(recipient: str, message: StoredMessage) -> Deferred[None]:
         """Queue a message; fires once stored. Fails with ``QueueFull`` at the limit."""
 
-    def take(recipient: str) -> Deferred[list[StoredMessage]]:
-        """Remove and return everything waiting for ``recipient``, oldest first."""
+    def pending(recipient: str) -> Deferred[list[StoredMessage]]:
+        """Everything waiting for ``recipient``, oldest first (still stored)."""
+
+    def delivered(recipient: str, messages: list[StoredMessage]) -> Deferred[None]:
+        """Forget ``messages``, which were written to ``recipient``. Until this fires a
+        crash delivers them again: at-least-once, never lost."""
 
 
 class IBlockStore(Interface):

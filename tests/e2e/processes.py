@@ -40,6 +40,8 @@ class Process(ProcessProtocol):
         self._waiting: list[tuple[re.Pattern[str], Deferred[re.Match[str]]]] = []
         self.ended: Deferred[int | None] = Deferred()
         self.status: int | None = None
+        self.signal: int | None = None
+        """The signal that ended the process, if one did."""
 
     def outReceived(self, data: bytes) -> None:
         self.output += data.decode("utf-8", errors="replace")
@@ -51,6 +53,7 @@ class Process(ProcessProtocol):
     def processEnded(self, reason: Failure) -> None:
         if isinstance(reason.value, ProcessDone | ProcessTerminated):
             self.status = reason.value.exitCode
+            self.signal = getattr(reason.value, "signal", None)
         self.ended.callback(self.status)
         for _, d in self._waiting:
             if not d.called:
@@ -71,6 +74,18 @@ class Process(ProcessProtocol):
             else:
                 still.append((pattern, d))
         self._waiting = still
+
+    async def seen(self, text: str, wait: float = WAIT) -> None:
+        """Wait until ``text`` appears anywhere in the output, in whatever order it came
+        relative to other lines (lines from different connections have no order)."""
+        if text in self.output:
+            return
+        cursor = self._cursor
+        self._cursor = 0
+        try:
+            await self.expect(text, wait=wait)
+        finally:
+            self._cursor = cursor
 
     async def expect(self, text: str, regex: bool = False, wait: float = WAIT) -> re.Match[str]:
         """Wait until ``text`` appears after what earlier expectations matched."""

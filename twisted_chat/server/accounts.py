@@ -13,9 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, DeferredLock, fail
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_chat import wire
@@ -94,8 +95,11 @@ class CredentialsFile:
     def __init__(self, path: Path, run_blocking: BlockingRunner = deferToThread) -> None:
         self.path = path
         self._run_blocking = run_blocking
+        self._signature = _signature(path)
         self._accounts = parse_credentials(path.read_text(encoding="utf-8"), str(path))
         self._creating: set[str] = set()
+        self._file = DeferredLock()
+        """One file operation at a time: a re-read never interleaves with a rewrite."""
 
     def __len__(self) -> int:
         return len(self._accounts)
@@ -109,6 +113,42 @@ class CredentialsFile:
             return False
         return hmac.compare_digest(stored.encode("utf-8"), password.encode("utf-8"))
 
+    def refresh(self) -> Deferred[None]:
+        """Re-read the file, off the reactor thread, if it changed on disk since we last
+        read or wrote it, so that accounts added or changed by hand work at the next
+        login. A damaged file is reported (file and line) and the accounts known before
+        are kept: nothing is discarded, and the file itself is left as it is."""
+
+        def read_if_changed() -> tuple[tuple[int, int, int], str] | None:
+            signature = _signature(self.path)
+            if signature == self._signature:
+                return None
+            return signature, self.path.read_text(encoding="utf-8")
+
+        def reread(changed: tuple[tuple[int, int, int], str] | None) -> None:
+            if changed is None:
+                return
+            signature, text = changed
+            self._signature = signature
+            try:
+                self._accounts = parse_credentials(text, str(self.path))
+            except CredentialsFormatError as e:
+                self.log.error("{error}; keeping the accounts read before", error=str(e))
+
+        def failed(failure: Failure) -> None:
+            failure.trap(OSError, UnicodeDecodeError)
+            self.log.error(
+                "cannot re-read {path}: {error}; keeping the accounts read before",
+                path=str(self.path),
+                error=failure.getErrorMessage(),
+            )
+
+        def locked() -> Deferred[None]:
+            d: Deferred[None] = self._run_blocking(read_if_changed).addCallback(reread)
+            return d.addErrback(failed)
+
+        return self._file.run(locked)
+
     def create(self, user: str, password: str) -> Deferred[None]:
         try:
             check_username(user)
@@ -120,21 +160,32 @@ class CredentialsFile:
         # Reserve the name now: a second client creating it while we write loses (§14.6).
         self._creating.add(user)
 
-        def written(_: object) -> None:
+        def written(signature: tuple[int, int, int]) -> None:
             self._accounts[user] = password
+            self._signature = signature
             self.log.info("account {user} created", user=user)
 
         def finished(result: object) -> object:
             self._creating.discard(user)
             return result
 
-        d = self._run_blocking(_append_line, self.path, f"{user} {password}")
-        d.addCallback(written)
-        d.addBoth(finished)
-        return d
+        def locked() -> Deferred[None]:
+            d: Deferred[tuple[int, int, int]] = self._run_blocking(
+                _append_line, self.path, f"{user} {password}"
+            )
+            return d.addCallback(written)
+
+        done: Deferred[None] = self._file.run(locked).addBoth(finished)
+        return done
 
 
-def _append_line(path: Path, line: str) -> None:
+def _signature(path: Path) -> tuple[int, int, int]:
+    """What tells us the file changed: modification time, size, inode."""
+    status = path.stat()
+    return status.st_mtime_ns, status.st_size, status.st_ino
+
+
+def _append_line(path: Path, line: str) -> tuple[int, int, int]:
     """Append ``line`` to ``path`` atomically and durably (runs in a worker thread).
 
     Reads the current file (so lines added by hand are kept), adds a line break if the
@@ -165,3 +216,4 @@ def _append_line(path: Path, line: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    return _signature(path)

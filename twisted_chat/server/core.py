@@ -108,16 +108,28 @@ class ChatServer:
 
     def begin(self, session: Session) -> Deferred[None]:
         """Side effects of a login, once the client has its welcome: tell the others,
-        start the idle timer, deliver offline mail (in the order it was sent)."""
+        start the idle timer, deliver offline mail (in the order it was sent).
+
+        Reading the mail may wait on the disk; events for this user that come meanwhile
+        are held and follow the mail, so nothing overtakes an older message."""
+        session.hold()
         session.timer = self.clock.callLater(self.timeout, self._expire, session)
         self._announce(session.name, online=True)
         self.log.info("{user} logged in", user=session.name)
+        user = session.name
 
-        def deliver(stored: list[StoredMessage]) -> None:
+        def deliver(stored: list[StoredMessage]) -> Deferred[None]:
+            if self.online.get(user) is not session:
+                return succeed(None)  # gone before the mail came: it stays stored
             for item in stored:
                 session.mind.deliver(wire.Message(item.sender, item.text, item.sent, True))
+            return self.mailbox.delivered(user, stored) if stored else succeed(None)
 
-        return self.mailbox.take(session.name).addCallback(deliver)
+        def release(result: object) -> object:
+            session.release()
+            return result
+
+        return self.mailbox.pending(user).addCallback(deliver).addBoth(release)
 
     def detach(self, session: Session, reason: str) -> None:
         """The user is gone (logout, timeout, lost connection). Idempotent."""
@@ -150,7 +162,7 @@ class ChatServer:
         is_blocked = self.blocks.is_blocked
         for other, session in self.online.items():
             if other != user and not is_blocked(user, other):
-                session.mind.deliver(event)
+                session.deliver(event)
 
     # --- checks shared by commands ----------------------------------------------------
 
@@ -180,6 +192,23 @@ class Session:
         self.peer_host = ""
         self.peer_port = 0
         """Where this user's client accepts private-session connections (0: nowhere)."""
+        self._held: list[wire.Frame] | None = None
+        """Events waiting while offline mail is read (see ChatServer.begin)."""
+
+    def deliver(self, event: wire.Frame) -> None:
+        """Push an event to this user, after any offline mail still being read."""
+        if self._held is None:
+            self.mind.deliver(event)
+        else:
+            self._held.append(event)
+
+    def hold(self) -> None:
+        self._held = []
+
+    def release(self) -> None:
+        held, self._held = self._held or [], None
+        for event in held:
+            self.mind.deliver(event)
 
     def touch(self) -> None:
         """The user did something: restart the idle timer (reset, not recreated)."""
@@ -228,7 +257,7 @@ class Session:
         now = server.clock.seconds()
         recipient = server.online.get(to)
         if recipient is not None:
-            recipient.mind.deliver(wire.Message(self.name, text, now))
+            recipient.deliver(wire.Message(self.name, text, now))
             return succeed(False)
         stored = server.mailbox.append(to, StoredMessage(self.name, text, now))
         return stored.addCallback(lambda _: True)
@@ -248,7 +277,7 @@ class Session:
             if is_blocked(other, self.name):
                 skipped = True
             else:
-                session.mind.deliver(event)
+                session.deliver(event)
         return skipped
 
     # --- block lists ----------------------------------------------------------------
@@ -336,7 +365,7 @@ class PrivateBroker:
         self._pending[key] = server.clock.callLater(self.ttl, self._lapse, key)
         self._by_user.setdefault(me, set()).add(key)
         self._by_user.setdefault(target, set()).add(key)
-        peer.mind.deliver(wire.PrivateRequest(me, self.ttl))
+        peer.deliver(wire.PrivateRequest(me, self.ttl))
 
     def answer(self, target: Session, requester: str, accept: bool) -> None:
         key = (requester, target.name)
@@ -346,13 +375,11 @@ class PrivateBroker:
         server = self._server
         asker = server.online[requester]  # a requester who left has no pending request
         if not accept:
-            asker.mind.deliver(wire.PrivateDeclined(target.name))
+            asker.deliver(wire.PrivateDeclined(target.name))
             return
         token = secrets.token_urlsafe(24)
-        asker.mind.deliver(
-            wire.PrivateAccepted(target.name, token, target.peer_host, target.peer_port)
-        )
-        target.mind.deliver(wire.PrivateAccepted(requester, token))
+        asker.deliver(wire.PrivateAccepted(target.name, token, target.peer_host, target.peer_port))
+        target.deliver(wire.PrivateAccepted(requester, token))
         self.log.info("private session approved: {a} -> {b}", a=requester, b=target.name)
 
     def user_left(self, user: str) -> None:
@@ -362,7 +389,7 @@ class PrivateBroker:
             other = target if requester == user else requester
             session = self._server.online.get(other)
             if session is not None:
-                session.mind.deliver(wire.PrivateExpired(user, "left"))
+                session.deliver(wire.PrivateExpired(user, "left"))
 
     def pending(self) -> list[tuple[str, str]]:
         """The (requester, target) pairs waiting for an answer."""
@@ -378,7 +405,7 @@ class PrivateBroker:
         for user, other in ((requester, target), (target, requester)):
             session = self._server.online.get(user)
             if session is not None:
-                session.mind.deliver(wire.PrivateExpired(other, "unanswered"))
+                session.deliver(wire.PrivateExpired(other, "unanswered"))
 
     def _forget(self, key: tuple[str, str]) -> IDelayedCall:
         call = self._pending.pop(key)

@@ -176,15 +176,26 @@ class ChatServerProtocol(LineReceiver):
             "max_text": wire.MAX_TEXT_CHARS,
         }
 
-    def _login(self, frame: wire.Login) -> dict[str, Any]:
+    def _login(self, frame: wire.Login) -> Deferred[dict[str, Any]]:
         check_username(frame.user)
         chat = self.factory.chat
         if chat.is_online(frame.user):
             raise AlreadyOnline(frame.user)
-        self._user = frame.user
-        self._new_account = not chat.accounts.exists(frame.user)
-        self.phase = Phase.PASSWORD
-        return {"account": "new" if self._new_account else "existing"}
+        self.phase = Phase.CHECKING
+
+        def known(_: object) -> dict[str, Any]:
+            self._user = frame.user
+            self._new_account = not chat.accounts.exists(frame.user)
+            self.phase = Phase.PASSWORD
+            return {"account": "new" if self._new_account else "existing"}
+
+        def failed(failure: Failure) -> Failure:
+            self.phase = Phase.USERNAME
+            return failure
+
+        # Accounts added to the file by hand count from the next login on.
+        answered: Deferred[dict[str, Any]] = chat.accounts.refresh().addCallbacks(known, failed)
+        return answered
 
     def _password(self, frame: wire.Password, request_id: wire.RequestId) -> Deferred[Any]:
         user = self._user
@@ -312,6 +323,8 @@ class ChatServerFactory(ServerFactory):
     def __init__(self, chat: ChatServer, portal: Portal) -> None:
         self.chat = chat
         self.portal = portal
+        self.closers: list[Callable[[], None]] = []
+        """Called when the service stops (closing the durable store)."""
 
     def buildProtocol(self, addr: IAddress | None) -> ChatServerProtocol:
         return ChatServerProtocol(self)

@@ -57,6 +57,16 @@ class MemoryMailbox:
         queue.append(message)
         return succeed(None)
 
-    def take(self, recipient: str) -> Deferred[list[StoredMessage]]:
-        queue = self._queues.pop(recipient, None)
-        return succeed(list(queue) if queue else [])
+    def pending(self, recipient: str) -> Deferred[list[StoredMessage]]:
+        return succeed(list(self._queues.get(recipient, ())))
+
+    def delivered(self, recipient: str, messages: list[StoredMessage]) -> Deferred[None]:
+        queue = self._queues.get(recipient)
+        if queue is not None:
+            done = set(map(id, messages))
+            remaining = deque(m for m in queue if id(m) not in done)
+            if remaining:
+                self._queues[recipient] = remaining
+            else:
+                del self._queues[recipient]
+        return succeed(None)

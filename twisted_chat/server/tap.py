@@ -3,6 +3,8 @@ builds a server. Both the twistd plugin and ``server.py`` go through here."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +18,18 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from twisted_chat.interfaces import IBlockStore, IMailbox
 from twisted_chat.server.accounts import BlockingRunner, CredentialsFile, CredentialsFormatError
 from twisted_chat.server.auth import LockoutPasswordChecker, LoginThrottle
 from twisted_chat.server.core import DEFAULT_PRIVATE_REQUEST_TTL, ChatRealm, ChatServer
 from twisted_chat.server.protocol import ChatServerFactory
+from twisted_chat.server.sqlite_store import SqliteState, StateFileError
 from twisted_chat.server.stores import DEFAULT_MAILBOX_LIMIT, MemoryBlockStore, MemoryMailbox
 
 DEFAULT_PORT = "5000"
 DEFAULT_BLOCK_DURATION = 60
 DEFAULT_TIMEOUT = 120
+DEFAULT_STATE_NAME = "chat-state.sqlite3"
 
 
 def _non_negative(value: str) -> float:
@@ -95,6 +100,21 @@ class Options(usage.Options):
             _positive,
         ],
         ["mailbox-limit", None, DEFAULT_MAILBOX_LIMIT, "Offline messages kept per recipient.", int],
+        [
+            "state",
+            "s",
+            None,
+            "SQLite file for offline messages and block lists "
+            f"[default: {DEFAULT_STATE_NAME} next to the credentials file].",
+        ],
+    ]
+    optFlags = [
+        [
+            "in-memory",
+            None,
+            "Keep offline messages and block lists in memory only (lost at exit), "
+            "as the handout's server does.",
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -104,6 +124,10 @@ class Options(usage.Options):
             raise usage.UsageError(f"credentials file {credentials} does not exist")
         if self["mailbox-limit"] < 1:
             raise usage.UsageError("--mailbox-limit must be at least 1")
+        if self["in-memory"] and self["state"] is not None:
+            raise usage.UsageError("--in-memory and --state exclude each other")
+        if self["state"] is None:
+            self["state"] = str(credentials.parent / DEFAULT_STATE_NAME)
 
 
 class ChatService(service.Service):
@@ -143,6 +167,8 @@ class ChatService(service.Service):
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
         self.factory.chat.stop()
+        for close in self.factory.closers:
+            close()
         if self.port is not None:
             port, self.port = self.port, None
             return port.stopListening()
@@ -160,17 +186,31 @@ def buildServer(
         accounts = CredentialsFile(Path(options["credentials"]), run_blocking)
     except (OSError, UnicodeDecodeError, CredentialsFormatError) as e:
         raise usage.UsageError(f"cannot read credentials: {e}") from e
+    closers: list[Callable[[], None]] = []
+    blocks: IBlockStore
+    mailbox: IMailbox
+    if options["in-memory"]:
+        blocks, mailbox = MemoryBlockStore(), MemoryMailbox(options["mailbox-limit"])
+    else:
+        try:
+            state = SqliteState(Path(options["state"]), options["mailbox-limit"], clock)
+        except StateFileError as e:
+            raise usage.UsageError(str(e)) from e
+        blocks, mailbox = state.blocks, state.mailbox
+        closers.append(state.close)
     chat = ChatServer(
         clock,
         accounts,
-        MemoryBlockStore(),
-        MemoryMailbox(options["mailbox-limit"]),
+        blocks,
+        mailbox,
         timeout=options["timeout"],
         private_request_ttl=options["private-request-ttl"],
     )
     throttle = LoginThrottle(clock, options["block-duration"])
     portal = Portal(ChatRealm(chat), [LockoutPasswordChecker(accounts, throttle)])
-    return ChatServerFactory(chat, portal)
+    factory = ChatServerFactory(chat, portal)
+    factory.closers = closers
+    return factory
 
 
 def makeService(options: usage.Options, reactor: Any = None) -> ChatService:
@@ -179,4 +219,11 @@ def makeService(options: usage.Options, reactor: Any = None) -> ChatService:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    return ChatService(options["port"], buildServer(options, reactor), reactor)
+    try:
+        factory = buildServer(options, reactor)
+    except usage.UsageError as e:
+        # twistd prints a traceback for anything makeService raises; a damaged file is
+        # the operator's to fix, so say what and where in one line instead.
+        print(f"chatserver: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return ChatService(options["port"], factory, reactor)

@@ -1,0 +1,116 @@
+"""End to end: kill -9 the real server right after acknowledgements, restart it, and
+find everything acknowledged (offline mail exactly once and in order, block lists, new
+accounts); a damaged state file stops the server with a clear message."""
+
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+
+from tests.e2e.processes import ChatServer, finish, logged_in, start
+
+pytestmark = pytest.mark.e2e
+
+N = 25
+
+
+async def crash(server: ChatServer) -> None:
+    server.process.kill()  # SIGKILL: no shutdown code runs
+    await server.process.ended
+
+
+@pytest_twisted.ensureDeferred
+async def test_acknowledged_offline_mail_survives_kill_9_exactly_once(workdir: Path) -> None:
+    server = await start(workdir)
+    hans = await logged_in(server, "hans", "falcon*solo")
+    hans.send(*(f"message luke number {n:02d} 中🎉" for n in range(N)))
+    for _ in range(N):
+        await hans.expect("luke is offline; they will get the message when they log in.")
+    await crash(server)
+    await hans.exit_status()
+
+    server = await start(workdir)
+    try:
+        luke = await logged_in(server, "luke", "=hope+")
+        await luke.expect(f"hans: number {N - 1:02d} 中🎉")
+        luke.send("whoelsesince 100000")  # a marker after the mail; nobody was online
+        await luke.expect("Nobody else was online in the last 100000 seconds.")
+        received = re.findall(r"hans: number (\d\d) 中🎉  \(sent ", luke.output)
+        assert received == [f"{n:02d}" for n in range(N)]
+        luke.send("logout")
+        await luke.exit_status()
+        again = await logged_in(server, "luke", "=hope+")
+        again.send("whoelse")
+        await again.expect("No other users are online.")
+        assert "number" not in again.output  # delivered once, then gone
+    finally:
+        await finish(server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_blocks_and_new_accounts_survive_kill_9(workdir: Path) -> None:
+    server = await start(workdir)
+    luke = await logged_in(server, "luke", "=hope+")
+    luke.send("block hans")
+    await luke.expect("hans is blocked")
+    jaba = server.client("jaba")
+    await jaba.expect("Username: ")
+    jaba.send("jaba", "hutt!")
+    await jaba.expect("Welcome")
+    await crash(server)
+    await finish(luke, jaba)
+
+    server = await start(workdir)
+    try:
+        hans = await logged_in(server, "hans", "falcon*solo")
+        hans.send("message luke still angry?")
+        await hans.expect("could not be delivered as the recipient has blocked you")
+        jaba = await logged_in(server, "jaba", "hutt!")
+        jaba.send("logout")
+        assert await jaba.exit_status() == 0
+    finally:
+        await finish(server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_clean_stop_keeps_everything_too(workdir: Path) -> None:
+    server = await start(workdir)
+    hans = await logged_in(server, "hans", "falcon*solo")
+    hans.send("message leia help me obiwan")
+    await hans.expect("leia is offline")
+    await server.stop()  # SIGTERM: twistd stops the service, then exits by that signal
+    assert server.process.signal == signal.SIGTERM
+    assert "Server Shut Down." in server.process.output
+    await hans.exit_status()
+    server = await start(workdir)
+    try:
+        leia = await logged_in(server, "leia", "$blasterpistol$")
+        await leia.expect("hans: help me obiwan")
+    finally:
+        await finish(server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_in_memory_forgets_as_the_handout_does(workdir: Path) -> None:
+    server = await ChatServer(workdir, 60, 120, "--in-memory").started()
+    hans = await logged_in(server, "hans", "falcon*solo")
+    hans.send("message leia hello")
+    await hans.expect("leia is offline")
+    await finish(server, hans)
+    assert not (workdir / "chat-state.sqlite3").exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_damaged_state_file_stops_the_server_with_its_name(workdir: Path) -> None:
+    state = workdir / "chat-state.sqlite3"
+    state.write_bytes(b"garbage, not a database " * 200)
+    server = ChatServer(workdir)
+    status = await server.process.exit_status()
+    assert status != 0
+    assert f"the state file {state} is damaged or not a database" in server.process.errors
+    assert "Traceback" not in server.process.errors + server.process.output
+    assert state.read_bytes().startswith(b"garbage")  # nothing was overwritten

@@ -1,0 +1,109 @@
+"""What durability changes at the protocol level: hand edits to credentials.txt count
+at the next login, and live events never overtake stored mail still being read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+from tests.harness import Server
+from twisted_chat.interfaces import StoredMessage
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Server:
+    return Server(tmp_path)
+
+
+def test_an_account_added_by_hand_works_at_the_next_login(server: Server) -> None:
+    with server.credentials.open("a") as f:
+        f.write("\nlando calrissian")
+    assert server.connect().login("lando", "calrissian")["type"] == "ok"
+
+
+def test_a_password_changed_by_hand_counts_at_the_next_login(server: Server) -> None:
+    text = server.credentials.read_text().replace("luke =hope+", "luke newhope")
+    server.credentials.write_text(text)
+    assert server.connect().login("luke", "=hope+")["code"] == "wrong-password"
+    assert server.connect().login("luke", "newhope")["type"] == "ok"
+
+
+def test_a_damaged_hand_edit_is_reported_and_known_accounts_kept(server: Server) -> None:
+    errors: list[str] = []
+
+    def observe(event: dict[str, object]) -> None:
+        if event.get("log_level") is LogLevel.error:
+            errors.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        with server.credentials.open("a") as f:
+            f.write("\nthis line has four fields")
+        assert server.connect().login("hans")["type"] == "ok"
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert any("line 11" in e and str(server.credentials) in e for e in errors), errors
+    assert "four fields" in server.credentials.read_text()  # the file is left alone
+
+
+def test_new_accounts_are_written_after_lines_added_by_hand(server: Server) -> None:
+    with server.credentials.open("a") as f:
+        f.write("\nlando calrissian")
+    connection = server.connect()
+    connection.hello()
+    connection.send("login", user="jaba")
+    connection.send("password", password="hutt")
+    assert server.credentials.read_text().endswith("lando calrissian\njaba hutt\n")
+
+
+class SlowMailbox:
+    """A mailbox whose reads wait until the test lets them finish."""
+
+    limit = 10
+
+    def __init__(self, waiting: list[StoredMessage]) -> None:
+        self.waiting = waiting
+        self.reads: list[Deferred[list[StoredMessage]]] = []
+        self.delivered_ones: list[StoredMessage] = []
+
+    def append(self, recipient: str, message: StoredMessage) -> Deferred[None]:
+        raise AssertionError("not used here")
+
+    def pending(self, recipient: str) -> Deferred[list[StoredMessage]]:
+        d: Deferred[list[StoredMessage]] = Deferred()
+        self.reads.append(d)
+        return d
+
+    def delivered(self, recipient: str, messages: list[StoredMessage]) -> Deferred[None]:
+        self.delivered_ones += messages
+        d: Deferred[None] = Deferred()
+        d.callback(None)
+        return d
+
+
+def test_live_messages_wait_behind_stored_mail_being_read(server: Server) -> None:
+    hans = server.online("hans")
+    stored = [StoredMessage("yoda", "old 1", 1.0, 1), StoredMessage("yoda", "old 2", 2.0, 2)]
+    slow = SlowMailbox(stored)
+    server.chat.mailbox = slow  # type: ignore[assignment]
+    luke = server.connect()
+    assert luke.login("luke")["type"] == "ok"  # luke is online; his mail is still being read
+    assert hans.send("message", to="luke", text="new")["stored"] is False
+    assert luke.events() == []  # held back
+    slow.reads[0].callback(stored)
+    texts = [e["text"] for e in luke.events() if e["type"] == "message"]
+    assert texts == ["old 1", "old 2", "new"]
+    assert slow.delivered_ones == stored
+
+
+def test_mail_for_a_user_who_left_before_it_was_read_stays_stored(server: Server) -> None:
+    slow = SlowMailbox([])
+    server.chat.mailbox = slow  # type: ignore[assignment]
+    luke = server.connect()
+    luke.login("luke")
+    luke.close()
+    slow.reads[0].callback([StoredMessage("yoda", "keep me", 1.0, 1)])
+    assert slow.delivered_ones == []

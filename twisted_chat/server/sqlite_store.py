@@ -1,0 +1,227 @@
+"""Durable state in SQLite: block lists and offline messages survive restarts and crashes.
+
+Why SQLite: it ships with Python, needs no server, gives atomic durable transactions
+(WAL journal + ``synchronous=FULL``: a committed transaction survives a power cut), and
+its file is one thing to back up. It is reached through ``twisted.enterprise.adbapi``
+with exactly ONE connection (several connections to one SQLite file give ``database is
+locked``), so writes run off the reactor thread, one at a time, in the order submitted.
+
+Reads on hot paths never touch the disk: block lists and per-recipient queue lengths
+are loaded into memory at start and kept in step with every committed write.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from twisted_chat.errors import QueueFull
+from twisted_chat.interfaces import IBlockStore, IMailbox, StoredMessage
+from twisted_chat.server.stores import DEFAULT_MAILBOX_LIMIT
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS: list[list[str]] = [
+    # 0 -> 1: the first schema.
+    [
+        """CREATE TABLE blocks (
+               blocker TEXT NOT NULL,
+               target  TEXT NOT NULL,
+               PRIMARY KEY (blocker, target)
+           ) WITHOUT ROWID""",
+        """CREATE TABLE offline (
+               id        INTEGER PRIMARY KEY AUTOINCREMENT,
+               recipient TEXT NOT NULL,
+               sender    TEXT NOT NULL,
+               text      TEXT NOT NULL,
+               sent      REAL NOT NULL
+           )""",
+        "CREATE INDEX offline_by_recipient ON offline (recipient, id)",
+    ],
+]
+"""MIGRATIONS[n] takes a database from schema version n to n + 1 (``PRAGMA
+user_version``). A new version appends a list; existing ones are never edited."""
+
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+
+class StateFileError(Exception):
+    """The state file cannot be used: damaged, not SQLite, or from a newer version."""
+
+
+def _configure(connection: sqlite3.Connection) -> None:
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA busy_timeout=5000")
+
+
+def open_state(path: Path) -> tuple[dict[str, set[str]], dict[str, int]]:
+    """Create or migrate the database at ``path`` and load what must be in memory:
+    block lists and queue lengths. Synchronous: called once, before the reactor runs.
+    Raises :class:`StateFileError` with the file's name for anything unusable."""
+    try:
+        connection = sqlite3.connect(path, isolation_level=None)
+    except sqlite3.Error as e:
+        raise StateFileError(f"cannot open the state file {path}: {e}") from e
+    try:
+        _configure(connection)
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StateFileError(
+                f"the state file {path} has schema version {version}; this server "
+                f"knows versions up to {SCHEMA_VERSION} (it was written by a newer one)"
+            )
+        for target in range(version, SCHEMA_VERSION):
+            connection.execute("BEGIN IMMEDIATE")
+            for statement in MIGRATIONS[target]:
+                connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {target + 1}")
+            connection.execute("COMMIT")
+        check = connection.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise StateFileError(f"the state file {path} is damaged: {check}")
+        blocks: dict[str, set[str]] = defaultdict(set)
+        for blocker, target_user in connection.execute("SELECT blocker, target FROM blocks"):
+            blocks[blocker].add(target_user)
+        counts = dict(
+            connection.execute("SELECT recipient, COUNT(*) FROM offline GROUP BY recipient")
+        )
+        return dict(blocks), counts
+    except sqlite3.DatabaseError as e:
+        raise StateFileError(f"the state file {path} is damaged or not a database: {e}") from e
+    finally:
+        connection.close()
+
+
+class SqliteState:
+    """The durable stores over one SQLite file and their single-connection pool."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        path: Path,
+        mailbox_limit: int = DEFAULT_MAILBOX_LIMIT,
+        reactor: Any = None,
+    ) -> None:
+        self.path = path
+        blocks, counts = open_state(path)
+        self.pool = adbapi.ConnectionPool(
+            "sqlite3",
+            str(path),
+            isolation_level="",
+            check_same_thread=False,  # adbapi closes from another thread at shutdown
+            cp_min=1,
+            cp_max=1,
+            cp_openfun=_configure,
+            cp_noisy=False,
+            cp_reactor=reactor,
+        )
+        self.blocks = SqliteBlockStore(self.pool, blocks)
+        self.mailbox = SqliteMailbox(self.pool, counts, mailbox_limit)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+@implementer(IBlockStore)
+class SqliteBlockStore:
+    """Block lists: a dict of sets in memory, every change written through.
+
+    A change is visible at once (a block protects from the next message, not the one
+    after the disk write); the returned Deferred fires once it is committed, and a
+    failed write is undone in memory too."""
+
+    def __init__(self, pool: adbapi.ConnectionPool, loaded: dict[str, set[str]]) -> None:
+        self._pool = pool
+        self._blocked: defaultdict[str, set[str]] = defaultdict(set, loaded)
+
+    def is_blocked(self, blocker: str, target: str) -> bool:
+        blocked = self._blocked.get(blocker)
+        return blocked is not None and target in blocked
+
+    def block(self, blocker: str, target: str) -> Deferred[None]:
+        self._blocked[blocker].add(target)
+        d: Deferred[None] = self._pool.runOperation(
+            "INSERT OR IGNORE INTO blocks (blocker, target) VALUES (?, ?)", (blocker, target)
+        )
+        return d.addErrback(self._undo, lambda: self._discard(blocker, target))
+
+    def unblock(self, blocker: str, target: str) -> Deferred[None]:
+        self._discard(blocker, target)
+        d: Deferred[None] = self._pool.runOperation(
+            "DELETE FROM blocks WHERE blocker = ? AND target = ?", (blocker, target)
+        )
+        return d.addErrback(self._undo, lambda: self._blocked[blocker].add(target))
+
+    def _discard(self, blocker: str, target: str) -> None:
+        blocked = self._blocked.get(blocker)
+        if blocked is not None:
+            blocked.discard(target)
+            if not blocked:
+                del self._blocked[blocker]
+
+    @staticmethod
+    def _undo(failure: Any, undo: Callable[[], None]) -> Any:
+        undo()
+        return failure
+
+
+@implementer(IMailbox)
+class SqliteMailbox:
+    """Offline messages in the ``offline`` table, in the order they were accepted."""
+
+    def __init__(self, pool: adbapi.ConnectionPool, counts: dict[str, int], limit: int) -> None:
+        self._pool = pool
+        self._counts = counts
+        """Messages stored or being stored per recipient: the cap is checked in memory."""
+        self.limit = limit
+
+    def append(self, recipient: str, message: StoredMessage) -> Deferred[None]:
+        count = self._counts.get(recipient, 0)
+        if count >= self.limit:
+            return fail(QueueFull(recipient, self.limit))
+        self._counts[recipient] = count + 1  # reserved now, so the cap holds in flight
+
+        def failed(failure: Any) -> Any:
+            self._forget(recipient, 1)
+            return failure
+
+        d: Deferred[None] = self._pool.runOperation(
+            "INSERT INTO offline (recipient, sender, text, sent) VALUES (?, ?, ?, ?)",
+            (recipient, message.sender, message.text, message.sent),
+        )
+        return d.addErrback(failed)
+
+    def pending(self, recipient: str) -> Deferred[list[StoredMessage]]:
+        if not self._counts.get(recipient):
+            return succeed([])
+        d: Deferred[list[Any]] = self._pool.runQuery(
+            "SELECT sender, text, sent, id FROM offline WHERE recipient = ? ORDER BY id",
+            (recipient,),
+        )
+        return d.addCallback(lambda rows: [StoredMessage(*row) for row in rows])
+
+    def delivered(self, recipient: str, messages: list[StoredMessage]) -> Deferred[None]:
+        keys = [(m.key,) for m in messages]
+
+        def remove(cursor: Any) -> None:
+            cursor.executemany("DELETE FROM offline WHERE id = ?", keys)
+
+        d: Deferred[None] = self._pool.runInteraction(remove)
+        return d.addCallback(lambda _: self._forget(recipient, len(keys)))
+
+    def _forget(self, recipient: str, count: int) -> None:
+        left = self._counts.get(recipient, 0) - count
+        if left > 0:
+            self._counts[recipient] = left
+        else:
+            self._counts.pop(recipient, None)
