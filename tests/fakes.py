@@ -14,11 +14,13 @@ from twisted_chat.client.session import PeerEvents
 class RecordingDisplay:
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.styles: list[str] = []
         self.prompts: list[tuple[str, bool]] = []
         self.status: int | None = None
 
-    def show(self, text: str) -> None:
+    def show(self, text: str, style: str = "") -> None:
         self.lines.extend(text.split("\n"))
+        self.styles.extend([style] * (text.count("\n") + 1))
 
     def ask(self, prompt: str, secret: bool = False) -> None:
         self.prompts.append((prompt, secret))

@@ -209,3 +209,19 @@ def test_end_of_input_before_login_exits_0(client: Client) -> None:
     client.link.answer(version=1)
     client.session.input_closed()
     assert client.display.status == 0
+
+
+def test_ctrl_c_when_online_logs_out_and_exits_130() -> None:
+    client = Client().logged_in()
+    client.session.interrupted()
+    assert client.link.sent() == [wire.Logout()]
+    client.link.answer()
+    assert client.display.take() == ["Interrupted: you have logged out."]
+    assert client.display.status == 130
+
+
+def test_ctrl_c_before_login_exits_130(client: Client) -> None:
+    client.link.answer(version=1)
+    client.type("hans")
+    client.session.interrupted()
+    assert client.display.status == 130

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import termios
+import tty
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -42,6 +43,18 @@ class TerminalState:
         else:
             attrs[3] &= ~termios.ECHO
         termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
+
+    def raw(self) -> None:
+        """Raw mode for the line editor: every key as it is typed, no echo, no signals
+        (Ctrl-C arrives as a key and logs out politely)."""
+        if self._saved is not None:
+            tty.setraw(self.fd)
+
+    def columns(self) -> int:
+        try:
+            return os.get_terminal_size(self.fd).columns
+        except OSError:
+            return 80
 
     def restore(self) -> None:
         if self._saved is not None:
@@ -107,7 +120,7 @@ class PlainConsole(LineReceiver):
 
     # --- Display ----------------------------------------------------------------------
 
-    def show(self, text: str) -> None:
+    def show(self, text: str, style: str = "") -> None:
         if self.terminal.is_tty and self._prompt:
             self._write("\r\x1b[K")  # clear the prompt we drew; it comes back below
         self._write(text + "\n")

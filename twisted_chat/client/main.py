@@ -5,10 +5,13 @@ wrong arguments."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from twisted.conch.insults.insults import ServerProtocol
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.error import ConnectError
 from twisted.internet.stdio import StandardIO
@@ -25,6 +28,7 @@ from twisted_chat.client.console import PlainConsole, TerminalState
 from twisted_chat.client.link import ServerLink
 from twisted_chat.client.peer import PeerManager
 from twisted_chat.client.session import EXIT_FAILURE, ClientSession
+from twisted_chat.client.terminal import TerminalConsole
 
 USAGE = "usage: client.py [--host HOST] PORT"
 CONNECT_TIMEOUT = 10
@@ -69,36 +73,56 @@ def start_logging() -> None:
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
-async def chat(reactor: Any, host: str, port: int, program: str) -> None:
-    terminal = TerminalState(0)
+async def chat(reactor: Any, host: str, port: int, program: str, terminal: TerminalState) -> None:
     reactor.addSystemEventTrigger("after", "shutdown", terminal.restore)
-    console = PlainConsole(terminal)
+    interactive = terminal.is_tty and os.isatty(1)
     peers = PeerManager(reactor)
+    console: TerminalConsole | PlainConsole
+    if interactive:
+        console = TerminalConsole(
+            colour=not os.environ.get("NO_COLOR"),  # https://no-color.org
+            users=lambda: session.known_users,
+            columns=terminal.columns(),
+        )
+    else:
+        console = PlainConsole(terminal)
     session = ClientSession(console, peers)
     endpoint = HostnameEndpoint(reactor, host.encode("idna"), port, timeout=CONNECT_TIMEOUT)
     try:
         link = await connectProtocol(endpoint, ServerLink(session))
     except ConnectError as e:
         reason = e.osError or e.__class__.__name__
-        print(
-            f"{program}: cannot reach the chat server at {host}:{port}: {reason}", file=sys.stderr
-        )
+        print(f"{program}: cannot reach the chat server at {host}:{port}: {reason}",
+              file=sys.stderr)  # fmt: skip
         raise SystemExit(EXIT_FAILURE) from None
     peers.interface = getattr(link.transport.getHost(), "host", "127.0.0.1")
     console.session = session
-    StandardIO(console, reactor=reactor)
+    if isinstance(console, TerminalConsole):
+        terminal.raw()
+        StandardIO(ServerProtocol(lambda: console), reactor=reactor)
+        resize = console.terminal_size
+        signal.signal(
+            signal.SIGWINCH, lambda *_: reactor.callFromThread(resize, terminal.columns())
+        )
+    else:
+        StandardIO(console, reactor=reactor)
     status = await console.finished
     peers.close()
     link.transport.loseConnection()
     # Bounded: if nobody reads our output, exit anyway after a moment.
     await console.close().addTimeout(FLUSH_TIMEOUT, reactor, onTimeoutCancel=lambda *_: None)
+    terminal.restore()
     raise SystemExit(status)
 
 
 def run(argv: Sequence[str] | None = None, program: str = "chat-client") -> None:
     host, port = parse_args(sys.argv[1:] if argv is None else argv, program)
     start_logging()
-    react(lambda reactor: _deferred(chat(reactor, host, port, program)))
+    terminal = TerminalState(0)
+    try:
+        react(lambda reactor: _deferred(chat(reactor, host, port, program, terminal)))
+    finally:
+        terminal.restore()  # whatever happened: echo, line mode, blocking stdio
 
 
 def _deferred(coroutine: Any) -> Any:

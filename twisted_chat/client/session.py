@@ -26,13 +26,16 @@ WELCOME = "Welcome to the greatest messaging application ever!"
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130
+"""The shell's convention for a program ended by Ctrl-C (128 + SIGINT)."""
 
 
 class Display(Protocol):
     """What the user sees. The console implements it; tests record it."""
 
-    def show(self, text: str) -> None:
-        """Print a line (or several) for the user."""
+    def show(self, text: str, style: str = "") -> None:
+        """Print a line (or several) for the user. ``style`` (``error``, ``message``,
+        ``private``, ``presence``) lets a terminal colour it."""
 
     def ask(self, prompt: str, secret: bool = False) -> None:
         """Wait for the next line, showing ``prompt``; ``secret`` hides what is typed."""
@@ -139,17 +142,19 @@ class ClientSession:
         match event:
             case wire.Presence(user=user, online=online):
                 self.known_users.add(user)
-                self.display.show(f"{user} logged {'in' if online else 'out'}")
+                self.display.show(f"{user} logged {'in' if online else 'out'}", "presence")
             case wire.Message(sender=sender, text=text, sent=sent, stored=stored):
                 self.known_users.add(sender)
                 if stored:
                     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(sent))
-                    self.display.show(f"{sender}: {text}  (sent {when} while you were away)")
+                    self.display.show(
+                        f"{sender}: {text}  (sent {when} while you were away)", "message"
+                    )
                 else:
-                    self.display.show(f"{sender}: {text}")
+                    self.display.show(f"{sender}: {text}", "message")
             case wire.Broadcast(sender=sender, text=text):
                 self.known_users.add(sender)
-                self.display.show(f"{sender}: {text}")
+                self.display.show(f"{sender}: {text}", "message")
             case wire.PrivateRequest(sender=sender):
                 self._askers[sender] = None
                 self.display.show(f"{sender} would like to private message, enter y or n:")
@@ -194,6 +199,18 @@ class ClientSession:
         """Standard input reached its end (Ctrl-D, or the end of a script)."""
         self._typed.append(_END_OF_INPUT)
         self._drain()
+
+    def interrupted(self) -> None:
+        """Ctrl-C: leave now, logging out politely if logged in; exit status 130."""
+        self._typed.clear()
+        if self.stage is Stage.ONLINE:
+            self.stage = Stage.LEAVING
+            self.peers.stop_all("logout")
+            self._request(wire.Logout()).addBoth(
+                lambda _: self._finish(EXIT_INTERRUPTED, "Interrupted: you have logged out.")
+            )
+        else:
+            self._finish(EXIT_INTERRUPTED, "Interrupted.")
 
     def _drain(self) -> None:
         while (
@@ -303,7 +320,7 @@ class ClientSession:
         try:
             command = parse_command(stripped)
         except CommandError as e:
-            self.display.show(str(e))
+            self.display.show(str(e), "error")
             return
         self._run(command)
 
@@ -468,7 +485,8 @@ class ClientSession:
         self.display.show(f"Private messaging with {user} started: type private {user} <message>.")
 
     def peer_text(self, user: str, text: str) -> None:
-        self.display.show(f"{user}(private): {text}")
+        self.known_users.add(user)
+        self.display.show(f"{user}(private): {text}", "private")
 
     def peer_closed(self, user: str, reason: str) -> None:
         if self.stage is Stage.DONE:
@@ -490,7 +508,7 @@ class ClientSession:
         if failure.check(ServerGone):
             return  # server_lost says it once
         if failure.check(ServerError):
-            self.display.show(_server_error(failure).text)
+            self.display.show(_server_error(failure).text, "error")
             return
         self._unexpected(failure)
 

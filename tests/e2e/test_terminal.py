@@ -1,0 +1,139 @@
+"""End to end: the real client in a pseudo-terminal, its screen rendered by a terminal
+emulator, next to a real server: typing is never clobbered, and the terminal is
+restored exactly after every way out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.pty_client import PipeClient, PtyClient, SyncServer
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def server(workdir: Path) -> Iterator[SyncServer]:
+    running = SyncServer(workdir, "--timeout", "3", "--block-duration", "60")
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def hans(server: SyncServer) -> Iterator[PtyClient]:
+    client = PtyClient(server.port)
+    yield client
+    client.close()
+
+
+def test_a_message_arrives_above_a_half_typed_line(server: SyncServer, hans: PtyClient) -> None:
+    hans.log_in("hans", "falcon*solo")
+    assert "falcon" not in hans.text()  # the password was never drawn
+    yoda = PipeClient(server.port, "yoda", "wise@!man")
+    try:
+        hans.wait_for("yoda logged in")
+        hans.type("message yoda héllo 中文 wor")
+        hans.type("\x1b[D\x1b[D")  # two steps left
+        yoda.send("message hans are you there? 🎉")
+        hans.wait_for("yoda: are you there? 🎉")
+        lines = [line for line in hans.lines() if line]
+        assert lines[-2].endswith("] yoda: are you there? 🎉")
+        assert lines[-1] == "> message yoda héllo 中文 wor"
+        # The cursor is where it was, after "w": "> message yoda héllo " is 21 columns,
+        # 中文 is 4 (two wide characters) and " w" is 2.
+        assert hans.screen.cursor.x == 27
+        hans.type("ld\r")
+        hans.pump(0.3)
+        assert "> message yoda héllo 中文 wldor" in hans.text()
+    finally:
+        yoda.close()
+
+
+def test_history_and_completion_on_a_real_terminal(server: SyncServer, hans: PtyClient) -> None:
+    hans.log_in("hans", "falcon*solo")
+    hans.type("whoe\t\t")
+    hans.wait_for("whoelse  whoelsesince")
+    hans.type("\r")
+    hans.wait_for("No other users are online.")
+    hans.type("\x1b[A")  # up: the last line again
+    hans.pump(0.2)
+    assert hans.lines()[hans.screen.cursor.y].startswith("> whoelse")
+
+
+def test_logout_restores_the_terminal_and_exits_0(hans: PtyClient) -> None:
+    hans.log_in("hans", "falcon*solo")
+    hans.type("logout\r")
+    assert hans.exit_status() == 0
+    assert "You have logged out." in hans.text()
+    assert hans.terminal_restored()
+
+
+def test_ctrl_d_restores_the_terminal_and_exits_0(hans: PtyClient) -> None:
+    hans.log_in("hans", "falcon*solo")
+    hans.type("\x04")
+    assert hans.exit_status() == 0
+    assert "You have logged out." in hans.text()
+    assert hans.terminal_restored()
+
+
+def test_ctrl_c_restores_the_terminal_and_exits_130(hans: PtyClient) -> None:
+    hans.log_in("hans", "falcon*solo")
+    hans.type("half a line\x03")
+    assert hans.exit_status() == 130
+    assert "Interrupted: you have logged out." in hans.text()
+    assert hans.terminal_restored()
+
+
+def test_ctrl_c_at_the_password_prompt_restores_echo(hans: PtyClient) -> None:
+    hans.wait_for("Username:")
+    hans.type("hans\r")
+    hans.wait_for("Password:")
+    hans.type("\x03")
+    assert hans.exit_status() == 130
+    assert hans.terminal_restored()
+
+
+def test_idle_timeout_restores_the_terminal_and_exits_0(hans: PtyClient) -> None:
+    hans.log_in("hans", "falcon*solo")
+    hans.wait_for("You have been logged out due to inactivity.", wait=10)
+    assert hans.exit_status() == 0
+    assert hans.terminal_restored()
+
+
+def test_lockout_restores_the_terminal_and_exits_1(hans: PtyClient) -> None:
+    hans.wait_for("Username:")
+    hans.type("yoda\r")
+    for wrong in ("a", "b", "c"):
+        hans.wait_for("Password:")
+        hans.type(wrong + "\r")
+    assert hans.exit_status() == 1
+    assert "Your account has been blocked" in hans.text()
+    assert hans.terminal_restored()
+
+
+def test_the_server_going_away_restores_the_terminal_and_exits_1(
+    server: SyncServer, hans: PtyClient
+) -> None:
+    hans.log_in("hans", "falcon*solo")
+    server.stop()
+    assert hans.exit_status() == 1
+    assert "The connection to the server was lost." in hans.text()
+    assert hans.terminal_restored()
+
+
+def test_no_colour_when_no_color_is_set(server: SyncServer) -> None:
+    plain = PtyClient(server.port, env={"NO_COLOR": "1"})
+    coloured = PtyClient(server.port)
+    try:
+        plain.log_in("hans", "falcon*solo")
+        coloured.log_in("luke", "=hope+")
+        plain.wait_for("luke logged in")
+        coloured.type("whatsthetime\r")
+        coloured.wait_for("Error. Invalid command")
+        assert b"\x1b[31m" in coloured.raw  # errors in red on a terminal
+        assert b"\x1b[3" not in plain.raw and b"\x1b[2m" not in plain.raw
+    finally:
+        plain.close()
+        coloured.close()

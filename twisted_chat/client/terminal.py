@@ -1,0 +1,210 @@
+"""The full terminal client: the session's :class:`Display` as an insults terminal
+protocol over StandardIO, with a line editor that incoming lines never clobber.
+
+Twisted's ``insults.ServerProtocol`` decodes keys (arrows, Home/End, Delete) and writes
+terminal control sequences. The editor is ours rather than ``recvline.HistoricRecvLine``:
+that one is bytes-only (it drops every non-ASCII keystroke), counts one column per
+byte, resets the whole screen at start and inserts spaces for Tab. Ours keeps a
+Unicode buffer, measures display widths, draws only the input line, and completes.
+
+Incoming lines are printed *above* the input line: erase it, print, redraw the prompt
+and what was typed, and put the cursor back where it was.
+"""
+
+from __future__ import annotations
+
+import codecs
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.conch.insults import insults
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from twisted_chat.client.editor import LineEditor, visible_window
+from twisted_chat.client.session import ClientSession
+
+RESET = "\x1b[0m"
+STYLES = {
+    "error": "\x1b[31m",  # red
+    "private": "\x1b[35m",  # magenta
+    "presence": "\x1b[32m",  # green
+    "time": "\x1b[2m",  # dim
+    "sender": "\x1b[1m",  # bold
+}
+
+
+def _key(name: str) -> bytes:
+    """insults' keyID for a function key (``ServerProtocol.UP_ARROW`` and friends are
+    set with setattr, out of the type checker's sight; their values are these)."""
+    key = f"[{name}]".encode("ascii")
+    assert key in insults.FUNCTION_KEYS
+    return key
+
+
+class TerminalConsole(insults.TerminalProtocol):
+    """Reads keys into a :class:`LineEditor`; shows lines above the input line."""
+
+    terminal: Any
+    """The insults terminal transport (``ServerProtocol`` in use, a TerminalBuffer in
+    tests)."""
+
+    def __init__(
+        self,
+        colour: bool,
+        users: Callable[[], Iterable[str]] = lambda: (),
+        clock: Callable[[], float] = time.time,
+        columns: int = 80,
+    ) -> None:
+        self.colour = colour
+        self.users = users
+        """Names to complete after commands that take a user."""
+        self.clock = clock
+        self.columns = columns
+        self.session: ClientSession | None = None
+        self.editor = LineEditor()
+        self.prompt = ""
+        self.secret = False
+        self.finished: Deferred[int] = Deferred()
+        self._closed: Deferred[None] = Deferred()
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._keys: dict[object, Callable[[], None]] = {
+            b"\r": self._enter,
+            b"\n": self._enter,
+            b"\x7f": self.editor.backspace,
+            b"\x08": self.editor.backspace,
+            b"\t": self._complete,
+            b"\x01": self.editor.home,
+            b"\x05": self.editor.end,
+            b"\x02": self.editor.left,
+            b"\x06": self.editor.right,
+            b"\x15": self.editor.kill_before,
+            b"\x0b": self.editor.kill_after,
+            b"\x17": self.editor.kill_word,
+            b"\x03": self._interrupt,
+            b"\x04": self._ctrl_d,
+            b"\x0c": lambda: None,  # Ctrl-L: just redraw
+            _key("LEFT_ARROW"): self.editor.left,
+            _key("RIGHT_ARROW"): self.editor.right,
+            _key("HOME"): self.editor.home,
+            _key("END"): self.editor.end,
+            _key("DELETE"): self.editor.delete,
+            _key("UP_ARROW"): self.editor.history_back,
+            _key("DOWN_ARROW"): self.editor.history_forward,
+        }
+
+    # --- keys ---------------------------------------------------------------------------
+
+    def keystrokeReceived(self, keyID: object, modifier: object) -> None:
+        handler = self._keys.get(keyID)
+        if handler is not None:
+            handler()
+        elif isinstance(keyID, bytes) and len(keyID) == 1 and modifier is None and keyID >= b" ":
+            # A character, or one byte of a UTF-8 sequence: decode incrementally.
+            self.editor.insert(self._decoder.decode(keyID))
+        self._draw_input()
+
+    def _enter(self) -> None:
+        line = self.editor.submit(remember=not self.secret)
+        echoed = self.prompt + ("" if self.secret else line)
+        self._write_line(echoed, stamp=False)  # what was typed stays in the scrollback
+        if self.secret:
+            self.secret = False
+        if self.session is not None:
+            self.session.line_entered(line)
+
+    def _complete(self) -> None:
+        if self.secret:
+            return
+        choices = self.editor.complete(self.users())
+        if choices:
+            self._write_line("  ".join(choices), stamp=False)
+
+    def _interrupt(self) -> None:
+        self.editor.submit(remember=False)
+        self._write_line("^C", stamp=False)
+        if self.session is not None:
+            self.session.interrupted()
+
+    def _ctrl_d(self) -> None:
+        if self.editor.chars:
+            self.editor.delete()
+        elif self.session is not None:
+            self._write_line(self.prompt + "^D", stamp=False)
+            self.session.input_closed()
+
+    # --- Display ----------------------------------------------------------------------
+
+    def show(self, text: str, style: str = "") -> None:
+        for line in text.split("\n"):
+            self._write_line(self._styled(line, style))
+        self._draw_input()
+
+    def ask(self, prompt: str, secret: bool = False) -> None:
+        self.prompt = prompt
+        self.secret = secret
+        self._draw_input()
+
+    def finish(self, status: int) -> None:
+        self.prompt = ""
+        self.editor.submit(remember=False)
+        self._draw_input()
+        if not self.finished.called:
+            self.finished.callback(status)
+
+    def terminal_size(self, columns: int) -> None:
+        self.columns = max(10, columns)
+        self._draw_input()
+
+    def close(self) -> Deferred[None]:
+        """Close standard I/O once what was written has been flushed."""
+        # Not terminal.loseConnection(): insults' ServerProtocol sends a full terminal
+        # reset first, which would wipe the user's screen on the way out.
+        transport = getattr(self.terminal, "transport", None)
+        if transport is not None and not self._closed.called:
+            transport.loseConnection()
+        return self._closed
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if not self._closed.called:
+            self._closed.callback(None)
+        if self.session is not None:
+            self.session.input_closed()
+
+    # --- drawing ----------------------------------------------------------------------
+
+    def _write_line(self, text: str, stamp: bool = True) -> None:
+        """Print one line above the input line."""
+        if self.terminal is None:
+            return
+        prefix = ""
+        if stamp:
+            prefix = time.strftime("[%H:%M] ", time.localtime(self.clock()))
+            if self.colour:
+                prefix = STYLES["time"] + prefix + RESET
+        self.terminal.write(b"\r")
+        self.terminal.eraseLine()
+        self.terminal.write((prefix + text + "\n").encode("utf-8"))
+
+    def _draw_input(self) -> None:
+        if self.terminal is None:
+            return
+        self.terminal.write(b"\r")
+        self.terminal.eraseLine()
+        if self.secret:
+            self.terminal.write(self.prompt.encode("utf-8"))
+            return
+        shown, back = visible_window(self.prompt, self.editor, self.columns)
+        self.terminal.write((self.prompt + shown).encode("utf-8"))
+        if back:
+            self.terminal.cursorBackward(back)
+
+    def _styled(self, line: str, style: str) -> str:
+        if not self.colour or not style:
+            return line
+        if style in ("message", "private") and ": " in line:
+            sender, _, text = line.partition(": ")
+            colour = STYLES["private"] if style == "private" else ""
+            return f"{colour}{STYLES['sender']}{sender}{RESET}: {text}"
+        return f"{STYLES.get(style, '')}{line}{RESET}"
