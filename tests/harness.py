@@ -42,16 +42,32 @@ def write_credentials(path: Path, users: dict[str, str] = HANDOUT_USERS) -> Path
     return path
 
 
+AUTO_PING = b'{"type":"ping","id":"auto-ping"}\n'
+
+
+class AnsweringTransport(StringTransport):
+    """A StringTransport whose client answers the server's liveness pings at once, as
+    the real client does (tests of liveness itself turn this off)."""
+
+    answer_pings = True
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if self.answer_pings and b'{"type":"ping"}\n' in data and self.protocol is not None:
+            self.protocol.dataReceived(AUTO_PING)
+
+
 class Connection:
     """One client connection to the harness server."""
 
     def __init__(self, server: Server, port: int) -> None:
         self.server = server
-        self.transport = StringTransport(
+        self.transport = AnsweringTransport(
             peerAddress=IPv4Address("TCP", "127.0.0.1", port),
             hostAddress=IPv4Address("TCP", "127.0.0.1", 5000),
         )
         self.protocol: ChatServerProtocol = server.factory.buildProtocol(None)
+        self.transport.protocol = self.protocol
         self.protocol.makeConnection(self.transport)
         self.lost = False
         self._next_id = 1
@@ -81,6 +97,8 @@ class Connection:
         data = self.transport.value()
         self.transport.clear()
         frames = [json.loads(line) for line in data.split(b"\n") if line]
+        # The liveness chatter between the server and the answering client.
+        frames = [f for f in frames if f != {"type": "ping"} and f.get("id") != "auto-ping"]
         if self.transport.disconnecting and not self.lost:
             self.close()
         return frames
@@ -122,6 +140,14 @@ class Server:
         self.factory: ChatServerFactory = buildServer(parsed, self.clock, run_inline)
         self.chat = self.factory.chat
         self._ports = 40000
+
+    def advance(self, seconds: float) -> None:
+        """Let time pass a second at a time, as it does for real: ``Clock.advance``
+        jumps to the end before running what was due, so one long jump would look like
+        silence to the liveness checks, which clients answer as time goes."""
+        whole = int(seconds)
+        self.clock.pump([1.0] * whole)
+        self.clock.advance(seconds - whole)
 
     def connect(self) -> Connection:
         self._ports += 1

@@ -105,7 +105,13 @@ class MemoryNetwork:
         raise AssertionError("the network never settled")
 
     def advance(self, seconds: float) -> None:
-        self.clock.advance(seconds)
+        """Let time pass a second at a time, moving bytes each second (see
+        ``Server.advance``)."""
+        whole = int(seconds)
+        for _ in range(whole):
+            self.clock.advance(1.0)
+            self.flush()
+        self.clock.advance(seconds - whole)
         self.flush()
 
 

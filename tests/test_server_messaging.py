@@ -80,7 +80,7 @@ def test_the_senders_own_blocks_do_not_stop_their_messages(server: Server) -> No
 def test_offline_messages_arrive_after_the_welcome_in_order_with_times(server: Server) -> None:
     hans = server.online("hans")
     for n in range(3):
-        server.clock.advance(10)
+        server.advance(10)
         assert hans.send("message", to="luke", text=f"m{n}")["stored"] is True
     sent_times = [server.clock.seconds() - 20, server.clock.seconds() - 10, server.clock.seconds()]
     luke = server.connect()

@@ -52,13 +52,13 @@ def test_whoelsesince_matches_sample_e5(tmp_path: Path) -> None:
     # r2d2 in 600 s ago and out 300 s ago; vader in 300 s ago and out 120 s ago.
     server = Server(tmp_path, "--timeout", "3600")
     r2d2 = server.online("r2d2")
-    server.clock.advance(300)
+    server.advance(300)
     vader = server.online("vader")
     r2d2.send("logout")
-    server.clock.advance(180)
+    server.advance(180)
     vader.send("logout")
     users = server.everyone("hans", "yoda", "luke")
-    server.clock.advance(120)
+    server.advance(120)
     assert users["luke"].send("whoelsesince", seconds=200)["users"] == ["hans", "vader", "yoda"]
     assert users["yoda"].send("whoelsesince", seconds=500)["users"] == [
         "hans",
@@ -71,7 +71,7 @@ def test_whoelsesince_matches_sample_e5(tmp_path: Path) -> None:
 def test_whoelsesince_window_edges(server: Server) -> None:
     users = server.everyone("hans", "yoda")
     users["yoda"].send("logout")
-    server.clock.advance(10)
+    server.advance(10)
     assert users["hans"].send("whoelsesince", seconds=10)["users"] == ["yoda"]
     assert users["hans"].send("whoelsesince", seconds=9)["users"] == []
     assert users["hans"].send("whoelsesince", seconds=0)["users"] == []
@@ -80,7 +80,7 @@ def test_whoelsesince_window_edges(server: Server) -> None:
 def test_whoelsesince_beyond_uptime_lists_everyone_this_run(server: Server) -> None:
     users = server.everyone("hans", "leia")
     users["leia"].send("logout")
-    server.clock.advance(5)
+    server.advance(5)
     assert users["hans"].send("whoelsesince", seconds=10**9)["users"] == ["leia"]
 
 
@@ -93,12 +93,12 @@ def test_whoelsesince_rejects_bad_arguments(server: Server) -> None:
 
 def test_idle_user_is_logged_out_at_the_timeout_and_others_are_told(server: Server) -> None:
     users = server.everyone("hans", "yoda")
-    server.clock.advance(TIMEOUT / 2)
+    server.advance(TIMEOUT / 2)
     users["yoda"].send("whoelse")  # yoda stays active; hans does not
-    server.clock.advance(TIMEOUT / 2 - 0.01)
+    server.advance(TIMEOUT / 2 - 0.01)
     assert server.chat.is_online("hans")
     assert users["yoda"].events() == []
-    server.clock.advance(0.01)
+    server.advance(0.01)
     assert users["hans"].events() == [{"type": "logged-out", "reason": "timeout"}]
     assert users["hans"].lost
     assert users["yoda"].events() == [presence("hans", False)]
@@ -106,30 +106,30 @@ def test_idle_user_is_logged_out_at_the_timeout_and_others_are_told(server: Serv
 
 def test_valid_commands_reset_the_idle_timer(server: Server) -> None:
     hans = server.online("hans")
-    server.clock.advance(TIMEOUT - 1)
+    server.advance(TIMEOUT - 1)
     hans.send("whoelse")
-    server.clock.advance(TIMEOUT - 1)
+    server.advance(TIMEOUT - 1)
     assert server.chat.is_online("hans")
-    server.clock.advance(1)
+    server.advance(1)
     assert not server.chat.is_online("hans")
 
 
 def test_invalid_commands_and_pings_do_not_count_as_activity(server: Server) -> None:
     hans = server.online("hans")
-    server.clock.advance(TIMEOUT - 1)
+    server.advance(TIMEOUT - 1)
     hans.send("frobnicate")
     hans.send("whoelsesince", seconds=-5)
     hans.send_raw(b"not json\n")
     hans.send("ping")
-    server.clock.advance(1)
+    server.advance(1)
     assert not server.chat.is_online("hans")
 
 
 def test_activity_frames_count(server: Server) -> None:
     hans = server.online("hans")
-    server.clock.advance(TIMEOUT - 1)
+    server.advance(TIMEOUT - 1)
     assert hans.send("activity")["type"] == "ok"
-    server.clock.advance(TIMEOUT - 1)
+    server.advance(TIMEOUT - 1)
     assert server.chat.is_online("hans")
 
 
@@ -150,5 +150,7 @@ def test_no_timer_is_left_after_everyone_leaves(server: Server) -> None:
 def test_stopping_the_server_ends_every_session(server: Server) -> None:
     users = server.everyone("hans", "yoda")
     server.chat.stop()
-    assert users["hans"].events()[-1] == {"type": "logged-out", "reason": "shutdown"}
+    for user in ("hans", "yoda"):
+        assert users[user].events()[-1] == {"type": "logged-out", "reason": "shutdown"}
+        assert users[user].lost
     assert server.clock.getDelayedCalls() == []

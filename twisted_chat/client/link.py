@@ -72,6 +72,10 @@ class ServerLink(LineReceiver):
         except wire.FrameError as e:
             self.log.warn("unreadable frame from the server: {error}", error=e.text)
             return
+        if isinstance(frame, wire.Ping):
+            # The server checks we are alive; any frame answers. Not user activity.
+            self.request(wire.Ping()).addErrback(lambda f: f.trap(ServerError, ServerGone))
+            return
         if isinstance(frame, wire.Ok | wire.Error) and isinstance(request_id, int):
             waiting = self._pending.pop(request_id, None)
             if waiting is not None:

@@ -16,7 +16,7 @@ from typing import Any
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IDelayedCall
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -34,6 +34,7 @@ from twisted_chat.errors import (
 from twisted_chat.interfaces import IChatClient, IChatUser
 from twisted_chat.server.accounts import check_password, check_username
 from twisted_chat.server.core import ChatServer, Session
+from twisted_chat.server.limits import ConnectionCounter, Limits, OutputGate, TokenBucket
 
 
 class Phase(enum.Enum):
@@ -74,14 +75,60 @@ class ChatServerProtocol(LineReceiver):
         self._new_account = False
         self.avatar: Session | None = None
         self._logout: Callable[[], None] | None = None
+        limits = factory.limits
+        self._clock = factory.chat.clock
+        self._host = ""
+        self._counted = False
+        self._bucket = TokenBucket(self._clock, limits.flood_burst, limits.flood_rate)
+        self._held_line: bytes | None = None
+        """A line that found the flood bucket empty; handled when a token is due."""
+        self._throttled_since: float | None = None
+        self._resume: IDelayedCall | None = None
+        self._gate = OutputGate(limits.output_cap, self._too_slow)
+        self._heard = self._clock.seconds()
+        self._watchdog: IDelayedCall | None = None
+        self._login_deadline: IDelayedCall | None = None
+        self._frames_before_login = 0
 
     # --- Twisted callbacks ----------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self._host = self._peer()
+        refusal = self.factory.connections.admit(self._host)
+        if refusal is not None:
+            self.log.warn("refused a connection from {host}: {why}", host=self._host,
+                          why=refusal, security_event="connection-refused")  # fmt: skip
+            self._send(wire.Error("refused", refusal))
+            self.phase = Phase.CLOSED
+            self.transport.loseConnection()
+            return
+        self._counted = True
+        limits = self.factory.limits
+        self.transport.registerProducer(self._gate, True)
+        self._watchdog = self._clock.callLater(limits.ping_interval, self._check_alive)
+        self._login_deadline = self._clock.callLater(limits.login_timeout, self._login_too_slow)
 
     def lineReceived(self, line: bytes) -> None:
         # Never return a value from here: LineReceiver stops delivering the rest of the
         # buffer when lineReceived returns something truthy.
         if self.phase is Phase.CLOSED:
             return
+        self._heard = self._clock.seconds()
+        if self._throttled_since is not None and self._bucket.full:
+            self._throttled_since = None  # calm for a whole burst's worth of time
+        if self._bucket.take():
+            self._process(line)
+        else:
+            self._throttle(line)
+
+    def _process(self, line: bytes) -> None:
+        if self.phase is not Phase.ONLINE:
+            self._frames_before_login += 1
+            if self._frames_before_login > self.factory.limits.login_frames:
+                self._refuse_and_close(
+                    "too-many-attempts", "Too many attempts to log in.", _request_id(line)
+                )
+                return
         request_id: wire.RequestId = None
         try:
             request_id, frame = wire.parse(line, wire.CLIENT_REQUESTS)
@@ -122,15 +169,104 @@ class ChatServerProtocol(LineReceiver):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.phase = Phase.CLOSED
+        for call in (self._resume, self._watchdog, self._login_deadline):
+            if call is not None and call.active():
+                call.cancel()
+        self._resume = self._watchdog = self._login_deadline = None
+        if self._counted:
+            self._counted = False
+            self.factory.connections.release(self._host)
         logout, self._logout = self._logout, None
         if logout is not None and self.avatar is not None:
             self.avatar.lost()
+
+    # --- limits ---------------------------------------------------------------------
+
+    def _throttle(self, line: bytes) -> None:
+        """No token for this line: hold it and stop reading (TCP pushes back on the
+        flooder, and only on the flooder) until a token is due. Sustained flooding,
+        throttled for ``flood_disconnect`` seconds without a break, disconnects."""
+        now = self._clock.seconds()
+        if self._throttled_since is None:
+            self._throttled_since = now
+        elif now - self._throttled_since > self.factory.limits.flood_disconnect:
+            self.log.warn("disconnecting {who} for flooding", who=self._who(),
+                          security_event="flood")  # fmt: skip
+            self._refuse_and_close("flood", "Disconnected for sending too fast for too long.")
+            return
+        self._held_line = line
+        self.pauseProducing()
+        self._resume = self._clock.callLater(self._bucket.wait(), self._release_held)
+
+    def _release_held(self) -> None:
+        """A token is due: handle the held line, then read on (LineReceiver delivers
+        the lines it buffered meanwhile, each through the bucket again)."""
+        self._resume = None
+        line, self._held_line = self._held_line, None
+        if line is None or self.phase is Phase.CLOSED:
+            return
+        if not self._bucket.take():
+            self._throttle(line)  # not quite due (rounding): wait a little more
+            return
+        self._process(line)
+        if not self._is_closed() and self._held_line is None:
+            self.resumeProducing()
+
+    def _is_closed(self) -> bool:
+        # A method, so that type narrowing does not outlive calls that change the phase.
+        return self.phase is Phase.CLOSED
+
+    def _too_slow(self) -> None:
+        """Our output to this client went past the cap: it does not read. Drop it at
+        once (its buffered output with it); it is logged out as for a lost connection."""
+        if self.phase is Phase.CLOSED:
+            return
+        self.log.warn("dropping {who}: over {cap} bytes of output unread", who=self._who(),
+                      cap=self.factory.limits.output_cap, security_event="slow-reader")  # fmt: skip
+        self.phase = Phase.CLOSED
+        self.transport.abortConnection()
+
+    def _check_alive(self) -> None:
+        """Ping a quiet client; drop one that stayed silent past the timeout (a peer
+        that vanished without closing: a half-open connection)."""
+        limits = self.factory.limits
+        quiet = self._clock.seconds() - self._heard
+        if quiet >= limits.ping_timeout:
+            self._watchdog = None
+            self.log.warn("dropping {who}: silent for {quiet:.0f}s", who=self._who(),
+                          quiet=quiet, security_event="no-response")  # fmt: skip
+            self.phase = Phase.CLOSED
+            self.transport.abortConnection()
+            return
+        if quiet >= limits.ping_interval:
+            self._send(wire.Ping())
+            wait = min(limits.ping_interval, limits.ping_timeout - quiet)
+        else:
+            wait = limits.ping_interval - quiet
+        self._watchdog = self._clock.callLater(wait, self._check_alive)
+
+    def _login_too_slow(self) -> None:
+        self._login_deadline = None
+        if self.phase is not Phase.ONLINE:
+            self._refuse_and_close("login-timeout", "Took too long to log in.")
+
+    def _refuse_and_close(self, code: str, text: str, request_id: wire.RequestId = None) -> None:
+        if self.phase is Phase.ONLINE:
+            self._send(wire.LoggedOut(code))
+        else:
+            self._send(wire.Error(code, text, request_id))
+        self._close()
+
+    def _who(self) -> str:
+        return self.avatar.name if self.avatar is not None else self._host
 
     # --- the mind (IChatClient) --------------------------------------------------------
 
     def deliver(self, event: wire.Frame) -> None:
         if self.phase is Phase.ONLINE:
-            self.transport.write(wire.encode_event(event))
+            data = wire.encode_event(event)
+            self.transport.write(data)
+            self._gate.wrote(len(data))
 
     def end_session(self, reason: str) -> None:
         if self.phase is Phase.CLOSED:
@@ -217,6 +353,9 @@ class ChatServerProtocol(LineReceiver):
                 return _REPLIED
             self.avatar, self._logout = avatar, logout
             self.phase = Phase.ONLINE
+            if self._login_deadline is not None and self._login_deadline.active():
+                self._login_deadline.cancel()
+            self._login_deadline = None
             self._send(wire.Ok(request_id, {"user": user}))
             self.factory.chat.begin(avatar).addErrback(
                 lambda f: self.log.failure("delivering offline mail to {user}", f, user=user)
@@ -285,7 +424,9 @@ class ChatServerProtocol(LineReceiver):
 
     def _send(self, frame: wire.Frame) -> None:
         if self.transport is not None and not self.transport.disconnecting:
-            self.transport.write(wire.encode(frame))
+            data = wire.encode(frame)
+            self.transport.write(data)
+            self._gate.wrote(len(data))
 
     def _close(self) -> None:
         """Log out now (so others are told at once) and close after pending writes."""
@@ -309,6 +450,15 @@ def _host_of(address: IAddress) -> str:
     return str(getattr(address, "host", "127.0.0.1"))
 
 
+def _request_id(line: bytes) -> wire.RequestId:
+    """The id of a request that will not be handled, so its refusal can answer it."""
+    try:
+        request_id: wire.RequestId = wire.decode_object(line).get("id")
+    except wire.FrameError:
+        return None
+    return request_id
+
+
 def _kind(line: bytes) -> str:
     try:
         return str(wire.decode_object(line)["type"])[:32]
@@ -320,9 +470,11 @@ class ChatServerFactory(ServerFactory):
     """Builds one :class:`ChatServerProtocol` per connection; holds the shared
     :class:`ChatServer` and the cred portal."""
 
-    def __init__(self, chat: ChatServer, portal: Portal) -> None:
+    def __init__(self, chat: ChatServer, portal: Portal, limits: Limits | None = None) -> None:
         self.chat = chat
         self.portal = portal
+        self.limits = limits or Limits()
+        self.connections = ConnectionCounter(self.limits)
         self.closers: list[Callable[[], None]] = []
         """Called when the service stops (closing the durable store)."""
 

@@ -3,6 +3,7 @@ builds a server. Both the twistd plugin and ``server.py`` go through here."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from twisted_chat.interfaces import IBlockStore, IMailbox
 from twisted_chat.server.accounts import BlockingRunner, CredentialsFile, CredentialsFormatError
 from twisted_chat.server.auth import LockoutPasswordChecker, LoginThrottle
 from twisted_chat.server.core import DEFAULT_PRIVATE_REQUEST_TTL, ChatRealm, ChatServer
+from twisted_chat.server.limits import Limits
 from twisted_chat.server.protocol import ChatServerFactory
 from twisted_chat.server.sqlite_store import SqliteState, StateFileError
 from twisted_chat.server.stores import DEFAULT_MAILBOX_LIMIT, MemoryBlockStore, MemoryMailbox
@@ -30,6 +32,7 @@ DEFAULT_PORT = "5000"
 DEFAULT_BLOCK_DURATION = 60
 DEFAULT_TIMEOUT = 120
 DEFAULT_STATE_NAME = "chat-state.sqlite3"
+DEFAULT_LIMITS = Limits()
 
 
 def _non_negative(value: str) -> float:
@@ -108,6 +111,24 @@ class Options(usage.Options):
             f"[default: {DEFAULT_STATE_NAME} next to the credentials file].",
         ],
     ]
+    optParameters += [
+        [name.replace("_", "-"), None, getattr(DEFAULT_LIMITS, name), help_text, kind]
+        for name, help_text, kind in (
+            ("flood_burst", "Frames a user may send at once before being slowed.", _positive),
+            ("flood_rate", "Frames per second a user may send steadily.", _positive),
+            ("flood_disconnect",
+             "Seconds of continuous throttling before a flooder is disconnected.", _positive),
+            ("output_cap",
+             "Bytes of output a slow reader may leave unread (past the 64 KiB the "
+             "transport buffers) before it is dropped.", int),
+            ("ping_interval", "Seconds of silence before the server pings a client.", _positive),
+            ("ping_timeout", "Seconds of silence after which a client is dropped.", _positive),
+            ("login_timeout", "Seconds a connection has to finish logging in.", _positive),
+            ("login_frames", "Frames a connection may send before logging in.", int),
+            ("max_connections", "Connections at once, in all.", int),
+            ("max_per_ip", "Connections at once from one address (loopback exempt).", int),
+        )
+    ]  # fmt: skip
     optFlags = [
         [
             "in-memory",
@@ -128,6 +149,14 @@ class Options(usage.Options):
             raise usage.UsageError("--in-memory and --state exclude each other")
         if self["state"] is None:
             self["state"] = str(credentials.parent / DEFAULT_STATE_NAME)
+        for name in ("output-cap", "login-frames", "max-connections", "max-per-ip"):
+            if self[name] < 1:
+                raise usage.UsageError(f"--{name} must be at least 1")
+        if self["ping-timeout"] <= self["ping-interval"]:
+            raise usage.UsageError("--ping-timeout must be longer than --ping-interval")
+        self["limits"] = Limits(
+            **{f.name: self[f.name.replace("_", "-")] for f in dataclasses.fields(Limits)}
+        )
 
 
 class ChatService(service.Service):
@@ -208,7 +237,7 @@ def buildServer(
     )
     throttle = LoginThrottle(clock, options["block-duration"])
     portal = Portal(ChatRealm(chat), [LockoutPasswordChecker(accounts, throttle)])
-    factory = ChatServerFactory(chat, portal)
+    factory = ChatServerFactory(chat, portal, options["limits"])
     factory.closers = closers
     return factory
 

@@ -1,0 +1,230 @@
+"""Every limit, on a Clock: flood control that slows before it disconnects, the cap on
+unread output, liveness, connection limits, the login deadline and budget, and
+security events logged without secrets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+from tests.harness import Connection, Server
+from twisted_chat.server.limits import TokenBucket
+
+
+def test_token_bucket_bursts_then_refills_at_its_rate() -> None:
+    clock = Clock()
+    bucket = TokenBucket(clock, burst=3, rate=2.0)
+    assert [bucket.take() for _ in range(4)] == [True, True, True, False]
+    assert bucket.wait() == pytest.approx(0.5)
+    clock.advance(0.5)
+    assert bucket.take() and not bucket.take()
+    clock.advance(10)
+    assert bucket.full
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Server:
+    return Server(tmp_path, "--timeout", "3600", "--flood-burst", "5", "--flood-rate", "2",
+                  "--flood-disconnect", "10")  # fmt: skip
+
+
+def lines(n: int, start: int = 100) -> bytes:
+    return b"".join(
+        json.dumps({"type": "whoelse", "id": i}).encode() + b"\n" for i in range(start, start + n)
+    )
+
+
+def replies(connection: Connection) -> list[int]:
+    return [f["id"] for f in connection.received() if f.get("type") == "ok" and "id" in f]
+
+
+def test_a_burst_is_served_then_the_flooder_is_slowed_not_dropped(server: Server) -> None:
+    users = server.everyone("hans", "yoda")
+    hans, yoda = users["hans"], users["yoda"]
+    server.advance(5)  # logging in spent tokens; start from a full bucket
+    hans.protocol.dataReceived(lines(12))
+    assert replies(hans) == list(range(100, 105))  # the burst of 5
+    assert hans.protocol.paused  # reading from hans stops: TCP pushes back on him only
+    assert yoda.send("whoelse")["users"] == ["hans"]  # others are not slowed at all
+    server.advance(0.5)
+    assert replies(hans) == [105]  # then 2 a second
+    server.advance(3)
+    assert replies(hans) == [106, 107, 108, 109, 110, 111]
+    assert not hans.protocol.paused and not hans.lost
+
+
+def test_a_short_burst_then_calm_is_never_punished(server: Server) -> None:
+    hans = server.online("hans")
+    for round_ in range(5):
+        hans.protocol.dataReceived(lines(8, start=round_ * 100))
+        server.advance(10)  # a pause long enough to refill the bucket
+        assert len(replies(hans)) == 8
+    assert not hans.lost
+
+
+def test_sustained_flooding_disconnects_with_a_reason(server: Server) -> None:
+    users = server.everyone("hans", "yoda")
+    hans, yoda = users["hans"], users["yoda"]
+    for second in range(15):
+        if hans.lost:
+            break
+        hans.protocol.dataReceived(lines(10, start=second * 100))
+        server.advance(1)
+        hans.received()
+    assert hans.lost
+    assert {"type": "presence", "user": "hans", "online": False} in yoda.events()
+
+
+def test_the_flood_disconnect_reason_is_sent(server: Server) -> None:
+    hans = server.online("hans")
+    frames = []
+    for second in range(15):
+        hans.protocol.dataReceived(lines(10, start=second * 100))
+        server.advance(1)
+        frames += hans.received()
+        if hans.lost:
+            break
+    assert frames[-1] == {"type": "logged-out", "reason": "flood"}
+
+
+def test_a_reader_that_stops_reading_is_dropped_past_the_cap(tmp_path: Path) -> None:
+    server = Server(tmp_path, "--output-cap", "4096", "--timeout", "3600")
+    users = server.everyone("hans", "yoda")
+    hans, yoda = users["hans"], users["yoda"]
+    yoda.transport.producer.pauseProducing()  # yoda's socket buffer is full: he stopped reading
+    sent = 0
+    while not yoda.transport.disconnecting:
+        hans.send("message", to="yoda", text="x" * 900)
+        sent += 1
+        assert sent < 20
+    assert sent == 5  # 4 KiB past the transport's own buffer, then out
+    yoda.close()  # the reactor would now report the aborted connection
+    assert {"type": "presence", "user": "yoda", "online": False} in hans.events()
+    assert hans.send("message", to="yoda", text="later")["stored"] is True
+
+
+def test_a_reader_that_catches_up_is_kept(tmp_path: Path) -> None:
+    server = Server(tmp_path, "--output-cap", "4096", "--timeout", "3600")
+    users = server.everyone("hans", "yoda")
+    gate = users["yoda"].transport.producer
+    for _ in range(10):
+        gate.pauseProducing()
+        users["hans"].send("message", to="yoda", text="x" * 900)
+        gate.resumeProducing()  # drained again: the count starts over
+        server.advance(1)  # (and hans stays under the flood limit)
+    assert not users["yoda"].transport.disconnecting
+
+
+def test_a_silent_client_is_pinged_then_dropped(server: Server) -> None:
+    users = server.everyone("hans", "yoda")
+    hans = users["hans"]
+    hans.transport.answer_pings = False  # hans's machine vanished (half-open connection)
+    server.advance(30)
+    assert b'{"type":"ping"}' in hans.transport.value()
+    server.advance(59)
+    assert not hans.transport.disconnecting
+    server.advance(1)
+    assert hans.transport.disconnecting
+    hans.close()
+    assert {"type": "presence", "user": "hans", "online": False} in users["yoda"].events()
+    assert users["yoda"].send("message", to="hans", text="you there?")["stored"] is True
+
+
+def test_a_client_that_answers_pings_stays(server: Server) -> None:
+    hans = server.online("hans")
+    server.advance(600)
+    assert server.chat.is_online("hans") and not hans.lost
+
+
+def test_login_must_finish_in_time(server: Server) -> None:
+    slow = server.connect()
+    slow.hello()
+    server.advance(59)
+    assert not slow.transport.disconnecting
+    server.advance(1)
+    assert slow.received()[-1]["code"] == "login-timeout"
+    assert slow.lost
+    quick = server.online("hans")
+    server.advance(120)
+    assert not quick.lost
+
+
+def test_frames_before_login_are_limited(tmp_path: Path) -> None:
+    server = Server(tmp_path, "--login-frames", "6", "--flood-burst", "100")
+    guesser = server.connect()
+    guesser.hello()
+    for name in ("a b", "c d", "e f", "g h", "i j"):
+        assert guesser.send("login", user=name)["code"] == "invalid-username"
+    assert guesser.send("login", user="k l")["code"] == "too-many-attempts"
+    assert guesser.lost
+
+
+def connect_from(server: Server, host: str) -> Connection:
+    connection = server.connect()
+    connection.transport.peerAddress = IPv4Address("TCP", host, 4000)
+    connection.protocol.connectionMade()
+    return connection
+
+
+def test_connection_limits(tmp_path: Path) -> None:
+    server = Server(tmp_path, "--max-connections", "3", "--max-per-ip", "2")
+    first = server.connect()
+    server.connect()
+    server.connect()
+    refused = server.connect()
+    assert refused.received() == [
+        {"type": "error", "code": "refused", "text": "The server is full. Try again later."}
+    ]
+    assert refused.lost
+    first.close()
+    assert server.connect().hello()["type"] == "ok"
+
+
+def test_per_address_limit_with_loopback_exempt(tmp_path: Path) -> None:
+    server = Server(tmp_path, "--max-per-ip", "2")
+    for _ in range(5):
+        assert server.connect().hello()["type"] == "ok"  # 127.0.0.1: exempt
+    far = [Connection(server, 1), Connection(server, 2), Connection(server, 3)]
+    for connection in far:
+        connection.transport.peerAddress = IPv4Address("TCP", "203.0.113.9", 4000)
+    counter = server.factory.connections
+    assert [counter.admit("203.0.113.9") for _ in range(3)] == [
+        None, None, "Too many connections from 203.0.113.9.",
+    ]  # fmt: skip
+    counter.release("203.0.113.9")
+    assert counter.admit("203.0.113.9") is None
+
+
+def test_many_connections_opened_and_closed_leave_nothing_behind(server: Server) -> None:
+    for _ in range(2000):
+        connection = server.connect()
+        connection.close()
+    assert server.factory.connections.total == 0
+    assert server.clock.getDelayedCalls() == []
+
+
+def test_security_events_are_structured_and_keep_secrets_out(server: Server) -> None:
+    events: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        for wrong in ("s3cret-1", "s3cret-2", "s3cret-3"):
+            connection = server.connect()
+            connection.login("yoda", wrong)
+        hans = server.online("hans")
+        hans.send("message", to="luke", text="the body of a message")
+        for second in range(15):
+            hans.protocol.dataReceived(lines(10, start=second * 100))
+            server.advance(1)
+            hans.received()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    kinds = {e.get("security_event") for e in events if e.get("log_level") >= LogLevel.warn}  # type: ignore[operator]
+    assert {"lockout", "flood"} <= kinds
+    everything = " ".join(formatEvent(e) + repr(sorted(map(str, e.values()))) for e in events)
+    assert "s3cret" not in everything and "wise@!man" not in everything
+    assert "the body of a message" not in everything

@@ -1,0 +1,138 @@
+"""The limits a chat server must ship, as trusted servers do (ngIRCd, InspIRCd, Ergo,
+Prosody, ejabberd): flood control, a cap on output to slow readers, liveness checks,
+and connection limits. Configured by :class:`Limits`; every decision uses the
+injected clock, so each is tested with ``task.Clock``."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from zope.interface import implementer
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Defaults and where they come from (``docs/limits.md`` has the reasoning)."""
+
+    flood_burst: float = 10
+    """Frames a user may send at once before being slowed (Ergo 5, Synapse 10)."""
+    flood_rate: float = 5.0
+    """Frames per second a user may send steadily (Ergo 2/s, ngIRCd 3/s)."""
+    flood_disconnect: float = 30.0
+    """Seconds of continuous throttling (sustained flooding) before a disconnect."""
+    output_cap: int = 256 * 1024
+    """Bytes a slow reader may leave unread past the transport's own 64 KiB buffer
+    before it is dropped (ngIRCd 32 KiB ... Unreal 200 KiB ... InspIRCd 1 MiB)."""
+    ping_interval: float = 30.0
+    """Seconds of silence from a client before the server pings it."""
+    ping_timeout: float = 90.0
+    """Seconds of silence after which a client is taken for gone (half-open)."""
+    login_timeout: float = 60.0
+    """Seconds a connection has to finish logging in (Ergo 60 s)."""
+    login_frames: int = 30
+    """Frames allowed before login completes: enough for typos, not for guessing."""
+    max_connections: int = 20_000
+    """Connections at once, in all."""
+    max_per_ip: int = 16
+    """Connections at once from one address (Ergo 16); loopback is exempt."""
+
+
+class TokenBucket:
+    """``burst`` tokens, refilled at ``rate`` per second; one token per frame."""
+
+    def __init__(self, clock: IReactorTime, burst: float, rate: float) -> None:
+        self._clock = clock
+        self.burst = burst
+        self.rate = rate
+        self._tokens = burst
+        self._at = clock.seconds()
+
+    def _refill(self) -> None:
+        now = self._clock.seconds()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+
+    def take(self) -> bool:
+        """Spend a token if there is one."""
+        self._refill()
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+    def wait(self) -> float:
+        """Seconds until a token is available."""
+        self._refill()
+        return max(0.0, (1 - self._tokens) / self.rate)
+
+    @property
+    def full(self) -> bool:
+        self._refill()
+        return self._tokens >= self.burst
+
+
+@implementer(IPushProducer)
+class OutputGate:
+    """Registered with a transport as its producer: the transport says when its
+    buffer is over 64 KiB (pause) and when it drained (resume). While paused, bytes
+    written are counted; over ``cap`` the reader is too slow and ``overflow`` runs."""
+
+    def __init__(self, cap: int, overflow: Callable[[], None]) -> None:
+        self.cap = cap
+        self._overflow = overflow
+        self.paused = False
+        self.backlog = 0
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.backlog = 0
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+    def wrote(self, size: int) -> None:
+        if self.paused:
+            self.backlog += size
+            if self.backlog > self.cap:
+                self._overflow()
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ConnectionCounter:
+    """Connections open now, in all and per address."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.total = 0
+        self._per_host: dict[str, int] = {}
+
+    def admit(self, host: str) -> str | None:
+        """Count a new connection, or say why it is refused."""
+        if self.total >= self.limits.max_connections:
+            return "The server is full. Try again later."
+        count = self._per_host.get(host, 0)
+        if count >= self.limits.max_per_ip and not is_loopback(host):
+            return f"Too many connections from {host}."
+        self.total += 1
+        self._per_host[host] = count + 1
+        return None
+
+    def release(self, host: str) -> None:
+        self.total -= 1
+        count = self._per_host.get(host, 0) - 1
+        if count > 0:
+            self._per_host[host] = count
+        else:
+            self._per_host.pop(host, None)
