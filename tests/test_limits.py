@@ -29,8 +29,17 @@ def test_token_bucket_bursts_then_refills_at_its_rate() -> None:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Server:
-    return Server(tmp_path, "--timeout", "3600", "--flood-burst", "5", "--flood-rate", "2",
-                  "--flood-disconnect", "10")  # fmt: skip
+    return Server(
+        tmp_path,
+        "--timeout",
+        "3600",
+        "--flood-burst",
+        "5",
+        "--flood-rate",
+        "2",
+        "--flood-disconnect",
+        "10",
+    )
 
 
 def lines(n: int, start: int = 100) -> bytes:
@@ -194,8 +203,10 @@ def test_per_address_limit_with_loopback_exempt(tmp_path: Path) -> None:
         connection.transport.peerAddress = IPv4Address("TCP", "203.0.113.9", 4000)
     counter = server.factory.connections
     assert [counter.admit("203.0.113.9") for _ in range(3)] == [
-        None, None, "Too many connections from 203.0.113.9.",
-    ]  # fmt: skip
+        None,
+        None,
+        "Too many connections from 203.0.113.9.",
+    ]
     counter.release("203.0.113.9")
     assert counter.admit("203.0.113.9") is None
 

@@ -94,8 +94,11 @@ def test_live_messages_wait_behind_stored_mail_being_read(server: Server) -> Non
     assert hans.send("message", to="luke", text="new")["stored"] is False
     assert luke.events() == []  # held back
     slow.reads[0].callback(stored)
-    texts = [e["text"] for e in luke.events() if e["type"] == "message"]
+    events = luke.events()
+    texts = [e["text"] for e in events if e["type"] == "message"]
     assert texts == ["old 1", "old 2", "new"]
+    assert slow.delivered_ones == []  # not until luke's client says it has them
+    luke.send("received", upto=2)
     assert slow.delivered_ones == stored
 
 

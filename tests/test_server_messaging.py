@@ -89,19 +89,47 @@ def test_offline_messages_arrive_after_the_welcome_in_order_with_times(server: S
     welcome = luke.send("password", password="=hope+")
     assert welcome["type"] == "ok"
     events = luke.events()
-    assert [(e["text"], e["stored"], e["sent"]) for e in events] == [
+    assert [(e["text"], e["stored"], e["sent"]) for e in events[:3]] == [
         ("m0", True, sent_times[0]),
         ("m1", True, sent_times[1]),
         ("m2", True, sent_times[2]),
     ]
+    keys = [e["key"] for e in events[:3]]
+    assert keys == sorted(keys)
+    assert events[3] == {"type": "stored-done", "upto": keys[-1], "count": 3}
 
 
-def test_offline_messages_are_delivered_once(server: Server) -> None:
+def acknowledge(connection: Connection, events: list[dict[str, object]]) -> None:
+    done = [e for e in events if e["type"] == "stored-done"]
+    assert connection.send("received", upto=done[-1]["upto"])["type"] == "ok"
+
+
+def test_acknowledged_offline_messages_are_delivered_once(server: Server) -> None:
     server.online("hans").send("message", to="luke", text="once")
     luke = server.online("luke")
-    assert texts(luke.events()) == [("hans", "once")]
+    events = luke.events()
+    assert texts(events) == [("hans", "once")]
+    acknowledge(luke, events)
     luke.send("logout")
     assert texts(server.online("luke").events()) == []
+
+
+def test_unacknowledged_offline_messages_come_again_at_the_next_login(server: Server) -> None:
+    server.online("hans").send("message", to="luke", text="did you get this?")
+    luke = server.online("luke")
+    assert texts(luke.events()) == [("hans", "did you get this?")]
+    luke.close()  # dropped before acknowledging: written to a socket is not received
+    again = server.online("luke")
+    events = again.events()
+    assert texts(events) == [("hans", "did you get this?")]
+    acknowledge(again, events)
+    again.send("logout")
+    assert texts(server.online("luke").events()) == []
+
+
+def test_a_received_frame_forgets_only_what_was_sent(server: Server) -> None:
+    luke = server.online("luke")
+    assert luke.send("received", upto=10**9)["type"] == "ok"  # nothing to forget
 
 
 def test_messages_to_a_new_account_created_this_run_are_kept(server: Server) -> None:
@@ -119,7 +147,9 @@ def test_a_full_offline_queue_tells_the_sender_and_drops_nothing(server: Server)
     assert reply["code"] == "queue-full"
     assert "was not stored" in reply["text"]
     luke = server.online("luke")
-    assert [t for _, t in texts(luke.events())] == [f"m{n}" for n in range(5)]
+    events = luke.events()
+    assert [t for _, t in texts(events)] == [f"m{n}" for n in range(5)]
+    acknowledge(luke, events)
     luke.send("logout")
     assert hans.send("message", to="luke", text="room again")["stored"] is True
 

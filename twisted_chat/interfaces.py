@@ -74,8 +74,8 @@ class IMailbox(Interface):
         """Everything waiting for ``recipient``, oldest first (still stored)."""
 
     def delivered(recipient: str, messages: list[StoredMessage]) -> Deferred[None]:
-        """Forget ``messages``, which were written to ``recipient``. Until this fires a
-        crash delivers them again: at-least-once, never lost."""
+        """Forget ``messages``, which ``recipient``'s client acknowledged. Until then
+        they are delivered again at every login: at-least-once, never lost."""
 
 
 class IBlockStore(Interface):

@@ -205,13 +205,32 @@ class Presence(Frame):
 @dataclass(frozen=True)
 class Message(Frame):
     """A direct message. ``sent`` is when the server accepted it (Unix seconds);
-    ``stored`` says it waited in the offline queue."""
+    ``stored`` says it waited in the offline queue, where ``key`` identifies it."""
 
     TYPE: ClassVar[str] = "message"
     sender: str
     text: str
     sent: float
     stored: bool = False
+    key: int = 0
+
+
+@dataclass(frozen=True)
+class StoredDone(Frame):
+    """The end of the stored messages sent at login: ``count`` of them, keys up to
+    ``upto``. The client answers ``received``; until then they stay stored."""
+
+    TYPE: ClassVar[str] = "stored-done"
+    upto: int
+    count: int
+
+
+@dataclass(frozen=True)
+class Received(Frame):
+    """The client has the stored messages with keys up to ``upto``: forget them."""
+
+    TYPE: ClassVar[str] = "received"
+    upto: int
 
 
 @dataclass(frozen=True)
@@ -318,6 +337,7 @@ CLIENT_REQUESTS = _table(
     Activity,
     Ping,
     Logout,
+    Received,
 )
 SERVER_FRAMES = _table(
     Hello,
@@ -325,6 +345,7 @@ SERVER_FRAMES = _table(
     Error,
     Presence,
     Message,
+    StoredDone,
     Broadcast,
     PrivateRequest,
     PrivateAccepted,

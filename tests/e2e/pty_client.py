@@ -32,11 +32,24 @@ class SyncServer:
 
     def __init__(self, workdir: Path, *options: str) -> None:
         self.process = subprocess.Popen(
-            [str(BIN / "twistd"), "-n", "--pidfile=", "-l", "-", "chatserver",
-             "--port", "tcp:0:interface=127.0.0.1", "--credentials", "credentials.txt",
-             *options],
-            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environment(),
-        )  # fmt: skip
+            [
+                str(BIN / "twistd"),
+                "-n",
+                "--pidfile=",
+                "-l",
+                "-",
+                "chatserver",
+                "--port",
+                "tcp:0:interface=127.0.0.1",
+                "--credentials",
+                "credentials.txt",
+                *options,
+            ],
+            cwd=workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=environment(),
+        )
         assert self.process.stdout is not None
         # Raw reads, not readline(): a buffered readline can swallow several lines at
         # once and leave select() with nothing to report for the one we wait for.
@@ -73,9 +86,13 @@ class PtyClient:
         self.raw = b""
         self.process = subprocess.Popen(
             [sys.executable, str(REPO / "client.py"), str(port)],
-            stdin=self.slave, stdout=self.slave, stderr=self.slave, cwd=REPO,
-            env={**environment(TERM="xterm"), **(env or {})}, close_fds=True,
-        )  # fmt: skip
+            stdin=self.slave,
+            stdout=self.slave,
+            stderr=self.slave,
+            cwd=REPO,
+            env={**environment(TERM="xterm"), **(env or {})},
+            close_fds=True,
+        )
 
     def pump(self, seconds: float = 0.05) -> None:
         deadline = time.monotonic() + seconds
@@ -145,9 +162,13 @@ class PipeClient:
 
     def __init__(self, port: int, user: str, password: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, str(REPO / "client.py"), str(port)], stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, env=environment(),
-        )  # fmt: skip
+            [sys.executable, str(REPO / "client.py"), str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=REPO,
+            env=environment(),
+        )
         self.send(user, password)
 
     def send(self, *lines: str) -> None:

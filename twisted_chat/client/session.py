@@ -152,6 +152,9 @@ class ClientSession:
                     )
                 else:
                     self.display.show(f"{sender}: {text}", "message")
+            case wire.StoredDone(upto=upto):
+                # Shown, so acknowledged: the server may forget them now.
+                self._request(wire.Received(upto)).addErrback(self._show_error)
             case wire.Broadcast(sender=sender, text=text):
                 self.known_users.add(sender)
                 self.display.show(f"{sender}: {text}", "message")

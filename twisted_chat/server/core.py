@@ -118,12 +118,17 @@ class ChatServer:
         self.log.info("{user} logged in", user=session.name)
         user = session.name
 
-        def deliver(stored: list[StoredMessage]) -> Deferred[None]:
-            if self.online.get(user) is not session:
-                return succeed(None)  # gone before the mail came: it stays stored
+        def deliver(stored: list[StoredMessage]) -> None:
+            if self.online.get(user) is not session or not stored:
+                return  # gone before the mail came, or none: nothing to do
             for item in stored:
-                session.mind.deliver(wire.Message(item.sender, item.text, item.sent, True))
-            return self.mailbox.delivered(user, stored) if stored else succeed(None)
+                session.mind.deliver(
+                    wire.Message(item.sender, item.text, item.sent, True, item.key)
+                )
+            # Kept until the client says it has them (``received``): written to a socket
+            # is not received, and a client may drop right after logging in.
+            session.unacknowledged = stored
+            session.mind.deliver(wire.StoredDone(stored[-1].key, len(stored)))
 
         def release(result: object) -> object:
             session.release()
@@ -194,6 +199,17 @@ class Session:
         """Where this user's client accepts private-session connections (0: nowhere)."""
         self._held: list[wire.Frame] | None = None
         """Events waiting while offline mail is read (see ChatServer.begin)."""
+        self.unacknowledged: list[StoredMessage] = []
+        """Stored messages sent at login and not yet acknowledged by the client."""
+
+    def received(self, upto: int) -> Deferred[None]:
+        """The client has the stored messages up to key ``upto``: forget them. Sent by
+        the client itself, so not user activity."""
+        done = [m for m in self.unacknowledged if m.key <= upto]
+        self.unacknowledged = [m for m in self.unacknowledged if m.key > upto]
+        if not done:
+            return succeed(None)
+        return self.server.mailbox.delivered(self.name, done)
 
     def deliver(self, event: wire.Frame) -> None:
         """Push an event to this user, after any offline mail still being read."""

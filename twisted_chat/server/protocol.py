@@ -400,6 +400,8 @@ class ChatServerProtocol(LineReceiver):
             case wire.Activity():
                 avatar.activity()
                 return {}
+            case wire.Received(upto=upto):
+                return avatar.received(upto).addCallback(lambda _: {})
             case wire.Logout():
                 self._send(wire.Ok(request_id, {}))
                 self._close()

@@ -3,6 +3,7 @@ stores must match (the same interface tests run against both)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict, deque
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -49,12 +50,14 @@ class MemoryMailbox:
     def __init__(self, limit: int = DEFAULT_MAILBOX_LIMIT) -> None:
         self.limit = limit
         self._queues: dict[str, deque[StoredMessage]] = {}
+        self._next_key = 1
 
     def append(self, recipient: str, message: StoredMessage) -> Deferred[None]:
         queue = self._queues.setdefault(recipient, deque())
         if len(queue) >= self.limit:
             return fail(QueueFull(recipient, self.limit))
-        queue.append(message)
+        queue.append(dataclasses.replace(message, key=self._next_key))
+        self._next_key += 1
         return succeed(None)
 
     def pending(self, recipient: str) -> Deferred[list[StoredMessage]]:
@@ -63,8 +66,8 @@ class MemoryMailbox:
     def delivered(self, recipient: str, messages: list[StoredMessage]) -> Deferred[None]:
         queue = self._queues.get(recipient)
         if queue is not None:
-            done = set(map(id, messages))
-            remaining = deque(m for m in queue if id(m) not in done)
+            done = {m.key for m in messages}
+            remaining = deque(m for m in queue if m.key not in done)
             if remaining:
                 self._queues[recipient] = remaining
             else:
