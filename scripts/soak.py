@@ -28,11 +28,8 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -46,6 +43,7 @@ from twisted.internet.task import deferLater, react
 
 from twisted_chat import wire
 from twisted_chat.client.link import ServerError, ServerGone, ServerLink
+from twisted_chat.server import local
 
 GRACE = 30.0
 """Seconds allowed after the run for the last deliveries and the final logins."""
@@ -161,37 +159,8 @@ async def run(_reactor: Any, clients: int, stable: int, duration: float, seed: i
     names = [f"user{n:05d}" for n in range(clients)]
     (workdir / "credentials.txt").write_text("".join(f"{n} pw-{n}\n" for n in names))
     log = workdir / "server.log"
-    twistd = Path(sys.executable).parent / "twistd"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [
-                str(twistd),
-                "-n",
-                "--pidfile=",
-                "-l",
-                "-",
-                "chatserver",
-                "--port",
-                "tcp:0:interface=127.0.0.1",
-                "--credentials",
-                "credentials.txt",
-                "--timeout",
-                "3600",
-            ],
-            cwd=workdir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    server, port = await local.start(workdir, "--timeout", "3600")
     try:
-        port = 0
-        for _ in range(300):
-            found = re.search(r"listening on 127\.0\.0\.1:(\d+)", log.read_text())
-            if found:
-                port = int(found.group(1))
-                break
-            await deferLater(reactor, 0.1, lambda: None)
-        if not port:
-            raise SystemExit(f"the server did not start:\n{log.read_text()}")
         rss_start_empty = rss_kib(server.pid)
         soak = Soak(port, names, stable, rng)
         gate = DeferredSemaphore(50)  # log in 50 at a time

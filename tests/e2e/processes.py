@@ -17,6 +17,8 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
+from twisted_chat.server.local import LISTENING, twistd_command
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 WAIT = 15.0
@@ -160,28 +162,19 @@ class ChatServer:
     ) -> None:
         self.workdir = workdir
         self.credentials = workdir / "credentials.txt"
-        argv = [
-            str(BIN / "twistd"),
-            "-n",
-            "--pidfile=",
-            "-l",
-            "-",
-            "chatserver",
-            "--port",
-            "tcp:0:interface=127.0.0.1",
-            "--credentials",
-            str(self.credentials),
+        argv = twistd_command(
+            self.credentials,
             "--block-duration",
             str(block_duration),
             "--timeout",
             str(timeout),
             *extra,
-        ]
+        )
         self.process = spawn("server", argv, workdir)
         self.port = 0
 
     async def started(self) -> ChatServer:
-        match = await self.process.expect(r"listening on 127\.0\.0\.1:(\d+)", regex=True)
+        match = await self.process.expect(LISTENING.pattern.decode(), regex=True)
         self.port = int(match.group(1))
         return self
 

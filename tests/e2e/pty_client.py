@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import select
 import struct
 import subprocess
@@ -17,7 +16,8 @@ from pathlib import Path
 
 import pyte
 
-from tests.e2e.processes import BIN, REPO, environment
+from tests.e2e.processes import REPO, environment
+from twisted_chat.server.local import listening_port, twistd_command
 
 COLUMNS, ROWS = 80, 24
 WAIT = 15.0
@@ -32,19 +32,7 @@ class SyncServer:
 
     def __init__(self, workdir: Path, *options: str) -> None:
         self.process = subprocess.Popen(
-            [
-                str(BIN / "twistd"),
-                "-n",
-                "--pidfile=",
-                "-l",
-                "-",
-                "chatserver",
-                "--port",
-                "tcp:0:interface=127.0.0.1",
-                "--credentials",
-                "credentials.txt",
-                *options,
-            ],
+            twistd_command("credentials.txt", *options),
             cwd=workdir,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -63,9 +51,7 @@ class SyncServer:
             if ready and not chunk:
                 break  # the server exited
             self.output += chunk
-            found = re.search(rb"listening on 127\.0\.0\.1:(\d+)", self.output)
-            if found:
-                self.port = int(found.group(1))
+            self.port = listening_port(self.output) or 0
         assert self.port, f"the server did not start:\n{self.output.decode(errors='replace')}"
 
     def stop(self) -> None:

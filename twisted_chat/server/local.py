@@ -1,0 +1,64 @@
+"""A chat server on this machine's loopback, for tests, measurement scripts and the
+benchmark: the command that starts ``twistd chatserver`` on an OS-chosen port, and how
+to read back the port it chose."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
+"""What the server logs once bound; group 1 is the port."""
+
+
+def twistd_command(credentials: str | Path, *options: str) -> list[str]:
+    """``twistd chatserver`` in the foreground on 127.0.0.1, port chosen by the OS,
+    logging to standard output, with no pid file (several may run at once)."""
+    twistd = Path(sys.executable).parent / "twistd"
+    return [
+        str(twistd),
+        "-n",
+        "--pidfile=",
+        "-l",
+        "-",
+        "chatserver",
+        "--port",
+        "tcp:0:interface=127.0.0.1",
+        "--credentials",
+        str(credentials),
+        *options,
+    ]
+
+
+def listening_port(output: bytes) -> int | None:
+    found = LISTENING.search(output)
+    return int(found.group(1)) if found else None
+
+
+async def start(workdir: Path, *options: str, wait: float = 30.0) -> tuple[Any, int]:
+    """Start a server in ``workdir`` (whose ``credentials.txt`` it uses), logging to
+    ``workdir/server.log``; return the process and its port once it listens. For
+    scripts that run under the reactor: it waits without blocking it."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    log = workdir / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            twistd_command("credentials.txt", *options),
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    for _ in range(int(wait * 10)):
+        port = listening_port(log.read_bytes())
+        if port is not None:
+            return process, port
+        if process.poll() is not None:
+            break
+        await deferLater(reactor, 0.1, lambda: None)
+    process.kill()
+    raise SystemExit(f"the server did not start:\n{log.read_text()}")
