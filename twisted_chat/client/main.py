@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from twisted.conch.insults.insults import ServerProtocol
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.error import ConnectError
 from twisted.internet.stdio import StandardIO
@@ -92,8 +93,9 @@ async def chat(reactor: Any, host: str, port: int, program: str, terminal: Termi
         link = await connectProtocol(endpoint, ServerLink(session))
     except ConnectError as e:
         reason = e.osError or e.__class__.__name__
-        print(f"{program}: cannot reach the chat server at {host}:{port}: {reason}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{program}: cannot reach the chat server at {host}:{port}: {reason}", file=sys.stderr
+        )
         raise SystemExit(EXIT_FAILURE) from None
     peers.interface = getattr(link.transport.getHost(), "host", "127.0.0.1")
     console.session = session
@@ -120,12 +122,6 @@ def run(argv: Sequence[str] | None = None, program: str = "chat-client") -> None
     start_logging()
     terminal = TerminalState(0)
     try:
-        react(lambda reactor: _deferred(chat(reactor, host, port, program, terminal)))
+        react(lambda reactor: Deferred.fromCoroutine(chat(reactor, host, port, program, terminal)))
     finally:
         terminal.restore()  # whatever happened: echo, line mode, blocking stdio
-
-
-def _deferred(coroutine: Any) -> Any:
-    from twisted.internet.defer import Deferred
-
-    return Deferred.fromCoroutine(coroutine)

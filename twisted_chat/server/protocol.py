@@ -96,8 +96,12 @@ class ChatServerProtocol(LineReceiver):
         self._host = self._peer()
         refusal = self.factory.connections.admit(self._host)
         if refusal is not None:
-            self.log.warn("refused a connection from {host}: {why}", host=self._host,
-                          why=refusal, security_event="connection-refused")  # fmt: skip
+            self.log.warn(
+                "refused a connection from {host}: {why}",
+                host=self._host,
+                why=refusal,
+                security_event="connection-refused",
+            )
             self._send(wire.Error("refused", refusal))
             self.phase = Phase.CLOSED
             self.transport.loseConnection()
@@ -190,8 +194,9 @@ class ChatServerProtocol(LineReceiver):
         if self._throttled_since is None:
             self._throttled_since = now
         elif now - self._throttled_since > self.factory.limits.flood_disconnect:
-            self.log.warn("disconnecting {who} for flooding", who=self._who(),
-                          security_event="flood")  # fmt: skip
+            self.log.warn(
+                "disconnecting {who} for flooding", who=self._who(), security_event="flood"
+            )
             self._refuse_and_close("flood", "Disconnected for sending too fast for too long.")
             return
         self._held_line = line
@@ -221,8 +226,12 @@ class ChatServerProtocol(LineReceiver):
         once (its buffered output with it); it is logged out as for a lost connection."""
         if self.phase is Phase.CLOSED:
             return
-        self.log.warn("dropping {who}: over {cap} bytes of output unread", who=self._who(),
-                      cap=self.factory.limits.output_cap, security_event="slow-reader")  # fmt: skip
+        self.log.warn(
+            "dropping {who}: over {cap} bytes of output unread",
+            who=self._who(),
+            cap=self.factory.limits.output_cap,
+            security_event="slow-reader",
+        )
         self.phase = Phase.CLOSED
         self.transport.abortConnection()
 
@@ -233,8 +242,12 @@ class ChatServerProtocol(LineReceiver):
         quiet = self._clock.seconds() - self._heard
         if quiet >= limits.ping_timeout:
             self._watchdog = None
-            self.log.warn("dropping {who}: silent for {quiet:.0f}s", who=self._who(),
-                          quiet=quiet, security_event="no-response")  # fmt: skip
+            self.log.warn(
+                "dropping {who}: silent for {quiet:.0f}s",
+                who=self._who(),
+                quiet=quiet,
+                security_event="no-response",
+            )
             self.phase = Phase.CLOSED
             self.transport.abortConnection()
             return

@@ -116,11 +116,17 @@ class Options(usage.Options):
         for name, help_text, kind in (
             ("flood_burst", "Frames a user may send at once before being slowed.", _positive),
             ("flood_rate", "Frames per second a user may send steadily.", _positive),
-            ("flood_disconnect",
-             "Seconds of continuous throttling before a flooder is disconnected.", _positive),
-            ("output_cap",
-             "Bytes of output a slow reader may leave unread (past the 64 KiB the "
-             "transport buffers) before it is dropped.", int),
+            (
+                "flood_disconnect",
+                "Seconds of continuous throttling before a flooder is disconnected.",
+                _positive,
+            ),
+            (
+                "output_cap",
+                "Bytes of output a slow reader may leave unread (past the 64 KiB the "
+                "transport buffers) before it is dropped.",
+                int,
+            ),
             ("ping_interval", "Seconds of silence before the server pings a client.", _positive),
             ("ping_timeout", "Seconds of silence after which a client is dropped.", _positive),
             ("login_timeout", "Seconds a connection has to finish logging in.", _positive),
@@ -128,7 +134,7 @@ class Options(usage.Options):
             ("max_connections", "Connections at once, in all.", int),
             ("max_per_ip", "Connections at once from one address (loopback exempt).", int),
         )
-    ]  # fmt: skip
+    ]
     optFlags = [
         [
             "in-memory",
