@@ -171,3 +171,30 @@ def test_a_client_leaving_mid_login_leaves_no_trace(server: Server) -> None:
     connection.close()
     assert not server.chat.is_online("hans")
     assert server.connect().login("hans")["type"] == "ok"
+
+
+def test_a_pipelined_login_is_served_in_order(server: Server) -> None:
+    """hello, login and password in one write: the login step waits on a file check
+    off the reactor thread, and the password must wait for it, not be refused."""
+    from twisted.internet.defer import Deferred
+
+    waiting: list[tuple[Deferred[object], object]] = []
+
+    def slow(f: object, *args: object) -> Deferred[object]:
+        d: Deferred[object] = Deferred()
+        waiting.append((d, f))
+        return d
+
+    server.chat.accounts._run_blocking = slow  # type: ignore[attr-defined]
+    connection = server.connect()
+    frames = connection.send_raw(
+        b'{"type":"hello","version":1,"id":1}\n'
+        b'{"type":"login","user":"hans","id":2}\n'
+        b'{"type":"password","password":"falcon*solo","id":3}\n'
+    )
+    assert [f["id"] for f in frames] == [1]  # the rest waits for the file check
+    d, check = waiting.pop()
+    d.callback(check())  # type: ignore[operator]
+    frames = connection.received()
+    assert [(f["id"], f["type"]) for f in frames] == [(2, "ok"), (3, "ok")]
+    assert server.chat.is_online("hans")

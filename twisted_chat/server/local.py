@@ -4,6 +4,7 @@ to read back the port it chose."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -33,6 +34,17 @@ def twistd_command(credentials: str | Path, *options: str) -> list[str]:
     ]
 
 
+def environment() -> dict[str, str]:
+    """The environment for the server: it must run the same ``twisted_chat`` as the
+    caller (a checkout run from its root, or an installed copy), not whichever copy
+    ``twistd`` would find first; the directory holding it also holds its plugin."""
+    import twisted_chat
+
+    root = str(Path(twisted_chat.__file__).resolve().parents[1])
+    path = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+
+
 def listening_port(output: bytes) -> int | None:
     found = LISTENING.search(output)
     return int(found.group(1)) if found else None
@@ -52,6 +64,7 @@ async def start(workdir: Path, *options: str, wait: float = 30.0) -> tuple[Any, 
             cwd=workdir,
             stdout=out,
             stderr=subprocess.STDOUT,
+            env=environment(),
         )
     for _ in range(int(wait * 10)):
         port = listening_port(log.read_bytes())

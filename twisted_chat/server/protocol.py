@@ -89,6 +89,8 @@ class ChatServerProtocol(LineReceiver):
         self._watchdog: IDelayedCall | None = None
         self._login_deadline: IDelayedCall | None = None
         self._frames_before_login = 0
+        self._pauses: set[str] = set()
+        """Why reading is paused ("flood", "login"); it resumes when none is left."""
 
     # --- Twisted callbacks ----------------------------------------------------------
 
@@ -154,6 +156,8 @@ class ChatServerProtocol(LineReceiver):
                 callbackArgs=(request_id,),
                 errbackArgs=(request_id,),
             )
+            if "login" in self._pauses:
+                result.addBoth(lambda _: self._unpause("login"))
         else:
             self._replyOk(result, request_id)
 
@@ -200,7 +204,7 @@ class ChatServerProtocol(LineReceiver):
             self._refuse_and_close("flood", "Disconnected for sending too fast for too long.")
             return
         self._held_line = line
-        self.pauseProducing()
+        self._pause("flood")
         self._resume = self._clock.callLater(self._bucket.wait(), self._release_held)
 
     def _release_held(self) -> None:
@@ -215,7 +219,25 @@ class ChatServerProtocol(LineReceiver):
             return
         self._process(line)
         if not self._is_closed() and self._held_line is None:
+            self._unpause("flood")
+
+    def _pause(self, reason: str) -> None:
+        if not self._pauses:
+            self.pauseProducing()
+        self._pauses.add(reason)
+
+    def _unpause(self, reason: str) -> None:
+        self._pauses.discard(reason)
+        if not self._pauses and self.paused and not self._is_closed():
+            # LineReceiver then delivers the lines it buffered meanwhile, in order.
             self.resumeProducing()
+
+    def _in_order(self, step: Deferred[Any]) -> Deferred[Any]:
+        """A login step waits (on the disk, on cred): read no further line until it is
+        answered (see ``_process``, which resumes after the reply is written), so that
+        a client pipelining hello, login and password is served in order."""
+        self._pause("login")
+        return step
 
     def _is_closed(self) -> bool:
         # A method, so that type narrowing does not outlive calls that change the phase.
@@ -344,7 +366,7 @@ class ChatServerProtocol(LineReceiver):
 
         # Accounts added to the file by hand count from the next login on.
         answered: Deferred[dict[str, Any]] = chat.accounts.refresh().addCallbacks(known, failed)
-        return answered
+        return self._in_order(answered)
 
     def _password(self, frame: wire.Password, request_id: wire.RequestId) -> Deferred[Any]:
         user = self._user
@@ -385,7 +407,7 @@ class ChatServerProtocol(LineReceiver):
                     self.phase = Phase.PASSWORD
             return failure
 
-        return d.addCallbacks(loggedIn, refused)
+        return self._in_order(d.addCallbacks(loggedIn, refused))
 
     def _command(self, avatar: Session, frame: wire.Frame, request_id: wire.RequestId) -> Result:
         match frame:

@@ -1,0 +1,49 @@
+"""A short smoke run of the benchmark: it starts the servers under test, runs every
+workload and prints the side-by-side table. No timing is asserted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e.processes import REPO, environment
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_benchmark_runs_every_workload_against_every_target() -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "twisted_chat.bench",
+            "--users",
+            "12",
+            "--messages",
+            "200",
+            "--rounds",
+            "2",
+        ],
+        cwd=REPO,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    table = [line for line in run.stdout.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| metric | twisted-chat | Twisted Words")
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table[2:]}
+    for metric in (
+        "login: logins/s",
+        "direct: delivered msgs/s",
+        "direct: lost",
+        "broadcast: last recipient (ms, median)",
+        "idle: server RSS per user (KiB)",
+    ):
+        assert metric in rows
+    assert rows["direct: lost"].split(" | ")[1] == "0.00"  # nothing lost by us
+    assert rows["direct: misdelivered"].split(" | ")[1] == "0.00"
+    assert "ngIRCd" in run.stdout  # measured, or skipped with a line saying why
