@@ -60,10 +60,10 @@ class AnsweringTransport(StringTransport):
 class Connection:
     """One client connection to the harness server."""
 
-    def __init__(self, server: Server, port: int) -> None:
+    def __init__(self, server: Server, port: int, host: str = "127.0.0.1") -> None:
         self.server = server
         self.transport = AnsweringTransport(
-            peerAddress=IPv4Address("TCP", "127.0.0.1", port),
+            peerAddress=IPv4Address("TCP", host, port),
             hostAddress=IPv4Address("TCP", "127.0.0.1", 5000),
         )
         self.protocol: ChatServerProtocol = server.factory.buildProtocol(None)
@@ -149,9 +149,9 @@ class Server:
         self.clock.pump([1.0] * whole)
         self.clock.advance(seconds - whole)
 
-    def connect(self) -> Connection:
+    def connect(self, host: str = "127.0.0.1") -> Connection:
         self._ports += 1
-        return Connection(self, self._ports)
+        return Connection(self, self._ports, host)
 
     def online(self, user: str) -> Connection:
         connection = self.connect()
