@@ -17,7 +17,6 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, ClassVar, TypeVar
 
 PROTOCOL_VERSION = 1
@@ -421,23 +420,39 @@ def parse(line: bytes, table: dict[str, type[Frame]]) -> tuple[RequestId, Frame]
     if cls is Error:
         obj["id"] = request_id
     values: dict[str, Any] = {}
-    for spec in dataclasses.fields(cls):
-        if spec.name not in obj:
-            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+    for name, annotation, required in _SCHEMAS[cls]:
+        if name not in obj:
+            if required:
                 raise FrameError(
-                    "bad-frame", f"A {kind!r} frame needs the field {spec.name!r}.", request_id
+                    "bad-frame", f"A {kind!r} frame needs the field {name!r}.", request_id
                 )
             continue
-        value = obj.pop(spec.name)
-        if spec.name != "id" and not _has_type(value, str(spec.type)):
+        value = obj.pop(name)
+        if name != "id" and not _has_type(value, annotation):
             raise FrameError(
-                "bad-frame", f"Field {spec.name!r} of {kind!r} has the wrong type.", request_id
+                "bad-frame", f"Field {name!r} of {kind!r} has the wrong type.", request_id
             )
-        values[spec.name] = value
+        values[name] = value
     if obj:
         extra = ", ".join(sorted(obj))
         raise FrameError("bad-frame", f"Unexpected field(s) in {kind!r}: {extra}.", request_id)
     return request_id, cls(**values)
+
+
+def _field_schema(cls: type[Frame]) -> tuple[tuple[str, str, bool], ...]:
+    """(name, annotation, required) of each field of a frame class."""
+    return tuple(
+        (
+            spec.name,
+            str(spec.type),
+            spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING,
+        )
+        for spec in dataclasses.fields(cls)
+    )
+
+
+_SCHEMAS = {cls: _field_schema(cls) for cls in Frame.__subclasses__()}
+"""Every frame class's fields, worked out once at import rather than for every line."""
 
 
 def _has_type(value: object, annotation: str) -> bool:
@@ -463,11 +478,11 @@ def _to_object(frame: Frame, request_id: RequestId) -> dict[str, Any]:
         return obj
     if request_id is not None:
         obj["id"] = request_id
-    for spec in dataclasses.fields(frame):
-        value = getattr(frame, spec.name)
-        if spec.name == "id" and value is None:
+    for name, _, _ in _SCHEMAS[type(frame)]:
+        value = getattr(frame, name)
+        if name == "id" and value is None:
             continue
-        obj[spec.name] = value
+        obj[name] = value
     return obj
 
 
@@ -477,8 +492,17 @@ def encode(frame: Frame, request_id: RequestId = None) -> bytes:
     return text.encode("utf-8") + DELIMITER
 
 
-@lru_cache(maxsize=256)
+_last_event: list[tuple[Frame, bytes]] = []
+
+
 def encode_event(frame: Frame) -> bytes:
-    """Encode a server event, memoised: presence and broadcasts send the *same* frame
-    object to many recipients, so it is encoded once rather than once per recipient."""
-    return encode(frame)
+    """Encode a server event. Presence and broadcasts hand the *same* frame object to
+    each recipient in turn, so the last one encoded is kept and reused by identity:
+    encoded once per fan-out, with no hashing, and a unique direct message costs no
+    more than ``encode``. (The kept frame is referenced, so its identity is not reused.)
+    """
+    if _last_event and _last_event[0][0] is frame:
+        return _last_event[0][1]
+    line = encode(frame)
+    _last_event[:] = [(frame, line)]
+    return line
