@@ -50,10 +50,7 @@ GRACE = 30.0
 
 
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    return local.proc_stat(pid)[0]
 
 
 class Account:

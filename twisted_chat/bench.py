@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import resource
@@ -64,17 +63,6 @@ async def sleep(seconds: float) -> None:
     await deferLater(reactor, seconds, lambda: None)
 
 
-def proc_stat(pid: int) -> tuple[int, float]:
-    """(RSS in KiB, CPU seconds used) of a process, from /proc."""
-    rss = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1])
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return rss, (int(fields[11]) + int(fields[12])) / ticks
-
-
 def own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -84,12 +72,6 @@ def _fire(d: Deferred[None]) -> None:
     """End a wait that ran out of time (the phase reports what it got)."""
     if not d.called:
         d.callback(None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- clients -----------------------------------------------------------------------------
@@ -264,23 +246,12 @@ class TwistedWords(Target):
     async def start(self, users: list[str]) -> None:
         (self.workdir / "passwd").write_text("".join(f"{u}:pw{u}\n" for u in users))
         (self.workdir / "words.tac").write_text(WORDS_TAC)
-        log = self.workdir / "server.log"
-        twistd = Path(sys.executable).parent / "twistd"
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [str(twistd), "-n", "--pidfile=", "-l", "-", "-y", "words.tac"],
-                cwd=self.workdir,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=local.environment(),
-            )
-        for _ in range(300):
-            found = re.search(rb"IRCFactory starting on (\d+)", log.read_bytes())
-            if found:
-                self.port = int(found.group(1))
-                return
-            await sleep(0.1)
-        raise SystemExit(f"Twisted Words did not start:\n{log.read_text()}")
+        twistd = str(Path(sys.executable).parent / "twistd")
+        self.process, self.port = await local.launch(
+            self.workdir,
+            [twistd, "-n", "--pidfile=", "-l", "-", "-y", "words.tac"],
+            re.compile(rb"IRCFactory starting on (\d+)"),
+        )
 
 
 class Ngircd(Target):
@@ -290,7 +261,7 @@ class Ngircd(Target):
         return None
 
     async def start(self, users: list[str]) -> None:
-        self.port = free_port()
+        self.port = local.free_port()
         config = self.workdir / "ngircd.conf"
         config.write_text(
             f"""[Global]
@@ -373,7 +344,7 @@ class Run:
         return now() - started
 
     async def login(self) -> None:
-        rss0, _ = proc_stat(self.target.process.pid)
+        rss0, _ = local.proc_stat(self.target.process.pid)
         self.results["rss_empty_kib"] = rss0
         gate = DeferredSemaphore(50)
         latencies: list[float] = []
@@ -393,9 +364,9 @@ class Run:
     async def idle(self, seconds: float = 5.0) -> None:
         await sleep(2)  # let presence fan-out settle
         pid = self.target.process.pid
-        rss, cpu0 = proc_stat(pid)
+        rss, cpu0 = local.proc_stat(pid)
         await sleep(seconds)
-        _, cpu1 = proc_stat(pid)
+        _, cpu1 = local.proc_stat(pid)
         users = len(self.clients)
         self.results["rss_per_user_kib"] = (rss - self.results["rss_empty_kib"]) / users
         self.results["idle_cpu_pct"] = 100 * (cpu1 - cpu0) / seconds
@@ -440,7 +411,7 @@ class Run:
 
         self._inbox = inbox
         cpu0, started = own_cpu(), now()
-        server_cpu0 = proc_stat(self.target.process.pid)[1]
+        server_cpu0 = local.proc_stat(self.target.process.pid)[1]
         send_next()
         timeout = reactor.callLater(PHASE_LIMIT, _fire, done)
         await done
@@ -455,7 +426,7 @@ class Run:
         self.results["dm_misdelivered"] = counts["misdelivered"]
         self.results["generator_cpu_pct"] = 100 * (own_cpu() - cpu0) / elapsed
         self.results["server_cpu_pct"] = (
-            100 * (proc_stat(self.target.process.pid)[1] - server_cpu0) / elapsed
+            100 * (local.proc_stat(self.target.process.pid)[1] - server_cpu0) / elapsed
         )
 
     async def broadcast(self, rounds: int) -> None:

@@ -14,6 +14,7 @@ import pytest
 import pytest_twisted
 
 from tests.e2e.processes import BIN, REPO, finish, logged_in, sleep, spawn, start
+from twisted_chat.server.local import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -194,12 +195,6 @@ def test_wrong_arguments_exit_2_with_one_usage_line() -> None:
         assert run.returncode == 2, (script, argv, run.stderr)
         assert run.stderr.startswith(f"usage: {script}") and run.stderr.count("\n") == 1
         assert "Traceback" not in run.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_client_with_no_server_says_so_and_exits_1() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -50,28 +51,49 @@ def listening_port(output: bytes) -> int | None:
     return int(found.group(1)) if found else None
 
 
-async def start(workdir: Path, *options: str, wait: float = 30.0) -> tuple[Any, int]:
-    """Start a server in ``workdir`` (whose ``credentials.txt`` it uses), logging to
-    ``workdir/server.log``; return the process and its port once it listens. For
-    scripts that run under the reactor: it waits without blocking it."""
+def free_port() -> int:
+    """A loopback port nothing listens on now (for servers that cannot be told port 0)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def proc_stat(pid: int) -> tuple[int, float]:
+    """(RSS in KiB, CPU seconds used) of a process, from /proc."""
+    rss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1])
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def launch(
+    workdir: Path, argv: list[str], ready: re.Pattern[bytes], wait: float = 30.0
+) -> tuple[Any, int]:
+    """Run ``argv`` in ``workdir``, logging to ``workdir/server.log``, until its log
+    matches ``ready`` (group 1: the port); return the process and the port. For code
+    running under the reactor: it waits without blocking it."""
     from twisted.internet import reactor
     from twisted.internet.task import deferLater
 
     log = workdir / "server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            twistd_command("credentials.txt", *options),
-            cwd=workdir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=environment(),
+            argv, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, env=environment()
         )
     for _ in range(int(wait * 10)):
-        port = listening_port(log.read_bytes())
-        if port is not None:
-            return process, port
+        found = ready.search(log.read_bytes())
+        if found:
+            return process, int(found.group(1))
         if process.poll() is not None:
             break
         await deferLater(reactor, 0.1, lambda: None)
     process.kill()
-    raise SystemExit(f"the server did not start:\n{log.read_text()}")
+    raise SystemExit(f"{argv[0]} did not start:\n{log.read_text()}")
+
+
+async def start(workdir: Path, *options: str) -> tuple[Any, int]:
+    """Start ``twistd chatserver`` in ``workdir`` (whose ``credentials.txt`` it uses);
+    return the process and its port once it listens."""
+    return await launch(workdir, twistd_command("credentials.txt", *options), LISTENING)
