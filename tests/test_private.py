@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 
 from tests.harness import Server
@@ -293,8 +294,13 @@ def test_forged_peer_connections_are_refused_quietly(server: Server, hello: byte
 
 def test_a_token_works_once(server: Server) -> None:
     network, who = people(server, "hans", "luke")
-    who["hans"].peers.connect = lambda *args: _capture(args)  # type: ignore[method-assign]
-    captured.clear()
+    captured: list[tuple[object, ...]] = []
+
+    def capture(*args: object) -> Deferred[None]:
+        captured.append(args)  # hans's client never connects: we use the token ourselves
+        return Deferred()
+
+    who["hans"].peers.connect = capture  # type: ignore[method-assign]
     who["hans"].type("startprivate luke")
     who["luke"].type("y")
     (_user, _host, _port, token) = captured[0]
@@ -306,16 +312,6 @@ def test_a_token_works_once(server: Server) -> None:
     network.advance(HANDSHAKE_TIMEOUT)  # no approval for a second use ever comes
     assert b'"code":"timeout"' in second.value()
     assert second.disconnecting
-
-
-captured: list[tuple[object, ...]] = []
-
-
-def _capture(args: tuple[object, ...]) -> object:
-    from twisted.internet.defer import Deferred
-
-    captured.append(args)
-    return Deferred()
 
 
 def test_a_silent_peer_connection_is_dropped_after_the_handshake_time(server: Server) -> None:

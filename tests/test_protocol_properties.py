@@ -55,7 +55,6 @@ class ChatProtocolMachine(RuleBasedStateMachine):
             "5",
         )
         self.connections: list[Connection] = []
-        self.output: list[dict[str, Any]] = []
 
     clients = Bundle("clients")
 

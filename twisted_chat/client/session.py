@@ -411,7 +411,7 @@ class ClientSession:
                 )
                 return True
             user = next(iter(self._askers))
-        elif user not in self._askers or " " in user:
+        elif user not in self._askers:
             return False
         del self._askers[user]
 
