@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred
@@ -102,3 +104,79 @@ def test_the_file_mode_is_kept(tmp_path: Path) -> None:
     path.chmod(0o600)
     CredentialsFile(path, run_inline).create("jaba", "hutt")
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+class CountingRunner:
+    """Runs blocking calls inline and counts them (each would be a thread round trip)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, f: Callable[..., Any], *args: object) -> Deferred[Any]:
+        self.calls += 1
+        return run_inline(f, *args)
+
+
+def test_a_watched_unchanged_file_costs_a_login_no_disk_access(tmp_path: Path) -> None:
+    path = write_credentials(tmp_path / "c.txt", {"hans": "solo"})
+    runner = CountingRunner()
+    accounts = CredentialsFile(path, runner)
+    accounts.watched()
+    accounts.refresh()  # the first refresh checks: a change before the watch is not lost
+    assert runner.calls == 1
+    for _ in range(5):
+        answered: list[object] = []
+        accounts.refresh().addCallback(answered.append)
+        assert answered == [None]  # at once
+    assert runner.calls == 1
+
+
+def test_a_watched_file_is_read_again_after_a_change(tmp_path: Path) -> None:
+    path = write_credentials(tmp_path / "c.txt", {"hans": "solo"})
+    runner = CountingRunner()
+    accounts = CredentialsFile(path, runner)
+    accounts.watched()
+    accounts.refresh()
+    with path.open("a") as f:
+        f.write("\nlando calrissian")
+    accounts.refresh()
+    assert not accounts.exists("lando")  # no news from the watcher yet: not read
+    accounts.changed()
+    accounts.refresh()
+    assert accounts.verify("lando", "calrissian")
+    assert runner.calls == 2
+
+
+def test_a_login_during_a_re_read_waits_for_it(tmp_path: Path) -> None:
+    path = write_credentials(tmp_path / "c.txt", {"hans": "solo"})
+    waiting: list[tuple[Deferred[Any], Callable[..., Any]]] = []
+
+    def slow(f: Callable[..., Any], *args: object) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        waiting.append((d, lambda: f(*args)))
+        return d
+
+    accounts = CredentialsFile(path, slow)
+    accounts.watched()
+    with path.open("a") as f:
+        f.write("\nlando calrissian")
+    accounts.refresh()  # stale: goes to the disk, slowly
+    second: list[bool] = []
+    accounts.refresh().addCallback(lambda _: second.append(accounts.exists("lando")))
+    assert second == []  # not answered before the re-read it depends on
+    d, work = waiting.pop()
+    d.callback(work())
+    assert second == [True]
+
+
+def test_a_failed_re_read_is_tried_again_at_the_next_login(tmp_path: Path) -> None:
+    path = write_credentials(tmp_path / "c.txt", {"hans": "solo"})
+    runner = CountingRunner()
+    accounts = CredentialsFile(path, runner)
+    accounts.watched()
+    path.rename(tmp_path / "elsewhere.txt")
+    accounts.refresh()  # the file is gone: logged, accounts kept
+    assert accounts.verify("hans", "solo")
+    (tmp_path / "elsewhere.txt").rename(path)
+    accounts.refresh()
+    assert runner.calls == 2

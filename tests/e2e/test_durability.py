@@ -4,6 +4,7 @@ accounts); a damaged state file stops the server with a clear message."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 from pathlib import Path
@@ -114,3 +115,32 @@ async def test_a_damaged_state_file_stops_the_server_with_its_name(workdir: Path
     assert f"the state file {state} is damaged or not a database" in server.process.errors
     assert "Traceback" not in server.process.errors + server.process.output
     assert state.read_bytes().startswith(b"garbage")  # nothing was overwritten
+
+
+@pytest_twisted.ensureDeferred
+async def test_hand_edits_to_credentials_count_at_the_next_login(workdir: Path) -> None:
+    # The real server watches credentials.txt (inotify on Linux) instead of checking it
+    # at every login: an append and an editor's save must both be seen.
+    server = await start(workdir)
+    credentials = workdir / "credentials.txt"
+    clients = []
+    try:
+        clients.append(await logged_in(server, "hans", "falcon*solo"))
+        with credentials.open("a") as f:
+            f.write("\nlando calrissian")
+        clients.append(await logged_in(server, "lando", "calrissian"))
+        assert "new user" not in clients[-1].output
+        edited = workdir / ".credentials.txt.swp"
+        edited.write_text(credentials.read_text().replace("luke =hope+", "luke newhope"))
+        os.replace(edited, credentials)
+        luke = server.client("luke")
+        clients.append(luke)
+        await luke.expect("Username: ")
+        luke.send("luke")
+        await luke.expect("Password: ")
+        luke.send("=hope+")
+        await luke.expect("Invalid password. Please try again")
+        luke.send("newhope")
+        await luke.expect("Welcome")
+    finally:
+        await finish(server, *clients)

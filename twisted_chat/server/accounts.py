@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredLock, fail
+from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -100,6 +100,20 @@ class CredentialsFile:
         self._creating: set[str] = set()
         self._file = DeferredLock()
         """One file operation at a time: a re-read never interleaves with a rewrite."""
+        self._watched = False
+        self._stale = True
+        """Watched: whether the file may have changed since we last checked it."""
+
+    def watched(self) -> None:
+        """From now on :meth:`changed` is called after every change to the file (see
+        ``twisted_chat.server.watch``), so :meth:`refresh` goes to the disk only after
+        one instead of at every login."""
+        self._watched = True
+        self._stale = True  # a change before the watch began would have gone unseen
+
+    def changed(self) -> None:
+        """The file may have changed: the next :meth:`refresh` checks it."""
+        self._stale = True
 
     def __len__(self) -> int:
         return len(self._accounts)
@@ -117,7 +131,17 @@ class CredentialsFile:
         """Re-read the file, off the reactor thread, if it changed on disk since we last
         read or wrote it, so that accounts added or changed by hand work at the next
         login. A damaged file is reported (file and line) and the accounts known before
-        are kept: nothing is discarded, and the file itself is left as it is."""
+        are kept: nothing is discarded, and the file itself is left as it is.
+
+        When the file is watched and has not changed, this answers at once, with no
+        thread round trip: logins then cost no disk access."""
+        if self._watched:
+            if not self._stale:
+                if not self._file.locked:
+                    return succeed(None)
+                # A re-read (or a rewrite) is under way: answer after it, not before.
+                return self._file.run(succeed, None)
+            self._stale = False  # a change from here on marks it stale again
 
         def read_if_changed() -> tuple[tuple[int, int, int], str] | None:
             signature = _signature(self.path)
@@ -137,6 +161,7 @@ class CredentialsFile:
 
         def failed(failure: Failure) -> None:
             failure.trap(OSError, UnicodeDecodeError)
+            self._stale = True  # try again at the next login
             self.log.error(
                 "cannot re-read {path}: {error}; keeping the accounts read before",
                 path=str(self.path),

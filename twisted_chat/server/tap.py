@@ -27,6 +27,7 @@ from twisted_chat.server.limits import Limits
 from twisted_chat.server.protocol import ChatServerFactory
 from twisted_chat.server.sqlite_store import SqliteState, StateFileError
 from twisted_chat.server.stores import DEFAULT_MAILBOX_LIMIT, MemoryBlockStore, MemoryMailbox
+from twisted_chat.server.watch import watch_file
 
 DEFAULT_PORT = "5000"
 DEFAULT_BLOCK_DURATION = 60
@@ -175,12 +176,19 @@ class ChatService(service.Service):
         self.endpoint_description = endpoint_description
         self.factory = factory
         self._reactor = reactor
+        self._stop_watching: Callable[[], None] | None = None
         self.port: IListeningPort | None = None
         self.listening: Deferred[IListeningPort] = Deferred()
         """Fires with the listening port once bound (tests and launchers wait on it)."""
 
     def startService(self) -> None:
         super().startService()
+        accounts = self.factory.chat.accounts
+        if isinstance(accounts, CredentialsFile):
+            # With the kernel telling us of hand edits, a login needs no disk access.
+            self._stop_watching = watch_file(self._reactor, accounts.path, accounts.changed)
+            if self._stop_watching is not None:
+                accounts.watched()
         endpoint = serverFromString(self._reactor, self.endpoint_description)
         failures: list[Failure] = []
         endpoint.listen(self.factory).addCallbacks(self._bound, failures.append)
@@ -201,6 +209,9 @@ class ChatService(service.Service):
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
+        if self._stop_watching is not None:
+            self._stop_watching()
+            self._stop_watching = None
         self.factory.chat.stop()
         for close in self.factory.closers:
             close()
