@@ -40,8 +40,8 @@ def test_bad_lines_get_an_error_frame_and_the_session_goes_on(
 
 def test_crlf_and_lf_clients_both_work(server: Server) -> None:
     connection = server.connect()
-    frames = connection.send_raw(b'{"type":"hello","version":1}\r\n{"type":"ping","id":1}\n')
-    assert [f["type"] for f in frames] == ["ok", "ok"]
+    frames = connection.send_raw(b'{"type":"hello","version":1,"id":1}\r\n{"type":"ping","id":2}\n')
+    assert [(f["type"], f["id"]) for f in frames] == [("ok", 1), ("ok", 2)]
 
 
 def test_several_lines_in_one_chunk_are_all_handled(server: Server) -> None:
@@ -58,11 +58,11 @@ def test_several_lines_in_one_chunk_are_all_handled(server: Server) -> None:
 
 def test_lines_split_across_chunks_are_reassembled(server: Server) -> None:
     connection = server.connect()
-    line = b'{"type":"hello","version":1}\n'
+    line = b'{"type":"hello","version":1,"id":"h"}\n'
     frames = []
     for byte in line:
         frames += connection.send_raw(bytes([byte]))
-    assert [f["type"] for f in frames] == ["ok"]
+    assert [(f["type"], f["id"]) for f in frames] == [("ok", "h")]
 
 
 def test_an_oversized_line_is_refused_and_the_connection_closed(server: Server) -> None:
@@ -92,3 +92,16 @@ def test_request_ids_are_echoed_as_given(server: Server) -> None:
         json.dumps({"type": "hello", "version": 1, "id": "a1"}).encode() + b"\n"
     )
     assert frames[0]["id"] == "a1"
+
+
+def test_a_request_without_an_id_is_answered_only_if_it_fails(server: Server) -> None:
+    # Fire-and-forget, as IRC's PRIVMSG: no receipt, but never a silent failure.
+    users = server.everyone("hans", "yoda")
+    hans, yoda = users["hans"], users["yoda"]
+    assert hans.send_raw(b'{"type":"message","to":"yoda","text":"no receipt"}\n') == []
+    assert [f["text"] for f in yoda.events() if f["type"] == "message"] == ["no receipt"]
+    assert hans.send_raw(b'{"type":"ping"}\n') == []
+    frames = hans.send_raw(b'{"type":"message","to":"bob","text":"x"}\n')
+    assert [(f["type"], f["code"], f.get("id")) for f in frames] == [
+        ("error", "no-such-user", None)
+    ]

@@ -391,7 +391,7 @@ class ChatServerProtocol(LineReceiver):
             if self._login_deadline is not None and self._login_deadline.active():
                 self._login_deadline.cancel()
             self._login_deadline = None
-            self._send(wire.Ok(request_id, {"user": user}))
+            self._reply(request_id, {"user": user})
             self.factory.chat.begin(avatar).addErrback(
                 lambda f: self.log.failure("delivering offline mail to {user}", f, user=user)
             )
@@ -438,7 +438,7 @@ class ChatServerProtocol(LineReceiver):
             case wire.Received(upto=upto):
                 return avatar.received(upto).addCallback(lambda _: {})
             case wire.Logout():
-                self._send(wire.Ok(request_id, {}))
+                self._reply(request_id, {})
                 self._close()
                 return _REPLIED
         raise ProtocolStateError(f"A {frame.TYPE} frame is not expected now.")
@@ -449,7 +449,14 @@ class ChatServerProtocol(LineReceiver):
         if result is _REPLIED:
             return
         assert isinstance(result, dict)
-        self._send(wire.Ok(request_id, result))
+        self._reply(request_id, result)
+
+    def _reply(self, request_id: wire.RequestId, result: dict[str, Any]) -> None:
+        """Answer a request that succeeded. One without an ``id`` is fire-and-forget,
+        as IRC's PRIVMSG: only a failure is answered (docs/protocol.md). That halves
+        the frames and writes per message for a client that does not need receipts."""
+        if request_id is not None:
+            self._send(wire.Ok(request_id, result))
 
     def _replyFailure(self, failure: Failure, request_id: wire.RequestId) -> None:
         error = failure.value
