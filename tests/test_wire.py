@@ -67,6 +67,10 @@ def test_carriage_return_before_the_newline_is_accepted() -> None:
         (b'{"type":"whoelse","id":[1]}', "bad-frame"),
         (b'{"type":"whoelse","id":"' + b"x" * 40 + b'"}', "bad-frame"),
         (b"[" * 100000, "bad-json"),
+        # Text that could never be written out again as UTF-8: refused at the door.
+        (b'{"type":"broadcast","text":"\\ud800"}', "bad-json"),
+        (b'{"type":"whoelsesince","seconds":1e400}', "bad-json"),
+        (b'{"type":"whoelsesince","seconds":Infinity}', "bad-json"),
     ],
 )
 def test_malformed_lines(line: bytes, code: str) -> None:
@@ -114,3 +118,24 @@ def test_arbitrary_bytes_never_raise_anything_but_frame_error(data: bytes) -> No
 def test_arbitrary_objects_never_raise_anything_but_frame_error(obj: dict[str, object]) -> None:
     with contextlib.suppress(wire.FrameError):
         wire.parse(json.dumps(obj).encode(), wire.CLIENT_REQUESTS)
+
+
+@RELAXED
+@given(
+    st.text(st.characters(exclude_categories=["Cs"]), max_size=50),
+    st.one_of(st.none(), st.integers(-(2**53) + 1, 2**53 - 1), st.text(max_size=8)),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+def test_encoding_is_compact_json_with_text_as_utf8(
+    text: str, request_id: wire.RequestId, sent: float
+) -> None:
+    # The format docs/protocol.md documents, whichever codec writes it: one compact
+    # object a line, text in UTF-8 rather than \u escapes, exactly the fields given.
+    line = wire.encode(wire.Message("hans", text, sent), request_id)
+    assert line.endswith(b"\n") and b"\n" not in line[:-1]
+    expected = {"type": "message", "sender": "hans", "text": text, "sent": sent}
+    if request_id is not None:
+        expected["id"] = request_id
+    assert json.loads(line) == {**expected, "stored": False, "key": 0}
+    assert json.dumps(text, ensure_ascii=False).encode("utf-8") in line
+    assert line.startswith(b'{"type":"message",')
