@@ -260,8 +260,10 @@ class Session:
 
     # --- messaging --------------------------------------------------------------------
 
-    def message(self, to: str, text: str) -> Deferred[bool]:
-        """Deliver now if ``to`` is online, else queue; fires with whether it was stored."""
+    def message(self, to: str, text: str) -> Deferred[None] | None:
+        """Deliver now if ``to`` is online (and return None: done), else queue it for
+        later (and return a Deferred that fires once it is stored). The common case
+        answers synchronously, without the Deferred machinery."""
         _check_text(text)
         self.touch()
         server = self.server
@@ -274,9 +276,8 @@ class Session:
         recipient = server.online.get(to)
         if recipient is not None:
             recipient.deliver(wire.Message(self.name, text, now))
-            return succeed(False)
-        stored = server.mailbox.append(to, StoredMessage(self.name, text, now))
-        return stored.addCallback(lambda _: True)
+            return None
+        return server.mailbox.append(to, StoredMessage(self.name, text, now))
 
     def broadcast(self, text: str) -> bool:
         """Send to every other online user who has not blocked us; return whether

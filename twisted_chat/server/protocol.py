@@ -416,7 +416,10 @@ class ChatServerProtocol(LineReceiver):
             case wire.WhoElseSince(seconds=seconds):
                 return {"users": avatar.whoelsesince(seconds)}
             case wire.SendMessage(to=to, text=text):
-                return avatar.message(to, text).addCallback(lambda stored: {"stored": stored})
+                stored = avatar.message(to, text)
+                if stored is None:
+                    return {"stored": False}
+                return stored.addCallback(lambda _: {"stored": True})
             case wire.SendBroadcast(text=text):
                 return {"skipped": avatar.broadcast(text)}
             case wire.Block(user=user):
