@@ -16,7 +16,7 @@ from typing import Any
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, IDelayedCall
+from twisted.internet.interfaces import IAddress, IDelayedCall, ITCPTransport
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -109,6 +109,10 @@ class ChatServerProtocol(LineReceiver):
             self.transport.loseConnection()
             return
         self._counted = True
+        if ITCPTransport.providedBy(self.transport):
+            # Writes are already gathered per reactor turn; Nagle would only add delay
+            # to the small frames a chat server sends.
+            self.transport.setTcpNoDelay(True)
         limits = self.factory.limits
         self.transport.registerProducer(self._gate, True)
         self._watchdog = self._clock.callLater(limits.ping_interval, self._check_alive)

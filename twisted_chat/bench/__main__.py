@@ -1,0 +1,43 @@
+"""``python -m twisted_chat.bench``: the command line of the benchmark."""
+
+from __future__ import annotations
+
+import argparse
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import react
+
+from twisted_chat.bench import __doc__ as description
+from twisted_chat.bench.coordinator import main
+from twisted_chat.bench.targets import TARGETS
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m twisted_chat.bench", description=(description or "").split("\n\n")[0]
+    )
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--window", type=int, default=200, help="messages in flight")
+    parser.add_argument("--rounds", type=int, default=5, help="broadcast rounds")
+    parser.add_argument("--workers", type=int, default=2, help="load-generating processes")
+    parser.add_argument("--targets", default="ours,words,ngircd")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    if not 2 <= args.users <= 20000 or not 1 <= args.messages <= 10**6:
+        parser.error("--users must be 2..20000 and --messages 1..1000000")
+    if not 1 <= args.workers <= 16 or args.window < 1 or args.rounds < 1:
+        parser.error("--workers must be 1..16; --window and --rounds at least 1")
+    unknown = set(args.targets.split(",")) - set(TARGETS)
+    if unknown:
+        parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    return args
+
+
+def run_cli() -> None:
+    args = parse()
+    react(lambda reactor: Deferred.fromCoroutine(main(reactor, args)))
+
+
+if __name__ == "__main__":
+    run_cli()

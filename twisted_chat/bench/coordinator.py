@@ -1,0 +1,347 @@
+"""The benchmark's coordinator: it starts each server under test, spreads the users
+over worker processes (``twisted_chat.bench.worker``), runs the phases through them,
+measures the server from outside (RSS and CPU from ``/proc``), shows progress, and
+prints the side-by-side table."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.error import ProcessDone, ProcessExitedAlready
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.python.failure import Failure
+
+from twisted_chat.bench.targets import TARGETS, Target
+from twisted_chat.server import local
+
+PHASE_LIMIT = 300.0
+"""Seconds any one phase may take before it is cut short (and says so)."""
+
+LOGIN_CONCURRENCY = 50
+"""Logins under way at once, over all workers."""
+
+
+def percentile(samples: list[float], q: float) -> float:
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def sleep(seconds: float) -> None:
+    await deferLater(reactor, seconds, lambda: None)
+
+
+class WorkerProcess(ProcessProtocol):
+    """One load-generating process, driven over its stdin and stdout."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.done = 0
+        """The worker's latest progress count."""
+        self.ended: Deferred[None] = Deferred()
+        self._buffer = b""
+        self._stderr = b""
+        self._events: dict[str, list[dict[str, Any]]] = {}
+        self._waiting: dict[str, Deferred[dict[str, Any]]] = {}
+
+    def command(self, cmd: str, **fields: Any) -> None:
+        assert self.transport is not None
+        self.transport.write(json.dumps({"cmd": cmd, **fields}).encode() + b"\n")
+
+    def next(self, event: str, wait: float) -> Deferred[dict[str, Any]]:
+        """The next ``event`` from this worker (an error after ``wait`` seconds)."""
+        queued = self._events.get(event)
+        if queued:
+            return succeed(queued.pop(0))
+        d: Deferred[dict[str, Any]] = Deferred()
+        self._waiting[event] = d
+        return d.addTimeout(wait, reactor)
+
+    def outReceived(self, data: bytes) -> None:
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            event = json.loads(line)
+            name = event["event"]
+            if name == "progress":
+                self.done = event["done"]
+            elif name == "crashed":
+                self._fail(RuntimeError(f"worker {self.index} crashed:\n{event['error']}"))
+            elif name in self._waiting:
+                self._waiting.pop(name).callback(event)
+            else:
+                self._events.setdefault(name, []).append(event)
+
+    def errReceived(self, data: bytes) -> None:
+        self._stderr = (self._stderr + data)[-4000:]
+
+    def processEnded(self, reason: Failure) -> None:
+        if not reason.check(ProcessDone):
+            stderr = self._stderr.decode("utf-8", "replace")
+            self._fail(RuntimeError(f"worker {self.index} ended: {reason.value}\n{stderr}"))
+        self.ended.callback(None)
+
+    def _fail(self, error: Exception) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for d in waiting.values():
+            d.errback(error)
+
+    def kill(self) -> None:
+        """End the worker by its PID if it is still running."""
+        if self.transport is not None and not self.ended.called:
+            with contextlib.suppress(ProcessExitedAlready):
+                self.transport.signalProcess("KILL")
+
+
+class Progress:
+    """What the run is doing, redrawn in place on a terminal, a line every 10 s in a
+    log."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.interactive = sys.stdout.isatty()
+        self.label = ""
+        self.total = 0
+        self.workers: list[WorkerProcess] = []
+        self._last_line = 0.0
+        self._loop = LoopingCall(self._show)
+
+    def phase(self, label: str, total: int, workers: list[WorkerProcess]) -> None:
+        self.end()
+        self.label, self.total, self.workers = label, total, workers
+        for worker in workers:
+            worker.done = 0
+        self._last_line = time.monotonic()
+        self._loop.start(0.5, now=False)
+
+    def end(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+            if self.interactive:
+                sys.stdout.write("\r\x1b[K")
+                sys.stdout.flush()
+
+    def _show(self) -> None:
+        done = sum(w.done for w in self.workers)
+        text = f"  {self.label}: {done:,}/{self.total:,}"
+        if self.interactive:
+            sys.stdout.write("\r\x1b[K" + text)
+            sys.stdout.flush()
+        elif time.monotonic() - self._last_line >= 10:
+            self._last_line = time.monotonic()
+            self.say(text)
+
+
+class Run:
+    """Every workload against one target, through ``workers`` generator processes."""
+
+    def __init__(self, target: Target, args: argparse.Namespace, progress: Progress) -> None:
+        self.target = target
+        self.args = args
+        self.progress = progress
+        self.names = [f"b{n:05d}" for n in range(args.users)]
+        random.Random(args.seed).shuffle(self.names)  # no worker gets a sorted slice
+        count = max(1, min(args.workers, args.users // 2))
+        self.shares = [self.names[k::count] for k in range(count)]
+        self.workers: list[WorkerProcess] = []
+        self.results: dict[str, float] = {"workers": count}
+
+    def start_workers(self) -> None:
+        for index in range(len(self.shares)):
+            worker = WorkerProcess(index)
+            argv = [sys.executable, "-m", "twisted_chat.bench.worker"]
+            reactor.spawnProcess(worker, argv[0], argv, env=local.environment())
+            self.workers.append(worker)
+
+    async def all(self, event: str, wait: float = PHASE_LIMIT + 30) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = await gatherResults(
+            [w.next(event, wait) for w in self.workers], consumeErrors=True
+        )
+        return events
+
+    def _server(self) -> tuple[int, float]:
+        return local.proc_stat(self.target.process.pid)
+
+    async def login(self) -> None:
+        self.results["rss_empty_kib"] = self._server()[0]
+        self.progress.phase("login", len(self.names), self.workers)
+        started = time.monotonic()
+        concurrency = max(1, LOGIN_CONCURRENCY // len(self.workers))
+        for worker, share in zip(self.workers, self.shares, strict=True):
+            worker.command(
+                "login",
+                port=self.target.port,
+                kind=self.target.client,
+                names=share,
+                concurrency=concurrency,
+            )
+        events = await self.all("logged_in")
+        elapsed = time.monotonic() - started
+        self.progress.end()
+        latencies = [x for e in events for x in e["latencies"]]
+        failures = [f for e in events for f in e["failures"]]
+        if failures:
+            raise RuntimeError(f"{len(self.names) - len(latencies)} logins failed: {failures}")
+        self.results["logins_per_s"] = len(latencies) / elapsed
+        self.results["login_p99_ms"] = percentile(latencies, 0.99) * 1000
+        self.results["login_all_s"] = elapsed
+
+    async def idle(self, seconds: float = 5.0) -> None:
+        await sleep(2)  # let the presence fan-out settle
+        rss, cpu0 = self._server()
+        await sleep(seconds)
+        cpu1 = self._server()[1]
+        self.results["rss_per_user_kib"] = (rss - self.results["rss_empty_kib"]) / len(self.names)
+        self.results["idle_cpu_pct"] = 100 * (cpu1 - cpu0) / seconds
+
+    async def direct(self) -> None:
+        count = len(self.workers)
+        messages, window = self.args.messages, self.args.window
+        self.progress.phase("direct messages", messages, self.workers)
+        server_cpu0 = self._server()[1]
+        started = time.monotonic()
+        for k, worker in enumerate(self.workers):
+            worker.command(
+                "direct",
+                messages=messages // count + (1 if k < messages % count else 0),
+                window=max(1, window // count),
+                seed=self.args.seed + k,
+                limit=PHASE_LIMIT,
+            )
+        events = await self.all("direct")
+        wall = time.monotonic() - started
+        self.progress.end()
+        elapsed = max(e["elapsed"] for e in events)
+        received = sum(e["received"] for e in events)
+        latencies = [x for e in events for x in e["latencies"]]
+        self.results["dm_per_s"] = received / elapsed
+        self.results["dm_p50_ms"] = percentile(latencies, 0.5) * 1000
+        self.results["dm_p99_ms"] = percentile(latencies, 0.99) * 1000
+        self.results["dm_lost"] = messages - received
+        self.results["dm_duplicated"] = sum(e["duplicated"] for e in events)
+        self.results["dm_misdelivered"] = sum(e["misdelivered"] for e in events)
+        self.results["server_cpu_pct"] = 100 * (self._server()[1] - server_cpu0) / wall
+        cpu = [e["cpu"] / e["elapsed"] * 100 for e in events]
+        self.results["generator_cpu_pct"] = sum(cpu)
+        self.results["generator_busiest_pct"] = max(cpu)
+
+    async def broadcast(self) -> None:
+        rounds = self.args.rounds
+        times = [
+            await self._broadcast_once(f"all {n}", PHASE_LIMIT / rounds) for n in range(rounds)
+        ]
+        self.results["broadcast_last_ms"] = statistics.median(times) * 1000
+
+    async def _broadcast_once(self, marker: str, limit: float) -> float:
+        """One user to all others: seconds until the last one has it (inf if not)."""
+        speaker = self.shares[0][0]
+        for worker in self.workers:
+            worker.command("listen", marker=marker, speaker=speaker, limit=limit)
+        await self.all("ready")
+        self.workers[0].command("send", speaker=speaker, marker=marker)
+        sent = await self.workers[0].next("sent", 30)
+        reports = await self.all("broadcast", limit + 30)
+        if any(r["got"] != r["expected"] for r in reports):
+            return float("inf")
+        return float(max(r["last"] for r in reports) - sent["at"])
+
+    async def close(self) -> None:
+        for worker in self.workers:
+            if not worker.ended.called:
+                worker.command("close")
+        try:
+            closed = await self.all("closed", 30)
+            problems = [p for e in closed for p in e["problems"]]
+            count = sum(e["problem_count"] for e in closed)
+            if count:
+                print(f"{self.target.name}: {count} problem(s) after login, e.g. {problems}")
+        finally:
+            for worker in self.workers:
+                worker.kill()
+            await gatherResults([w.ended for w in self.workers])
+
+
+METRICS = [
+    ("logins_per_s", "login: logins/s"),
+    ("login_p99_ms", "login: latency p99 (ms)"),
+    ("login_all_s", "login: all users in (s)"),
+    ("dm_per_s", "direct: delivered msgs/s"),
+    ("dm_p50_ms", "direct: latency p50 (ms)"),
+    ("dm_p99_ms", "direct: latency p99 (ms)"),
+    ("dm_lost", "direct: lost"),
+    ("dm_duplicated", "direct: duplicated"),
+    ("dm_misdelivered", "direct: misdelivered"),
+    ("broadcast_last_ms", "broadcast: last recipient (ms, median)"),
+    ("rss_per_user_kib", "idle: server RSS per user (KiB)"),
+    ("idle_cpu_pct", "idle: server CPU (%)"),
+    ("server_cpu_pct", "direct: server CPU (% of a core)"),
+    ("generator_cpu_pct", "direct: load generator CPU (% of a core, all workers)"),
+    ("generator_busiest_pct", "direct: busiest generator process CPU (%)"),
+    ("workers", "load generator processes"),
+]
+
+
+def table(results: dict[str, dict[str, float]]) -> str:
+    names = list(results)
+    header = ["metric", *names] + [f"ours/{n}" for n in names[1:]]
+    rows = [header, ["---"] * len(header)]
+    for key, label in METRICS:
+        values = [results[n].get(key, float("nan")) for n in names]
+        ratios = []
+        for value in values[1:]:
+            usable = value == value and value != 0 and values[0] == values[0]
+            ratios.append(f"{values[0] / value:.2f}" if usable else "-")
+        rows.append([label, *(f"{v:,.2f}" if v == v else "-" for v in values), *ratios])
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+async def main(_reactor: Any, args: argparse.Namespace) -> None:
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    progress = Progress(say)
+    results: dict[str, dict[str, float]] = {}
+    for key in args.targets.split(","):
+        target = TARGETS[key]()
+        why_not = target.available()
+        if why_not:
+            say(f"{target.name}: {why_not}")
+            continue
+        run = Run(target, args, progress)
+        say(f"{target.name}: starting, {args.users} users, {len(run.shares)} generator processes")
+        try:
+            await target.start(run.names)
+            run.start_workers()
+            await run.login()
+            say(
+                f"{target.name}: {args.users} logged in in {run.results['login_all_s']:.1f} s; idle"
+            )
+            await run.idle()
+            say(f"{target.name}: direct messages")
+            await run.direct()
+            say(f"{target.name}: broadcast")
+            await run.broadcast()
+            results[target.name] = run.results
+        finally:
+            progress.end()
+            await run.close()
+            target.stop()
+    say("")
+    say(
+        f"users {args.users}, direct messages {args.messages} ({args.window} in flight), "
+        f"broadcast rounds {args.rounds}, seed {args.seed}; flood limits raised on every "
+        "server that has them; twisted-chat's durable storage on"
+    )
+    say(table(results))

@@ -1,0 +1,254 @@
+"""A load-generating process: it holds a share of the benchmark's users and runs the
+phases the coordinator asks for, over JSON lines on stdin (commands) and stdout
+(events). Several run at once so that the generator is not the bottleneck.
+
+Commands and the events that answer them:
+
+- ``login`` (port, client kind, names, concurrency): ``progress`` now and then, then
+  ``logged_in`` with each login's latency.
+- ``direct`` (messages, window, seed): messages flat out between random pairs of this
+  worker's users, ``window`` in flight; ``progress``, then ``direct`` with the counts
+  and latencies.
+- ``listen`` (marker, speaker), then ``send`` (to the speaker's worker): ``ready``,
+  ``sent`` (when it was sent) and ``broadcast`` (when the last of our users had it).
+- ``close``: every connection is dropped and the process exits.
+
+Times are ``time.monotonic()``: one clock for every process on the machine, so a
+timestamp written by one worker can be compared by another.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import time
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.stdio import StandardIO
+from twisted.internet.task import react
+from twisted.protocols.basic import LineReceiver
+
+from twisted_chat.bench.clients import CLIENTS, BenchClient
+
+PROGRESS_EVERY = 0.5
+"""Seconds between progress events."""
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Worker:
+    """This process's users and the phase they are in."""
+
+    def __init__(self, emit: Any) -> None:
+        self.emit = emit
+        self.clients: dict[str, BenchClient] = {}
+        self._inbox: Any = lambda sender, recipient, text: None
+        self._last_progress = 0.0
+
+    def on_text(self, sender: str, recipient: str, text: str) -> None:
+        self._inbox(sender, recipient, text)
+
+    def progress(self, done: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_progress >= PROGRESS_EVERY:
+            self._last_progress = now
+            self.emit({"event": "progress", "done": done})
+
+    # --- phases ---------------------------------------------------------------------
+
+    async def login(self, port: int, kind: str, names: list[str], concurrency: int) -> None:
+        client_class = CLIENTS[kind]
+        gate = DeferredSemaphore(concurrency)
+        latencies: list[float] = []
+        failures: list[str] = []
+
+        async def one(name: str) -> None:
+            started = time.monotonic()
+            client = client_class(name, f"pw{name}", self.on_text)
+            try:
+                endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=30)
+                await connectProtocol(endpoint, client)
+                await client.logged_in.addTimeout(120, reactor)
+            except Exception as e:  # reported, and the run goes on without this user
+                failures.append(f"{name}: {e}")
+                return
+            latencies.append(time.monotonic() - started)
+            self.clients[name] = client
+            self.progress(len(latencies))
+
+        await gatherResults([gate.run(one, name) for name in names])
+        self.emit({"event": "logged_in", "latencies": latencies, "failures": failures[:5]})
+
+    async def direct(self, messages: int, window: int, seed: int, limit: float) -> None:
+        rng = random.Random(seed)
+        names = list(self.clients)
+        sent: dict[int, tuple[str, str, float]] = {}
+        seen: set[int] = set()
+        latencies: list[float] = []
+        counts = {"duplicated": 0, "misdelivered": 0}
+        done: Deferred[None] = Deferred()
+        state = {"in_flight": 0, "next": 0}
+
+        def send_next() -> None:
+            while state["in_flight"] < window and state["next"] < messages:
+                seq = state["next"]
+                state["next"] += 1
+                sender, recipient = rng.sample(names, 2)
+                at = time.monotonic()
+                sent[seq] = (sender, recipient, at)
+                state["in_flight"] += 1
+                self.clients[sender].send_direct(recipient, f"dm {seq} {at:.6f}")
+
+        def inbox(sender: str, recipient: str, text: str) -> None:
+            if not text.startswith("dm "):
+                return
+            seq = int(text.split(" ", 2)[1])
+            if seq in seen:
+                counts["duplicated"] += 1
+                return
+            expected = sent.get(seq)
+            if expected is None or expected[:2] != (sender, recipient):
+                counts["misdelivered"] += 1
+                return
+            seen.add(seq)
+            latencies.append(time.monotonic() - expected[2])
+            state["in_flight"] -= 1
+            self.progress(len(seen))
+            if len(seen) == messages:
+                if not done.called:
+                    done.callback(None)
+            else:
+                send_next()
+
+        self._inbox = inbox
+        cpu0, started = cpu_seconds(), time.monotonic()
+        send_next()
+
+        def cut_short() -> None:
+            if not done.called:
+                done.callback(None)
+
+        timeout = reactor.callLater(limit, cut_short)
+        await done
+        if timeout.active():
+            timeout.cancel()
+        elapsed = time.monotonic() - started
+        self._inbox = lambda sender, recipient, text: None
+        self.emit(
+            {
+                "event": "direct",
+                "sent": state["next"],
+                "received": len(seen),
+                "elapsed": elapsed,
+                "cpu": cpu_seconds() - cpu0,
+                "latencies": latencies,
+                **counts,
+            }
+        )
+
+    def listen(self, marker: str, speaker: str, limit: float) -> None:
+        expected = {name for name in self.clients if name != speaker}
+        got: set[str] = set()
+        finished = {"done": False}
+
+        def report() -> None:
+            if not finished["done"]:
+                finished["done"] = True
+                self._inbox = lambda sender, recipient, text: None
+                self.emit(
+                    {
+                        "event": "broadcast",
+                        "last": time.monotonic(),
+                        "got": len(got),
+                        "expected": len(expected),
+                    }
+                )
+
+        def inbox(sender: str, recipient: str, text: str) -> None:
+            if text == marker and sender == speaker and recipient in expected:
+                got.add(recipient)
+                if len(got) == len(expected):
+                    report()
+
+        self._inbox = inbox
+        if not expected:
+            report()
+            return
+        reactor.callLater(limit, report)
+        self.emit({"event": "ready"})
+
+    def send(self, speaker: str, marker: str) -> None:
+        self.emit({"event": "sent", "at": time.monotonic()})
+        self.clients[speaker].send_all(marker)
+
+    def close(self) -> None:
+        problems = [p for c in self.clients.values() for p in c.problems]
+        for client in self.clients.values():
+            if client.transport is not None:
+                client.transport.abortConnection()
+        self.emit({"event": "closed", "problems": problems[:5], "problem_count": len(problems)})
+
+
+class CommandReader(LineReceiver):
+    """Commands from the coordinator, one JSON object a line on stdin."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = 64 * 1024 * 1024  # a login command lists this worker's usernames
+
+    def __init__(self, finished: Deferred[None]) -> None:
+        self.worker = Worker(self.emit)
+        self.finished = finished
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """An event for the coordinator (through StandardIO: never a blocking write)."""
+        assert self.transport is not None
+        self.transport.write(json.dumps(event).encode() + b"\n")
+
+    def lineReceived(self, line: bytes) -> None:
+        command = json.loads(line)
+        name = command.pop("cmd")
+        worker = self.worker
+        if name == "login":
+            Deferred.fromCoroutine(worker.login(**command)).addErrback(self._crash)
+        elif name == "direct":
+            Deferred.fromCoroutine(worker.direct(**command)).addErrback(self._crash)
+        elif name == "listen":
+            worker.listen(**command)
+        elif name == "send":
+            worker.send(**command)
+        elif name == "close":
+            worker.close()
+            reactor.callLater(0.1, self._finish)
+
+    def connectionLost(self, reason: object = None) -> None:
+        self._finish()  # the coordinator went away: so do we
+
+    def _crash(self, failure: Any) -> None:
+        self.worker.emit({"event": "crashed", "error": failure.getTraceback()})
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self.finished.called:
+            self.finished.callback(None)
+
+
+async def main(_reactor: Any) -> None:
+    finished: Deferred[None] = Deferred()
+    reader = CommandReader(finished)
+    StandardIO(reader)
+    await finished
+
+
+def run() -> None:
+    react(lambda r: Deferred.fromCoroutine(main(r)))
+
+
+if __name__ == "__main__":
+    run()
