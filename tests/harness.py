@@ -94,6 +94,7 @@ class Connection:
     def received(self) -> list[dict[str, Any]]:
         """Frames written since the last call; closes the connection like a reactor
         would once the protocol asked to lose it."""
+        self.server.clock.advance(0)  # the end of the reactor turn: output is flushed
         data = self.transport.value()
         self.transport.clear()
         frames = [json.loads(line) for line in data.split(b"\n") if line]

@@ -35,6 +35,7 @@ from twisted_chat.interfaces import IChatClient, IChatUser
 from twisted_chat.server.accounts import check_password, check_username
 from twisted_chat.server.core import ChatServer, Session
 from twisted_chat.server.limits import ConnectionCounter, Limits, OutputGate, TokenBucket
+from twisted_chat.server.output import Outbox, TurnFlusher
 
 
 class Phase(enum.Enum):
@@ -67,6 +68,8 @@ class ChatServerProtocol(LineReceiver):
     delimiter = wire.DELIMITER  # LF; a CR before it is stripped by the codec
     MAX_LENGTH = wire.MAX_INBOUND_LINE
     log = Logger()
+    _outbox: Outbox
+    """This connection's output for the current turn; set on connection."""
 
     def __init__(self, factory: ChatServerFactory) -> None:
         self.factory = factory
@@ -95,6 +98,7 @@ class ChatServerProtocol(LineReceiver):
     # --- Twisted callbacks ----------------------------------------------------------
 
     def connectionMade(self) -> None:
+        self._outbox = Outbox(self.transport, self.factory.flusher)
         self._host = self._peer()
         refusal = self.factory.connections.admit(self._host)
         if refusal is not None:
@@ -106,7 +110,7 @@ class ChatServerProtocol(LineReceiver):
             )
             self._send(wire.Error("refused", refusal))
             self.phase = Phase.CLOSED
-            self.transport.loseConnection()
+            self._lose_connection()
             return
         self._counted = True
         if ITCPTransport.providedBy(self.transport):
@@ -177,7 +181,7 @@ class ChatServerProtocol(LineReceiver):
             wire.Error("line-too-long", f"Lines are limited to {self.MAX_LENGTH} bytes.", None)
         )
         self.phase = Phase.CLOSED
-        self.transport.loseConnection()
+        self._lose_connection()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.phase = Phase.CLOSED
@@ -259,7 +263,7 @@ class ChatServerProtocol(LineReceiver):
             security_event="slow-reader",
         )
         self.phase = Phase.CLOSED
-        self.transport.abortConnection()
+        self._abort_connection()
 
     def _check_alive(self) -> None:
         """Ping a quiet client; drop one that stayed silent past the timeout (a peer
@@ -275,7 +279,7 @@ class ChatServerProtocol(LineReceiver):
                 security_event="no-response",
             )
             self.phase = Phase.CLOSED
-            self.transport.abortConnection()
+            self._abort_connection()
             return
         if quiet >= limits.ping_interval:
             self._send(wire.Ping())
@@ -304,7 +308,7 @@ class ChatServerProtocol(LineReceiver):
     def deliver(self, event: wire.Frame) -> None:
         if self.phase is Phase.ONLINE:
             data = wire.encode_event(event)
-            self.transport.write(data)
+            self._outbox.write(data)
             self._gate.wrote(len(data))
 
     def end_session(self, reason: str) -> None:
@@ -314,7 +318,7 @@ class ChatServerProtocol(LineReceiver):
         # The domain ends the session itself (with its own reason); just let go of it.
         self._logout = None
         self.phase = Phase.CLOSED
-        self.transport.loseConnection()
+        self._lose_connection()
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -476,7 +480,7 @@ class ChatServerProtocol(LineReceiver):
     def _send(self, frame: wire.Frame) -> None:
         if self.transport is not None and not self.transport.disconnecting:
             data = wire.encode(frame)
-            self.transport.write(data)
+            self._outbox.write(data)
             self._gate.wrote(len(data))
 
     def _close(self) -> None:
@@ -485,7 +489,17 @@ class ChatServerProtocol(LineReceiver):
         if logout is not None:
             logout()
         self.phase = Phase.CLOSED
+        self._lose_connection()
+
+    def _lose_connection(self) -> None:
+        """Close once everything written so far is sent."""
+        self._outbox.flush()
         self.transport.loseConnection()
+
+    def _abort_connection(self) -> None:
+        """Close now, dropping unsent output (a reader too slow or gone)."""
+        self._outbox.discard()
+        self.transport.abortConnection()
 
     def _close_soon(self) -> None:
         """Close on the next reactor turn, once the reply being built has been written
@@ -526,6 +540,8 @@ class ChatServerFactory(ServerFactory):
         self.portal = portal
         self.limits = limits or Limits()
         self.connections = ConnectionCounter(self.limits)
+        self.flusher = TurnFlusher(chat.clock)
+        """Sends every connection's output once per reactor turn (see ``output``)."""
         self.closers: list[Callable[[], None]] = []
         """Called when the service stops (closing the durable store)."""
 

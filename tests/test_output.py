@@ -1,0 +1,112 @@
+"""Output gathered per reactor turn: one write per connection per turn, in order, and
+straight to the socket only when Twisted holds nothing for it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
+
+from twisted_chat.server.output import Outbox, TurnFlusher
+
+
+class CountingTransport(StringTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+
+def test_a_turns_output_is_one_write_at_its_end_in_order() -> None:
+    clock = Clock()
+    flusher = TurnFlusher(clock)
+    a, b = CountingTransport(), CountingTransport()
+    to_a, to_b = Outbox(a, flusher), Outbox(b, flusher)
+    for n in range(3):
+        to_a.write(b"a%d\n" % n)
+        to_b.write(b"b%d\n" % n)
+    assert a.value() == b"" and b.value() == b""  # nothing before the turn ends
+    clock.advance(0)
+    assert (a.value(), a.writes) == (b"a0\na1\na2\n", 1)
+    assert (b.value(), b.writes) == (b"b0\nb1\nb2\n", 1)
+    to_a.write(b"next turn\n")
+    clock.advance(0)
+    assert (a.value(), a.writes) == (b"a0\na1\na2\nnext turn\n", 2)
+
+
+def test_flush_now_and_discard() -> None:
+    clock = Clock()
+    transport = CountingTransport()
+    outbox = Outbox(transport, TurnFlusher(clock))
+    outbox.write(b"before closing\n")
+    outbox.flush()  # what the protocol does before loseConnection
+    assert transport.value() == b"before closing\n"
+    outbox.write(b"never sent\n")
+    outbox.discard()  # what it does before abortConnection
+    clock.advance(0)
+    assert transport.value() == b"before closing\n"
+
+
+class Sink(Protocol):
+    """The reading side: collects bytes; can stop reading to fill the socket."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.expected = 0
+        self.complete: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        if len(self.data) >= self.expected and not self.complete.called:
+            self.complete.callback(None)
+
+
+class Source(Protocol):
+    def __init__(self, ready: Deferred[Source]) -> None:
+        self.ready = ready
+
+    def connectionMade(self) -> None:
+        self.outbox = Outbox(self.transport, TurnFlusher(reactor))
+        self.ready.callback(self)
+
+
+async def turn() -> None:
+    await deferLater(reactor, 0, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_slow_reader_gets_everything_in_order_over_real_tcp() -> None:
+    ready: Deferred[Source] = Deferred()
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        Factory.forProtocol(lambda: Source(ready))
+    )
+    sink = Sink()
+    client: Any = await connectProtocol(
+        TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), sink
+    )
+    source = await ready.addTimeout(10, reactor)
+    try:
+        client.transport.pauseProducing()  # read nothing: the kernel buffers fill up
+        big = b"".join(b"%08d\n" % n for n in range(400_000))  # 3.6 MB, more than fits
+        source.outbox.write(big)
+        await turn()
+        assert source.transport.dataBuffer or source.transport._tempDataBuffer  # partly sent
+        source.outbox.write(b"tail\n")  # must not overtake what Twisted still holds
+        await turn()
+        sink.expected = len(big) + 5
+        client.transport.resumeProducing()
+        await sink.complete.addTimeout(10, reactor)
+        assert bytes(sink.data) == big + b"tail\n"
+    finally:
+        client.transport.loseConnection()
+        source.transport.loseConnection()
+        await port.stopListening()
