@@ -75,6 +75,35 @@ async def test_block_and_unblock(stores: Stores) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_blocks_are_indexed_both_ways(stores: Stores) -> None:
+    blocks = stores.blocks
+    await blocks.block("luke", "hans")
+    await blocks.block("yoda", "hans")
+    await blocks.block("luke", "vader")
+    assert set(blocks.blockers_of("hans")) == {"luke", "yoda"}
+    assert set(blocks.blocked_by("luke")) == {"hans", "vader"}
+    await blocks.unblock("luke", "hans")
+    assert set(blocks.blockers_of("hans")) == {"yoda"}
+    assert set(blocks.blocked_by("luke")) == {"vader"}
+    await blocks.unblock("yoda", "hans")
+    assert set(blocks.blockers_of("hans")) == set()
+    assert set(blocks.blocked_by("nobody")) == set()
+
+
+@pytest_twisted.ensureDeferred
+async def test_blocks_read_back_from_disk_are_indexed_both_ways(tmp_path: Path) -> None:
+    first = durable(tmp_path / "state.sqlite3")
+    await first.blocks.block("luke", "hans")
+    first.close()
+    again = durable(tmp_path / "state.sqlite3")
+    try:
+        assert set(again.blocks.blockers_of("hans")) == {"luke"}
+        assert set(again.blocks.blocked_by("luke")) == {"hans"}
+    finally:
+        again.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_mail_comes_back_in_order_until_delivered(stores: Stores) -> None:
     mailbox = stores.mailbox
     assert await mailbox.pending("luke") == []

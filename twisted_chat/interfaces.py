@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
@@ -83,6 +84,12 @@ class IBlockStore(Interface):
 
     def is_blocked(blocker: str, target: str) -> bool:
         """Whether ``blocker`` currently blocks ``target``. O(1)."""
+
+    def blocked_by(blocker: str) -> AbstractSet[str]:
+        """Whom ``blocker`` blocks (a live set: do not keep it, do not change it)."""
+
+    def blockers_of(target: str) -> AbstractSet[str]:
+        """Who blocks ``target`` (a live set: do not keep it, do not change it)."""
 
     def block(blocker: str, target: str) -> Deferred[None]:
         """Record a block; fires once stored."""

@@ -164,9 +164,9 @@ class ChatServer:
     def _announce(self, user: str, online: bool) -> None:
         """Presence to everyone online except ``user`` and those ``user`` blocks."""
         event = wire.Presence(user, online)
-        is_blocked = self.blocks.is_blocked
+        hidden_from = self.blocks.blocked_by(user)
         for other, session in self.online.items():
-            if other != user and not is_blocked(user, other):
+            if other != user and other not in hidden_from:
                 session.deliver(event)
 
     # --- checks shared by commands ----------------------------------------------------
@@ -285,13 +285,14 @@ class Session:
         _check_text(text)
         self.touch()
         server = self.server
-        event = wire.Broadcast(self.name, text, server.clock.seconds())
-        is_blocked = server.blocks.is_blocked
+        me = self.name
+        event = wire.Broadcast(me, text, server.clock.seconds())
+        blockers = server.blocks.blockers_of(me)
         skipped = False
         for other, session in server.online.items():
-            if other == self.name:
+            if other == me:
                 continue
-            if is_blocked(other, self.name):
+            if other in blockers:
                 skipped = True
             else:
                 session.deliver(event)

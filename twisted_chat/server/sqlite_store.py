@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from twisted_chat.errors import QueueFull
 from twisted_chat.interfaces import IBlockStore, IMailbox, StoredMessage
-from twisted_chat.server.stores import DEFAULT_MAILBOX_LIMIT
+from twisted_chat.server.stores import DEFAULT_MAILBOX_LIMIT, BlockIndex
 
 SCHEMA_VERSION = 1
 
@@ -133,41 +133,30 @@ class SqliteState:
 
 
 @implementer(IBlockStore)
-class SqliteBlockStore:
-    """Block lists: a dict of sets in memory, every change written through.
+class SqliteBlockStore(BlockIndex):
+    """Block lists: indexed in memory, every change written through.
 
     A change is visible at once (a block protects from the next message, not the one
     after the disk write); the returned Deferred fires once it is committed, and a
     failed write is undone in memory too."""
 
     def __init__(self, pool: adbapi.ConnectionPool, loaded: dict[str, set[str]]) -> None:
+        super().__init__((b, t) for b, targets in loaded.items() for t in targets)
         self._pool = pool
-        self._blocked: defaultdict[str, set[str]] = defaultdict(set, loaded)
-
-    def is_blocked(self, blocker: str, target: str) -> bool:
-        blocked = self._blocked.get(blocker)
-        return blocked is not None and target in blocked
 
     def block(self, blocker: str, target: str) -> Deferred[None]:
-        self._blocked[blocker].add(target)
+        self.add(blocker, target)
         d: Deferred[None] = self._pool.runOperation(
             "INSERT OR IGNORE INTO blocks (blocker, target) VALUES (?, ?)", (blocker, target)
         )
-        return d.addErrback(self._undo, lambda: self._discard(blocker, target))
+        return d.addErrback(self._undo, lambda: self.discard(blocker, target))
 
     def unblock(self, blocker: str, target: str) -> Deferred[None]:
-        self._discard(blocker, target)
+        self.discard(blocker, target)
         d: Deferred[None] = self._pool.runOperation(
             "DELETE FROM blocks WHERE blocker = ? AND target = ?", (blocker, target)
         )
-        return d.addErrback(self._undo, lambda: self._blocked[blocker].add(target))
-
-    def _discard(self, blocker: str, target: str) -> None:
-        blocked = self._blocked.get(blocker)
-        if blocked is not None:
-            blocked.discard(target)
-            if not blocked:
-                del self._blocked[blocker]
+        return d.addErrback(self._undo, lambda: self.add(blocker, target))
 
     @staticmethod
     def _undo(failure: Any, undo: Callable[[], None]) -> Any:

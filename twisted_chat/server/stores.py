@@ -4,7 +4,9 @@ stores must match (the same interface tests run against both)."""
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict, deque
+from collections import deque
+from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
@@ -19,27 +21,57 @@ nobody reads more than that after coming back. Past it the *sender* is told, so 
 is dropped silently."""
 
 
-@implementer(IBlockStore)
-class MemoryBlockStore:
-    """Block lists as a dict of sets: every check is O(1)."""
+_NOBODY: frozenset[str] = frozenset()
 
-    def __init__(self) -> None:
-        self._blocked: defaultdict[str, set[str]] = defaultdict(set)
+
+class BlockIndex:
+    """Who blocks whom, indexed both ways, so that a fan-out tests each recipient with
+    one set lookup: ``blocked_by(u)`` is whom ``u`` blocks (presence skips them),
+    ``blockers_of(u)`` who blocks ``u`` (a broadcast skips them)."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
+        self._blocks: dict[str, set[str]] = {}
+        self._blockers: dict[str, set[str]] = {}
+        for blocker, target in pairs:
+            self.add(blocker, target)
 
     def is_blocked(self, blocker: str, target: str) -> bool:
-        blocked = self._blocked.get(blocker)
+        blocked = self._blocks.get(blocker)
         return blocked is not None and target in blocked
 
+    def blocked_by(self, blocker: str) -> AbstractSet[str]:
+        return self._blocks.get(blocker, _NOBODY)
+
+    def blockers_of(self, target: str) -> AbstractSet[str]:
+        return self._blockers.get(target, _NOBODY)
+
+    def add(self, blocker: str, target: str) -> None:
+        self._blocks.setdefault(blocker, set()).add(target)
+        self._blockers.setdefault(target, set()).add(blocker)
+
+    def discard(self, blocker: str, target: str) -> None:
+        _discard(self._blocks, blocker, target)
+        _discard(self._blockers, target, blocker)
+
+
+def _discard(index: dict[str, set[str]], key: str, member: str) -> None:
+    members = index.get(key)
+    if members is not None:
+        members.discard(member)
+        if not members:
+            del index[key]
+
+
+@implementer(IBlockStore)
+class MemoryBlockStore(BlockIndex):
+    """Block lists in memory only: every check is O(1)."""
+
     def block(self, blocker: str, target: str) -> Deferred[None]:
-        self._blocked[blocker].add(target)
+        self.add(blocker, target)
         return succeed(None)
 
     def unblock(self, blocker: str, target: str) -> Deferred[None]:
-        blocked = self._blocked.get(blocker)
-        if blocked is not None:
-            blocked.discard(target)
-            if not blocked:
-                del self._blocked[blocker]
+        self.discard(blocker, target)
         return succeed(None)
 
 
