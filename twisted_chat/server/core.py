@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from twisted.cred.portal import IRealm
 from twisted.internet.defer import Deferred, succeed
@@ -189,6 +189,18 @@ class Session:
     command; argument errors come before :meth:`touch` so that malformed commands do
     not count as activity, domain errors (unknown user, ...) after it."""
 
+    # One per online user: slots keep the idle cost per user down (docs/performance.md).
+    __slots__ = (
+        "_held",
+        "mind",
+        "name",
+        "peer_host",
+        "peer_port",
+        "server",
+        "timer",
+        "unacknowledged",
+    )
+
     def __init__(self, server: ChatServer, name: str, mind: IChatClient) -> None:
         self.server = server
         self.name = name
@@ -199,7 +211,7 @@ class Session:
         """Where this user's client accepts private-session connections (0: nowhere)."""
         self._held: list[wire.Frame] | None = None
         """Events waiting while offline mail is read (see ChatServer.begin)."""
-        self.unacknowledged: list[StoredMessage] = []
+        self.unacknowledged: Sequence[StoredMessage] = ()
         """Stored messages sent at login and not yet acknowledged by the client."""
 
     def received(self, upto: int) -> Deferred[None]:

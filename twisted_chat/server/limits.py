@@ -43,6 +43,8 @@ class Limits:
 class TokenBucket:
     """``burst`` tokens, refilled at ``rate`` per second; one token per frame."""
 
+    __slots__ = ("_at", "_clock", "_tokens", "burst", "rate")  # one per connection
+
     def __init__(self, clock: IReactorTime, burst: float, rate: float) -> None:
         self._clock = clock
         self.burst = burst
@@ -79,6 +81,8 @@ class OutputGate:
     """Registered with a transport as its producer: the transport says when its
     buffer is over 64 KiB (pause) and when it drained (resume). While paused, bytes
     written are counted; over ``cap`` the reader is too slow and ``overflow`` runs."""
+
+    __slots__ = ("_overflow", "backlog", "cap", "paused")  # one per connection
 
     def __init__(self, cap: int, overflow: Callable[[], None]) -> None:
         self.cap = cap

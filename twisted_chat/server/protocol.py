@@ -47,6 +47,8 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
+_NOT_PAUSED: frozenset[str] = frozenset()
+
 _REPLIED = object()
 """A handler's result meaning it sent its reply itself."""
 
@@ -90,10 +92,12 @@ class ChatServerProtocol(LineReceiver):
         self._gate = OutputGate(limits.output_cap, self._too_slow)
         self._heard = self._clock.seconds()
         self._watchdog: IDelayedCall | None = None
-        self._login_deadline: IDelayedCall | None = None
+        self._connected_at = self._heard
         self._frames_before_login = 0
-        self._pauses: set[str] = set()
-        """Why reading is paused ("flood", "login"); it resumes when none is left."""
+        self._pauses = _NOT_PAUSED
+        """Why reading is paused ("flood", "login"); it resumes when none is left. A
+        frozenset: the empty one is shared, so an unpaused connection (nearly all of
+        them) keeps no set of its own."""
 
     # --- Twisted callbacks ----------------------------------------------------------
 
@@ -119,8 +123,10 @@ class ChatServerProtocol(LineReceiver):
             self.transport.setTcpNoDelay(True)
         limits = self.factory.limits
         self.transport.registerProducer(self._gate, True)
-        self._watchdog = self._clock.callLater(limits.ping_interval, self._check_alive)
-        self._login_deadline = self._clock.callLater(limits.login_timeout, self._login_too_slow)
+        # One timer per connection watches both liveness and the login deadline: a
+        # cancelled DelayedCall stays in the reactor's heap until its time comes.
+        first = min(limits.ping_interval, limits.login_timeout)
+        self._watchdog = self._clock.callLater(first, self._check_alive)
 
     def lineReceived(self, line: bytes) -> None:
         # Never return a value from here: LineReceiver stops delivering the rest of the
@@ -185,10 +191,10 @@ class ChatServerProtocol(LineReceiver):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.phase = Phase.CLOSED
-        for call in (self._resume, self._watchdog, self._login_deadline):
+        for call in (self._resume, self._watchdog):
             if call is not None and call.active():
                 call.cancel()
-        self._resume = self._watchdog = self._login_deadline = None
+        self._resume = self._watchdog = None
         if self._counted:
             self._counted = False
             self.factory.connections.release(self._host)
@@ -232,10 +238,11 @@ class ChatServerProtocol(LineReceiver):
     def _pause(self, reason: str) -> None:
         if not self._pauses:
             self.pauseProducing()
-        self._pauses.add(reason)
+        self._pauses |= {reason}
 
     def _unpause(self, reason: str) -> None:
-        self._pauses.discard(reason)
+        # An empty result is a new frozenset; keep the shared one instead.
+        self._pauses = (self._pauses - {reason}) or _NOT_PAUSED
         if not self._pauses and self.paused and not self._is_closed():
             # LineReceiver then delivers the lines it buffered meanwhile, in order.
             self.resumeProducing()
@@ -266,12 +273,18 @@ class ChatServerProtocol(LineReceiver):
         self._abort_connection()
 
     def _check_alive(self) -> None:
-        """Ping a quiet client; drop one that stayed silent past the timeout (a peer
-        that vanished without closing: a half-open connection)."""
+        """Refuse a connection still not logged in at its deadline; ping a quiet
+        client; drop one that stayed silent past the timeout (a peer that vanished
+        without closing: a half-open connection)."""
         limits = self.factory.limits
-        quiet = self._clock.seconds() - self._heard
+        now = self._clock.seconds()
+        self._watchdog = None
+        logging_in = self.phase is not Phase.ONLINE
+        if logging_in and now - self._connected_at >= limits.login_timeout:
+            self._refuse_and_close("login-timeout", "Took too long to log in.")
+            return
+        quiet = now - self._heard
         if quiet >= limits.ping_timeout:
-            self._watchdog = None
             self.log.warn(
                 "dropping {who}: silent for {quiet:.0f}s",
                 who=self._who(),
@@ -286,12 +299,9 @@ class ChatServerProtocol(LineReceiver):
             wait = min(limits.ping_interval, limits.ping_timeout - quiet)
         else:
             wait = limits.ping_interval - quiet
+        if logging_in:
+            wait = min(wait, limits.login_timeout - (now - self._connected_at))
         self._watchdog = self._clock.callLater(wait, self._check_alive)
-
-    def _login_too_slow(self) -> None:
-        self._login_deadline = None
-        if self.phase is not Phase.ONLINE:
-            self._refuse_and_close("login-timeout", "Took too long to log in.")
 
     def _refuse_and_close(self, code: str, text: str, request_id: wire.RequestId = None) -> None:
         if self.phase is Phase.ONLINE:
@@ -396,9 +406,6 @@ class ChatServerProtocol(LineReceiver):
                 return _REPLIED
             self.avatar, self._logout = avatar, logout
             self.phase = Phase.ONLINE
-            if self._login_deadline is not None and self._login_deadline.active():
-                self._login_deadline.cancel()
-            self._login_deadline = None
             self._reply(request_id, {"user": user})
             self.factory.chat.begin(avatar).addErrback(
                 lambda f: self.log.failure("delivering offline mail to {user}", f, user=user)
