@@ -3,6 +3,7 @@ straight to the socket only when Twisted holds nothing for it."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest_twisted
@@ -96,14 +97,24 @@ async def test_a_slow_reader_gets_everything_in_order_over_real_tcp() -> None:
     source = await ready.addTimeout(10, reactor)
     try:
         client.transport.pauseProducing()  # read nothing: the kernel buffers fill up
+        # Small kernel buffers, so that they surely fill (loopback autotunes to MBs).
+        source.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
+        client.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
         big = b"".join(b"%08d\n" % n for n in range(400_000))  # 3.6 MB, more than fits
+        sink.expected = len(big) + len(b"tail\n")
         source.outbox.write(big)
         await turn()
         assert source.transport.dataBuffer or source.transport._tempDataBuffer  # partly sent
-        source.outbox.write(b"tail\n")  # must not overtake what Twisted still holds
-        await turn()
-        sink.expected = len(big) + 5
+        # Let the reader empty the kernel's buffers while Twisted keeps the rest: the
+        # socket has room now, and a direct send would overtake what Twisted holds.
+        source.transport.stopWriting()
         client.transport.resumeProducing()
+        for _ in range(20):
+            await turn()
+        assert 0 < len(sink.data) < len(big)
+        source.outbox.write(b"tail\n")
+        await turn()
+        source.transport.startWriting()
         await sink.complete.addTimeout(10, reactor)
         assert bytes(sink.data) == big + b"tail\n"
     finally:

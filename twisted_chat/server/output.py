@@ -77,11 +77,13 @@ class Outbox:
             and not transport.dataBuffer
             and not transport._tempDataBuffer
         ):
-            sent = transport.writeSomeData(data)
-            if isinstance(sent, int):
-                if sent == len(data):
-                    return
-                data = data[sent:]
-            # A lost connection returns an exception: ``write`` lets Twisted find out
-            # and clean up as it always does.
+            try:
+                sent = transport.socket.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # broken: ``write`` lets Twisted find out and clean up
+            if sent == len(data):
+                return
+            data = data[sent:]
         transport.write(data)

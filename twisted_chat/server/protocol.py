@@ -316,10 +316,12 @@ class ChatServerProtocol(LineReceiver):
     # --- the mind (IChatClient) --------------------------------------------------------
 
     def deliver(self, event: wire.Frame) -> None:
+        # Runs once per recipient of every fan-out: kept to the bare minimum.
         if self.phase is Phase.ONLINE:
             data = wire.encode_event(event)
             self._outbox.write(data)
-            self._gate.wrote(len(data))
+            if self._gate.paused:
+                self._gate.wrote(len(data))
 
     def end_session(self, reason: str) -> None:
         if self.phase is Phase.CLOSED:
