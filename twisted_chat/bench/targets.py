@@ -66,6 +66,12 @@ class OurServer(Target):
             "100000",
             "--mailbox-limit",
             "1000",
+            # As ngIRCd is configured below (PingTimeout 3600): no liveness pings
+            # during a run, so that idle CPU compares like with like.
+            "--ping-interval",
+            "1800",
+            "--ping-timeout",
+            "3600",
         )
 
 
