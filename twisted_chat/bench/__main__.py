@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 
 from twisted_chat.bench import __doc__ as description
-from twisted_chat.bench.coordinator import main
+from twisted_chat.bench.coordinator import DEFAULT_PHASE_LIMIT, main
 from twisted_chat.bench.targets import TARGETS
 
 
@@ -23,11 +23,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="load-generating processes")
     parser.add_argument("--targets", default="ours,words,ngircd")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--phase-limit",
+        type=float,
+        default=DEFAULT_PHASE_LIMIT,
+        help="seconds a phase may take before the server under test is given up on",
+    )
     args = parser.parse_args(argv)
     if not 2 <= args.users <= 20000 or not 1 <= args.messages <= 10**6:
         parser.error("--users must be 2..20000 and --messages 1..1000000")
     if not 1 <= args.workers <= 16 or args.window < 1 or args.rounds < 1:
         parser.error("--workers must be 1..16; --window and --rounds at least 1")
+    if not 1 <= args.phase_limit <= 3600:
+        parser.error("--phase-limit must be 1..3600 seconds")
     unknown = set(args.targets.split(",")) - set(TARGETS)
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.internet.error import ProcessDone, ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall, deferLater
@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from twisted_chat.bench.targets import TARGETS, Target
 from twisted_chat.server import local
 
-PHASE_LIMIT = 300.0
+DEFAULT_PHASE_LIMIT = 300.0
 """Seconds any one phase may take before it is cut short (and says so)."""
 
 LOGIN_CONCURRENCY = 50
@@ -165,10 +165,21 @@ class Run:
             reactor.spawnProcess(worker, argv[0], argv, env=local.environment())
             self.workers.append(worker)
 
-    async def all(self, event: str, wait: float = PHASE_LIMIT + 30) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = await gatherResults(
-            [w.next(event, wait) for w in self.workers], consumeErrors=True
-        )
+    async def all(self, event: str, wait: float | None = None) -> list[dict[str, Any]]:
+        """``event`` from every worker; an error naming the phase if one does not come
+        within ``wait`` seconds (by default the phase limit, plus time to report)."""
+        if wait is None:
+            wait = self.args.phase_limit + 30
+        try:
+            events: list[dict[str, Any]] = await gatherResults(
+                [w.next(event, wait) for w in self.workers], consumeErrors=True
+            )
+        except FirstError as e:
+            done = sum(w.done for w in self.workers)
+            raise RuntimeError(
+                f"no {event!r} from every worker within {wait:.0f} s "
+                f"(progress: {done:,}): {e.subFailure.getErrorMessage()}"
+            ) from None
         return events
 
     def _server(self) -> tuple[int, float]:
@@ -218,7 +229,7 @@ class Run:
                 messages=messages // count + (1 if k < messages % count else 0),
                 window=max(1, window // count),
                 seed=self.args.seed + k,
-                limit=PHASE_LIMIT,
+                limit=self.args.phase_limit,
             )
         events = await self.all("direct")
         wall = time.monotonic() - started
@@ -240,7 +251,8 @@ class Run:
     async def broadcast(self) -> None:
         rounds = self.args.rounds
         times = [
-            await self._broadcast_once(f"all {n}", PHASE_LIMIT / rounds) for n in range(rounds)
+            await self._broadcast_once(f"all {n}", self.args.phase_limit / rounds)
+            for n in range(rounds)
         ]
         self.results["broadcast_last_ms"] = statistics.median(times) * 1000
 
@@ -313,6 +325,7 @@ async def main(_reactor: Any, args: argparse.Namespace) -> None:
 
     progress = Progress(say)
     results: dict[str, dict[str, float]] = {}
+    unfinished: dict[str, str] = {}
     for key in args.targets.split(","):
         target = TARGETS[key]()
         why_not = target.available()
@@ -334,6 +347,9 @@ async def main(_reactor: Any, args: argparse.Namespace) -> None:
             say(f"{target.name}: broadcast")
             await run.broadcast()
             results[target.name] = run.results
+        except Exception as e:  # one server failing must not lose the others' figures
+            unfinished[target.name] = str(e).splitlines()[0] if str(e) else repr(e)
+            say(f"{target.name}: did not finish: {unfinished[target.name]}")
         finally:
             progress.end()
             await run.close()
@@ -344,4 +360,9 @@ async def main(_reactor: Any, args: argparse.Namespace) -> None:
         f"broadcast rounds {args.rounds}, seed {args.seed}; flood limits raised on every "
         "server that has them; twisted-chat's durable storage on"
     )
-    say(table(results))
+    if results:
+        say(table(results))
+    for name, why in unfinished.items():
+        say(f"{name}: did not finish: {why}")
+    if "twisted-chat" in unfinished:
+        raise SystemExit(1)
