@@ -1,0 +1,69 @@
+"""The benchmark's coordinator without processes: the worker event stream, the table
+and the command line. (tests/e2e/test_bench.py runs the whole thing.)"""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.defer import Deferred
+
+from twisted_chat.bench.__main__ import parse
+from twisted_chat.bench.coordinator import WorkerProcess, percentile, table
+
+
+def test_events_are_handed_out_whether_they_come_before_or_after_the_wait() -> None:
+    worker = WorkerProcess(0)
+    worker.outReceived(b'{"event":"progress","done":7}\n{"event":"ready"}\n{"event":"re')
+    assert worker.done == 7
+    got: list[dict[str, object]] = []
+    worker.next("ready", 5).addCallback(got.append)
+    assert got == [{"event": "ready"}]  # it came first and was kept
+    worker.next("ready", 5).addCallback(got.append)
+    worker.outReceived(b'ady","n":2}\n')  # the rest of a line split across reads
+    assert got[-1] == {"event": "ready", "n": 2}
+
+
+def test_a_crashed_worker_fails_whoever_waits_on_it() -> None:
+    worker = WorkerProcess(3)
+    failures: list[str] = []
+    waiting: Deferred[dict[str, object]] = worker.next("direct", 5)
+    waiting.addErrback(lambda f: failures.append(f.getErrorMessage()))
+    worker.outReceived(b'{"event":"crashed","error":"Traceback: boom"}\n')
+    assert failures and "worker 3 crashed" in failures[0] and "boom" in failures[0]
+
+
+def test_the_table_puts_ours_first_with_ratios_and_dashes_where_none_make_sense() -> None:
+    text = table(
+        {
+            "twisted-chat": {"dm_per_s": 300.0, "dm_lost": 0.0},
+            "ngIRCd": {"dm_per_s": 200.0, "dm_lost": 0.0},
+        }
+    )
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()}
+    assert rows["metric"] == "| metric | twisted-chat | ngIRCd | ours/ngIRCd |"
+    assert (
+        rows["direct: delivered msgs/s"] == "| direct: delivered msgs/s | 300.00 | 200.00 | 1.50 |"
+    )
+    assert rows["direct: lost"].endswith("| 0.00 | 0.00 | - |")  # no ratio to zero
+    assert rows["login: logins/s"].endswith("| - | - | - |")  # not measured
+
+
+def test_percentile_of_nothing_is_not_a_number() -> None:
+    assert percentile([], 0.99) != percentile([], 0.99)
+    assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--users", "1"],
+        ["--messages", "0"],
+        ["--workers", "0"],
+        ["--window", "0"],
+        ["--phase-limit", "0"],
+        ["--targets", "ours,irc2"],
+    ],
+)
+def test_bad_arguments_are_refused_with_usage(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse(argv)
+    assert exited.value.code == 2
