@@ -178,7 +178,7 @@ class Run:
             done = sum(w.done for w in self.workers)
             raise RuntimeError(
                 f"no {event!r} from every worker within {wait:.0f} s "
-                f"(progress: {done:,}): {e.subFailure.getErrorMessage()}"
+                f"(progress: {done:,}): {type(e.subFailure.value).__name__}"
             ) from None
         return events
 
