@@ -162,6 +162,20 @@ def test_login_must_finish_in_time(server: Server) -> None:
     assert not quick.lost
 
 
+@pytest.mark.parametrize("deadline", [12.5, 45.0, 75.0])
+def test_the_login_deadline_holds_between_liveness_checks(tmp_path: Path, deadline: float) -> None:
+    # The deadline shares the liveness timer (pings every 30 s): it must still fire at
+    # its own time, before, between or after the checks.
+    server = Server(tmp_path, "--login-timeout", str(deadline))
+    slow = server.connect()
+    slow.hello()
+    server.advance(deadline - 0.5)
+    assert not slow.transport.disconnecting
+    server.advance(0.5)
+    assert slow.received()[-1]["code"] == "login-timeout"
+    assert slow.lost
+
+
 def test_frames_before_login_are_limited(tmp_path: Path) -> None:
     server = Server(tmp_path, "--login-frames", "6", "--flood-burst", "100")
     guesser = server.connect()
