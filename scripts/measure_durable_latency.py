@@ -31,7 +31,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater, react
 
 from twisted_chat import wire
-from twisted_chat.bench import percentile
+from twisted_chat.bench.coordinator import percentile
 from twisted_chat.client.link import ServerLink
 from twisted_chat.server import local
 
