@@ -4,7 +4,7 @@ They are built to cost the load generator as little as possible, so that it meas
 the server and not itself: a login floods every user with presence notices (O(N^2) in
 all), and only a few kinds of line matter to the benchmark. Each chunk of bytes is
 therefore searched for the markers that matter, and only a chunk holding one is split
-into lines and parsed; everything else is counted and dropped.
+into lines and parsed; everything else is dropped.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ class BenchClient(Protocol):
         self.password = password
         self.on_text = on_text
         self.logged_in: Deferred[None] = Deferred()
-        self.lines = 0
         self.problems: list[str] = []
         """What went wrong after login (error frames): reported, never raised."""
         self._partial = b""
@@ -52,7 +51,6 @@ class BenchClient(Protocol):
             return
         self._partial = buffered[end + 1 :]
         complete = buffered[: end + 1]
-        self.lines += complete.count(b"\n")
         if any(marker in complete for marker in self.markers) or not self.logged_in.called:
             for line in complete.split(b"\n")[:-1]:
                 self.line_received(line.rstrip(b"\r"))
