@@ -9,6 +9,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted_chat import wire
 from twisted_chat.client.link import ServerError
 from twisted_chat.client.session import PeerEvents
+from twisted_chat.text import visible
 
 
 class RecordingDisplay:
@@ -19,8 +20,9 @@ class RecordingDisplay:
         self.status: int | None = None
 
     def show(self, text: str, style: str = "") -> None:
-        self.lines.extend(text.split("\n"))
-        self.styles.extend([style] * (text.count("\n") + 1))
+        # The real consoles show one line per call and make controls visible.
+        self.lines.append(visible(text))
+        self.styles.append(style)
 
     def ask(self, prompt: str, secret: bool = False) -> None:
         self.prompts.append((prompt, secret))

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_chat.client.session import ClientSession
+from twisted_chat.text import visible
 
 MAX_TYPED_LINE = 64 * 1024
 """Longest line read from standard input; a message is far shorter (1,000 characters)."""
@@ -123,7 +124,7 @@ class PlainConsole(LineReceiver):
     def show(self, text: str, style: str = "") -> None:
         if self.terminal.is_tty and self._prompt:
             self._write("\r\x1b[K")  # clear the prompt we drew; it comes back below
-        self._write(text + "\n")
+        self._write(visible(text) + "\n")  # never obey a control character from others
         if self.terminal.is_tty and self._prompt and not self._secret:
             self._write(self._prompt)
 

@@ -41,6 +41,7 @@ from twisted.python.failure import Failure
 
 from twisted_chat import wire
 from twisted_chat.client.session import PeerEvents
+from twisted_chat.text import describe, forbidden_character
 
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds a peer connection may take to authenticate before it is dropped."""
@@ -115,8 +116,17 @@ class PeerProtocol(LineReceiver):
             case PeerState.HANDSHAKING, wire.Error(text=text):
                 self._fail(PeerRefused(text))
             case PeerState.OPEN, wire.PrivateText(text=text):
-                if len(text) <= wire.MAX_TEXT_CHARS:
+                # The peer's client may be modified: hold its text to the server's rules.
+                bad = forbidden_character(text)
+                if bad is not None:
+                    self._refuse("control-character", f"Text may not hold {describe(bad)}.")
+                elif len(text) > wire.MAX_TEXT_CHARS:
+                    self._refuse("text-too-long", f"Text is limited to {wire.MAX_TEXT_CHARS}.")
+                else:
                     self.network.events.peer_text(self.user, text)
+            case PeerState.OPEN, wire.Error(text=text):
+                # Never answered: two clients must not trade errors forever.
+                self.log.warn("peer {user} refused a frame: {why}", user=self.user, why=text)
             case PeerState.OPEN, wire.StopPrivate(reason=reason):
                 self.stop_reason = reason
                 self.transport.loseConnection()
@@ -179,7 +189,10 @@ class PeerProtocol(LineReceiver):
             self.state = PeerState.CLOSED
             self.transport.loseConnection()
         else:
+            # An open session survives one bad frame: the peer is told, our user is not
+            # shown it (it may be a modified client's attempt on our terminal).
             self.log.warn("bad frame from peer {user}: {why}", user=self.user, why=text)
+            self.transport.write(wire.encode(wire.Error(code, text)))
 
     def _too_slow(self) -> None:
         self._deadline = None

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from twisted_chat import wire
 from twisted_chat.client.commands import Command, CommandError, help_text, parse_command
 from twisted_chat.client.link import ServerError, ServerGone
+from twisted_chat.text import describe, forbidden_character
 
 WELCOME = "Welcome to the greatest messaging application ever!"
 
@@ -34,8 +35,10 @@ class Display(Protocol):
     """What the user sees. The console implements it; tests record it."""
 
     def show(self, text: str, style: str = "") -> None:
-        """Print a line (or several) for the user. ``style`` (``error``, ``message``,
-        ``private``, ``presence``) lets a terminal colour it."""
+        """Print one line for the user. ``style`` (``error``, ``message``, ``private``,
+        ``presence``) lets a terminal colour it. ``text`` may hold what others sent:
+        every control character in it (a line break included) is shown visibly
+        (``twisted_chat.text.visible``), never obeyed."""
 
     def ask(self, prompt: str, secret: bool = False) -> None:
         """Wait for the next line, showing ``prompt``; ``secret`` hides what is typed."""
@@ -330,7 +333,8 @@ class ClientSession:
     def _run(self, command: Command) -> None:
         name = command.name
         if name == "help":
-            self.display.show(help_text())
+            for line in help_text().splitlines():
+                self.display.show(line)
         elif name == "logout":
             self._logout()
         elif name == "message":
@@ -374,7 +378,8 @@ class ClientSession:
     def _show_users(self, result: dict[str, Any], empty: str) -> None:
         users = [str(u) for u in result.get("users", [])]
         self.known_users.update(users)
-        self.display.show("\n".join(users) if users else empty)
+        for user in users or [empty]:
+            self.display.show(user)
 
     def _confirm(self, _: dict[str, Any], text: str) -> None:
         self.display.show(text)
@@ -459,6 +464,11 @@ class ClientSession:
             self.display.show(
                 f"Error. The message has {len(text)} characters; the limit is "
                 f"{wire.MAX_TEXT_CHARS}. Nothing was sent."
+            )
+        elif (bad := forbidden_character(text)) is not None:
+            self.display.show(
+                f"Error. The message contains a control character ({describe(bad)}); "
+                "nothing was sent."
             )
         elif not self.peers.send(user, text):
             self.display.show(

@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 
 from twisted_chat.client.editor import LineEditor, visible_window
 from twisted_chat.client.session import ClientSession
+from twisted_chat.text import visible
 
 RESET = "\x1b[0m"
 STYLES = {
@@ -119,7 +120,7 @@ class TerminalConsole(insults.TerminalProtocol):
             return
         choices = self.editor.complete(self.users())
         if choices:
-            self._write_line("  ".join(choices), stamp=False)
+            self._write_line(visible("  ".join(choices)), stamp=False)
 
     def _interrupt(self) -> None:
         self.editor.submit(remember=False)
@@ -137,8 +138,8 @@ class TerminalConsole(insults.TerminalProtocol):
     # --- Display ----------------------------------------------------------------------
 
     def show(self, text: str, style: str = "") -> None:
-        for line in text.split("\n"):
-            self._write_line(self._styled(line, style))
+        # Made visible before styling: our own colour codes are the only escapes written.
+        self._write_line(self._styled(visible(text), style))
         self._draw_input()
 
     def ask(self, prompt: str, secret: bool = False) -> None:

@@ -19,12 +19,14 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
+from twisted_chat import text as chat_text
 from twisted_chat import wire
 from twisted_chat.errors import (
     AlreadyBlocked,
     AlreadyOnline,
     BadArgument,
     BlockedByRecipient,
+    ControlCharacter,
     EmptyText,
     NoSuchUser,
     NotBlocked,
@@ -181,6 +183,10 @@ def _check_text(text: str) -> None:
         raise EmptyText()
     if len(text) > wire.MAX_TEXT_CHARS:
         raise TextTooLong(len(text), wire.MAX_TEXT_CHARS)
+    bad = chat_text.forbidden_character(text)
+    if bad is not None:
+        # One user's text must never forge a line or drive another user's terminal.
+        raise ControlCharacter(chat_text.describe(bad))
 
 
 @implementer(IChatUser)
