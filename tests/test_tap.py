@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 
 from tests.harness import write_credentials
@@ -64,17 +65,23 @@ def test_make_service_listens_where_told(tmp_path: Path) -> None:
     service.stopService()
 
 
-def test_a_malformed_credentials_file_is_one_clear_line_and_exit_1(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_a_damaged_credentials_file_is_reported_by_line_and_the_server_still_starts(
+    tmp_path: Path,
 ) -> None:
+    """A damaged line must never stop a restart: it is skipped and reported."""
     creds = tmp_path / "c.txt"
     creds.write_text("hans solo\nbroken line here\n")
-    with pytest.raises(SystemExit) as exited:
-        makeService(parse("--credentials", str(creds)), MemoryReactorClock())
-    assert exited.value.code == 1
-    assert capsys.readouterr().err == (
-        f"chatserver: cannot read credentials: {creds}, line 2: expected 'username password', "
-        "got 3 field(s)\n"
+    logged: list[str] = []
+    observer = lambda event: logged.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        service = makeService(parse("--credentials", str(creds)), MemoryReactorClock())
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert service.factory.chat.accounts.exists("hans")
+    assert not service.factory.chat.accounts.exists("broken")
+    assert f"{creds}, line 2: expected 'username password', got 3 field(s); line skipped" in (
+        logged
     )
 
 

@@ -42,6 +42,17 @@ class UsernameTaken(ChatError):
         super().__init__(f"The username {user} was just taken. Choose another.")
 
 
+class AccountsReadOnly(ChatError):
+    """The accounts file is read-only: the operator does not want new accounts."""
+
+    code = "accounts-read-only"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Error. This server cannot create new accounts now. Log in with an existing one."
+        )
+
+
 class WrongPassword(ChatError, UnauthorizedLogin):
     code = "wrong-password"
 
@@ -103,6 +114,20 @@ class TextTooLong(ChatError):
     def __init__(self, length: int, limit: int) -> None:
         super().__init__(
             f"Error. The message has {length} characters; the limit is {limit}. Nothing was sent."
+        )
+
+
+class ControlCharacter(ChatError):
+    """Text holding a character that would control the reader's terminal (a newline,
+    ESC, a bidi override...): refused, nothing sent or stored."""
+
+    code = "control-character"
+
+    def __init__(self, described: str) -> None:
+        super().__init__(
+            f"Error. The message contains a control character ({described}); "
+            "nothing was sent. Text may not hold line breaks, escape sequences or "
+            "bidirectional overrides."
         )
 
 

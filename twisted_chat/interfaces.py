@@ -44,6 +44,10 @@ class IAccountStore(Interface):
     def verify(user: str, password: str) -> bool:
         """Whether ``password`` is ``user``'s password (constant-time comparison)."""
 
+    def new_account_problem(user: str) -> str | None:
+        """Why no account may be created as ``user`` now (a refused or look-alike
+        name, a read-only store), or None."""
+
     def refresh() -> Deferred[None]:
         """Pick up changes made to the accounts outside the server (by hand)."""
 

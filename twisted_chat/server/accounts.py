@@ -6,10 +6,11 @@ space (a double space gives an empty password) and compares with ``==``.
 
 from __future__ import annotations
 
+import fcntl
 import hmac
 import os
-import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,15 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_chat import wire
-from twisted_chat.errors import InvalidPassword, InvalidUsername, UsernameTaken
+from twisted_chat.errors import (
+    AccountsReadOnly,
+    InvalidPassword,
+    InvalidUsername,
+    UsernameTaken,
+)
 from twisted_chat.interfaces import IAccountStore
+from twisted_chat.server import names
+from twisted_chat.text import forbidden_character
 
 BlockingRunner = Callable[..., Deferred[Any]]
 """Runs a blocking callable off the reactor thread (``deferToThread`` by default; tests
@@ -29,13 +37,11 @@ pass a synchronous runner)."""
 
 
 def check_username(user: str) -> None:
-    """Raise :class:`InvalidUsername` unless ``user`` can be stored and typed safely."""
-    if not user:
-        raise InvalidUsername("Error. The username is empty.")
-    if len(user) > wire.MAX_NAME_CHARS:
-        raise InvalidUsername(f"Error. A username has at most {wire.MAX_NAME_CHARS} characters.")
-    if not _printable_token(user):
-        raise InvalidUsername("Error. A username cannot contain spaces or control characters.")
+    """Raise :class:`InvalidUsername` unless ``user`` can be looked up (every name in
+    use passes; a new account must also pass :meth:`CredentialsFile.new_account_problem`)."""
+    problem = names.login_name_problem(user)
+    if problem is not None:
+        raise InvalidUsername(problem)
 
 
 def check_password(password: str) -> None:
@@ -46,48 +52,100 @@ def check_password(password: str) -> None:
         raise InvalidPassword(
             f"Error. A password has at most {wire.MAX_PASSWORD_CHARS} characters."
         )
-    if not _printable_token(password):
+    if not password.isprintable() or " " in password:
+        # str.isprintable() is False for tabs, newlines and control characters; a
+        # plain space is printable, so test it separately.
         raise InvalidPassword("Error. A password cannot contain spaces or control characters.")
 
 
-def _printable_token(value: str) -> bool:
-    # str.isprintable() is False for spaces' relatives (tabs, newlines) and control
-    # characters; a plain space is printable, so test it separately.
-    return value.isprintable() and " " not in value
+BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte order mark Notepad writes at the start of a file."""
 
 
-class CredentialsFormatError(Exception):
-    """A line of the credentials file that is not ``username password``."""
+@dataclass
+class ParsedCredentials:
+    """What a credentials file holds: the accounts to use, and what was wrong with it
+    (each problem names the file and the line)."""
+
+    accounts: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    """Lines skipped: damaged, or a name that must not be loaded."""
+    notes: list[str] = field(default_factory=list)
+    """Names kept although no new account could take them."""
 
 
-def parse_credentials(text: str, source: str) -> dict[str, str]:
-    """Parse the file's text. Blank lines are skipped; any other line must be exactly two
-    tokens, and a repeated username is an error (which password would be right?)."""
-    accounts: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
+def parse_credentials(data: bytes, source: str) -> ParsedCredentials:
+    """Parse the file's bytes, line by line, never failing as a whole: a damaged line
+    must neither hand an account to a stranger nor stop the server from restarting.
+
+    - A UTF-8 BOM at the start is dropped (else it would become part of the first
+      name, and that account would answer to no one who types it).
+    - Blank lines are skipped. A line that is not valid UTF-8, holds a NUL or another
+      control character, is not exactly two fields, or names a user with invisible
+      characters is reported and skipped.
+    - Names are compared in NFC; a name seen before is reported and the first line
+      wins (the later one may be a hand edit racing an account's creation).
+    - A name that no new account could take (``hans(private)``, mixed scripts, a
+      look-alike of an earlier name) is reported and kept: existing accounts keep
+      working, but the operator is told.
+    """
+    parsed = ParsedCredentials()
+    if data.startswith(BOM):
+        data = data[len(BOM) :]
+    skeletons: dict[str, str] = {}
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        where = f"{source}, line {number}"
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            parsed.problems.append(f"{where}: not valid UTF-8; line skipped")
+            continue
         if not line:
+            continue
+        if forbidden_character(line) is not None:
+            parsed.problems.append(f"{where}: holds a control character; line skipped")
             continue
         parts = line.split()
         if len(parts) != 2:
-            raise CredentialsFormatError(
-                f"{source}, line {number}: expected 'username password', got {len(parts)} field(s)"
+            parsed.problems.append(
+                f"{where}: expected 'username password', got {len(parts)} field(s); line skipped"
             )
-        user, password = parts
-        if user in accounts:
-            raise CredentialsFormatError(f"{source}, line {number}: {user} appears twice")
-        accounts[user] = password
-    return accounts
+            continue
+        user, password = names.normalise(parts[0]), parts[1]
+        if any(names.is_invisible(c) for c in user) or names.login_name_problem(user):
+            parsed.problems.append(
+                f"{where}: the username holds invisible or blank characters or is too "
+                "long; line skipped"
+            )
+            continue
+        if user in parsed.accounts:
+            parsed.problems.append(f"{where}: {user} appears again; the first line for it is used")
+            continue
+        problem = names.new_name_problem(user)
+        look = names.skeleton(user)
+        if problem is None and look in skeletons:
+            problem = f"looks like {skeletons[look]}"
+        if problem is not None:
+            parsed.notes.append(
+                f"{where}: {user} is kept, but no new account could take that name "
+                f"({problem.removeprefix('Error. ')})"
+            )
+        skeletons.setdefault(look, user)
+        parsed.accounts[user] = password
+    return parsed
 
 
 @implementer(IAccountStore)
 class CredentialsFile:
     """The account store over ``credentials.txt``.
 
-    The whole file is read once at start (it is small, and this happens before the
-    reactor runs). Lookups are dict lookups. A new account is written off the reactor
-    thread by rewriting the file atomically: temp file, fsync, rename, fsync of the
-    directory, so a crash leaves either the old file or the new one, never half a line.
+    The whole file is read once at start (before the reactor runs). Lookups are dict
+    lookups. A new account is one line appended, off the reactor thread, under an
+    exclusive ``flock``, with one ``write`` and an ``fsync``: O(1) in the file's size,
+    through a symlink if the file is one, keeping its owner and mode (nothing is
+    renamed over it). Before appending, the file is checked as it is on disk: if it
+    changed since we last read it, it is read again, and a name that appeared meanwhile
+    is not added twice.
     """
 
     log = Logger()
@@ -95,14 +153,42 @@ class CredentialsFile:
     def __init__(self, path: Path, run_blocking: BlockingRunner = deferToThread) -> None:
         self.path = path
         self._run_blocking = run_blocking
+        remove_stale_temp_files(path)
+        data = path.read_bytes()
         self._signature = _signature(path)
-        self._accounts = parse_credentials(path.read_text(encoding="utf-8"), str(path))
-        self._creating: set[str] = set()
+        self._accounts: dict[str, str] = {}
+        self._skeletons: dict[str, str] = {}
+        """What each name looks like (``names.skeleton``) -> the name: look-alikes of
+        existing names are refused in O(1)."""
+        self._use(parse_credentials(data, str(path)))
+        self._creating: dict[str, str] = {}
+        """Names being written now -> their skeletons (taken for everyone else)."""
         self._file = DeferredLock()
-        """One file operation at a time: a re-read never interleaves with a rewrite."""
+        """One file operation at a time: a re-read never interleaves with an append."""
         self._watched = False
         self._stale = True
         """Watched: whether the file may have changed since we last checked it."""
+        self._rereading = 0
+        """Re-reads queued or running: logins wait for them (never for creations)."""
+        self.read_only = not _writable(path)
+        """The operator made the file read-only: no account can be created."""
+        if self.read_only:
+            self.log.warn(
+                "{path} is read-only: no new accounts can be created",
+                path=str(path),
+                security_event="credentials-read-only",
+            )
+
+    def _use(self, parsed: ParsedCredentials) -> None:
+        for problem in parsed.problems:
+            self.log.error("{problem}", problem=problem, security_event="credentials-line")
+        for note in parsed.notes:
+            self.log.warn("{note}", note=note, security_event="credentials-name")
+        self._accounts = parsed.accounts
+        skeletons: dict[str, str] = {}
+        for user in parsed.accounts:
+            skeletons.setdefault(names.skeleton(user), user)
+        self._skeletons = skeletons
 
     def watched(self) -> None:
         """From now on :meth:`changed` is called after every change to the file (see
@@ -127,40 +213,55 @@ class CredentialsFile:
             return False
         return hmac.compare_digest(stored.encode("utf-8"), password.encode("utf-8"))
 
+    def new_account_problem(self, user: str) -> str | None:
+        """Why no account may be created as ``user`` now, or None."""
+        problem = names.new_name_problem(user)
+        if problem is not None:
+            return problem
+        if self.read_only:
+            return AccountsReadOnly().text
+        look = names.skeleton(user)
+        existing = self._skeletons.get(look)
+        if existing is None:
+            existing = next((u for u, s in self._creating.items() if s == look), None)
+        if existing is not None and existing != user:
+            return f"Error. The username {user} looks too much like {existing}. Choose another."
+        return None
+
     def refresh(self) -> Deferred[None]:
         """Re-read the file, off the reactor thread, if it changed on disk since we last
         read or wrote it, so that accounts added or changed by hand work at the next
-        login. A damaged file is reported (file and line) and the accounts known before
-        are kept: nothing is discarded, and the file itself is left as it is.
+        login. Damaged lines are reported (file and line) and skipped; the file itself
+        is left as it is.
 
         When the file is watched and has not changed, this answers at once, with no
-        thread round trip: logins then cost no disk access."""
+        thread round trip and without waiting for accounts being created: logins then
+        cost no disk access and never queue behind a creation flood."""
         if self._watched:
             if not self._stale:
-                if not self._file.locked:
+                if not self._rereading:
                     return succeed(None)
-                # A re-read (or a rewrite) is under way: answer after it, not before.
+                # A re-read is under way: answer after it, not before.
                 return self._file.run(succeed, None)
             self._stale = False  # a change from here on marks it stale again
 
-        def read_if_changed() -> tuple[tuple[int, int, int], str] | None:
+        def read_if_changed() -> tuple[tuple[int, int, int], bytes | None, bool]:
             signature = _signature(self.path)
+            writable = _writable(self.path)
             if signature == self._signature:
-                return None
-            return signature, self.path.read_text(encoding="utf-8")
+                return signature, None, writable
+            return signature, self.path.read_bytes(), writable
 
-        def reread(changed: tuple[tuple[int, int, int], str] | None) -> None:
-            if changed is None:
+        def reread(changed: tuple[tuple[int, int, int], bytes | None, bool]) -> None:
+            signature, data, writable = changed
+            self.read_only = not writable
+            if data is None:
                 return
-            signature, text = changed
             self._signature = signature
-            try:
-                self._accounts = parse_credentials(text, str(self.path))
-            except CredentialsFormatError as e:
-                self.log.error("{error}; keeping the accounts read before", error=str(e))
+            self._use(parse_credentials(data, str(self.path)))
 
         def failed(failure: Failure) -> None:
-            failure.trap(OSError, UnicodeDecodeError)
+            failure.trap(OSError)
             self._stale = True  # try again at the next login
             self.log.error(
                 "cannot re-read {path}: {error}; keeping the accounts read before",
@@ -172,7 +273,12 @@ class CredentialsFile:
             d: Deferred[None] = self._run_blocking(read_if_changed).addCallback(reread)
             return d.addErrback(failed)
 
-        return self._file.run(locked)
+        def done(result: object) -> object:
+            self._rereading -= 1
+            return result
+
+        self._rereading += 1
+        return self._file.run(locked).addBoth(done)
 
     def create(self, user: str, password: str) -> Deferred[None]:
         try:
@@ -182,21 +288,28 @@ class CredentialsFile:
             return fail(e)
         if user in self._accounts or user in self._creating:
             return fail(UsernameTaken(user))
+        problem = self.new_account_problem(user)
+        if problem is not None:
+            return fail(InvalidUsername(problem))
         # Reserve the name now: a second client creating it while we write loses (§14.6).
-        self._creating.add(user)
+        self._creating[user] = names.skeleton(user)
 
-        def written(signature: tuple[int, int, int]) -> None:
-            self._accounts[user] = password
+        def written(result: tuple[tuple[int, int, int], bytes | None]) -> None:
+            signature, reread = result
+            if reread is not None:  # the file had changed: take in what it holds now
+                self._use(parse_credentials(reread, str(self.path)))
             self._signature = signature
+            self._accounts[user] = password
+            self._skeletons.setdefault(names.skeleton(user), user)
             self.log.info("account {user} created", user=user)
 
         def finished(result: object) -> object:
-            self._creating.discard(user)
+            self._creating.pop(user, None)
             return result
 
         def locked() -> Deferred[None]:
-            d: Deferred[tuple[int, int, int]] = self._run_blocking(
-                _append_line, self.path, f"{user} {password}"
+            d: Deferred[tuple[tuple[int, int, int], bytes | None]] = self._run_blocking(
+                append_account, self.path, user, password, self._signature
             )
             return d.addCallback(written)
 
@@ -206,39 +319,91 @@ class CredentialsFile:
 
 def _signature(path: Path) -> tuple[int, int, int]:
     """What tells us the file changed: modification time, size, inode."""
-    status = path.stat()
+    return _signature_of(path.stat())
+
+
+def _signature_of(status: os.stat_result) -> tuple[int, int, int]:
     return status.st_mtime_ns, status.st_size, status.st_ino
 
 
-def _append_line(path: Path, line: str) -> tuple[int, int, int]:
-    """Append ``line`` to ``path`` atomically and durably (runs in a worker thread).
+def _writable(path: Path) -> bool:
+    """Whether the file may be written: by its mode, not by ``access()``, which says
+    yes to root whatever the mode (an operator who made it read-only meant it)."""
+    try:
+        status = path.stat()
+    except OSError:
+        return False
+    return bool(status.st_mode & 0o222) and os.access(path, os.W_OK)
 
-    Reads the current file (so lines added by hand are kept), adds a line break if the
-    last line lacks one, writes everything to a temp file in the same directory, fsyncs
-    it, renames it over the original and fsyncs the directory so the rename itself
-    survives a power cut.
-    """
-    current = path.read_bytes()
-    if current and not current.endswith(b"\n"):
-        current += b"\n"
-    data = current + line.encode("utf-8") + b"\n"
-    directory = path.parent
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    replaced = False
+
+def append_account(
+    path: Path, user: str, password: str, known: tuple[int, int, int]
+) -> tuple[tuple[int, int, int], bytes | None]:
+    """Append ``user password`` to ``path`` durably (runs in a worker thread).
+
+    Under an exclusive ``flock`` (several servers sharing the file take turns): if the
+    file is not as we last knew it (``known``), it is read again and the name must still
+    be free in it. A line break goes first if the last line lacks one (the handout's
+    file, or a hand edit). The line is one ``write``, then ``fsync``; if either fails,
+    the file is cut back to its old size, so a failed creation leaves no half account.
+
+    Returns the file's new signature and, if it had changed, what it held before our
+    line (to be parsed again by the caller)."""
+    if not _writable(path):
+        raise AccountsReadOnly()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND)  # follows a symlink; keeps owner and mode
     try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp_name, path.stat().st_mode & 0o777)
-        os.replace(tmp_name, path)
-        replaced = True
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        status = os.fstat(fd)
+        reread: bytes | None = None
+        if _signature_of(status) != known:
+            reread = _read_all(fd, status.st_size)
+            if user in parse_credentials(reread, str(path)).accounts:
+                raise UsernameTaken(user)
+        size = status.st_size
+        last = os.pread(fd, 1, size - 1) if size else b"\n"
+        line = f"{user} {password}\n".encode()
+        payload = line if last == b"\n" else b"\n" + line
+        try:
+            written = os.write(fd, payload)
+            if written != len(payload):
+                raise OSError(f"short write to {path} ({written} of {len(payload)} bytes)")
+            os.fsync(fd)
+        except Exception:
+            os.ftruncate(fd, size)  # no half line, no account the user was told failed
+            raise
+        return _signature_of(os.fstat(fd)), reread
     finally:
-        if not replaced:  # leave no temp file behind; the error reaches the Deferred
-            Path(tmp_name).unlink(missing_ok=True)
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return _signature(path)
+        os.close(fd)  # releases the flock
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    chunks = []
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, min(1 << 20, size - offset), offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def remove_stale_temp_files(path: Path) -> None:
+    """Remove the temporary copies of the file that an older server's rewrite left when
+    it was killed mid-way: each is a full copy of every password."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            stale.unlink()
+        except OSError as e:
+            CredentialsFile.log.warn(
+                "cannot remove the stale copy {stale} of the accounts file: {error}",
+                stale=str(stale),
+                error=e,
+            )
+        else:
+            CredentialsFile.log.warn(
+                "removed {stale}, a copy of the accounts file left by a crash",
+                stale=str(stale),
+                security_event="stale-copy-removed",
+            )

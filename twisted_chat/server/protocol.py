@@ -28,10 +28,12 @@ from twisted_chat.errors import (
     AccountLocked,
     AlreadyOnline,
     ChatError,
+    InvalidUsername,
     NotLoggedIn,
     UsernameTaken,
 )
 from twisted_chat.interfaces import IChatClient, IChatUser
+from twisted_chat.server import names
 from twisted_chat.server.accounts import check_password, check_username
 from twisted_chat.server.core import ChatServer, Session
 from twisted_chat.server.limits import ConnectionCounter, Limits, OutputGate, TokenBucket
@@ -368,15 +370,23 @@ class ChatServerProtocol(LineReceiver):
         }
 
     def _login(self, frame: wire.Login) -> Deferred[dict[str, Any]]:
-        check_username(frame.user)
+        user = names.normalise(frame.user)  # jos\u00e9 and jose\u0301 are one name
+        check_username(user)
         chat = self.factory.chat
-        if chat.is_online(frame.user):
-            raise AlreadyOnline(frame.user)
+        if chat.is_online(user):
+            raise AlreadyOnline(user)
         self.phase = Phase.CHECKING
 
         def known(_: object) -> dict[str, Any]:
-            self._user = frame.user
-            self._new_account = not chat.accounts.exists(frame.user)
+            new_account = not chat.accounts.exists(user)
+            if new_account:
+                # Refused before a password is asked: a look-alike of an existing
+                # name, blank or invisible characters, separators, mixed scripts.
+                problem = chat.accounts.new_account_problem(user)
+                if problem is not None:
+                    raise InvalidUsername(problem)
+            self._user = user
+            self._new_account = new_account
             self.phase = Phase.PASSWORD
             return {"account": "new" if self._new_account else "existing"}
 
@@ -385,7 +395,9 @@ class ChatServerProtocol(LineReceiver):
             return failure
 
         # Accounts added to the file by hand count from the next login on.
-        answered: Deferred[dict[str, Any]] = chat.accounts.refresh().addCallbacks(known, failed)
+        answered: Deferred[dict[str, Any]] = (
+            chat.accounts.refresh().addCallback(known).addErrback(failed)
+        )
         return self._in_order(answered)
 
     def _password(self, frame: wire.Password, request_id: wire.RequestId) -> Deferred[Any]:
@@ -433,21 +445,21 @@ class ChatServerProtocol(LineReceiver):
             case wire.WhoElseSince(seconds=seconds):
                 return {"users": avatar.whoelsesince(seconds)}
             case wire.SendMessage(to=to, text=text):
-                stored = avatar.message(to, text)
+                stored = avatar.message(names.normalise(to), text)
                 if stored is None:
                     return {"stored": False}
                 return stored.addCallback(lambda _: {"stored": True})
             case wire.SendBroadcast(text=text):
                 return {"skipped": avatar.broadcast(text)}
             case wire.Block(user=user):
-                return avatar.block(user).addCallback(lambda _: {})
+                return avatar.block(names.normalise(user)).addCallback(lambda _: {})
             case wire.Unblock(user=user):
-                return avatar.unblock(user).addCallback(lambda _: {})
+                return avatar.unblock(names.normalise(user)).addCallback(lambda _: {})
             case wire.StartPrivate(user=user):
-                avatar.start_private(user)
+                avatar.start_private(names.normalise(user))
                 return {}
             case wire.AnswerPrivate(user=user, accept=accept):
-                avatar.answer_private(user, accept)
+                avatar.answer_private(names.normalise(user), accept)
                 return {}
             case wire.Listening(port=port):
                 avatar.listening(_host_of(self.transport.getPeer()), port)
@@ -551,7 +563,7 @@ class ChatServerFactory(ServerFactory):
         self.connections = ConnectionCounter(self.limits)
         self.flusher = TurnFlusher(chat.clock)
         """Sends every connection's output once per reactor turn (see ``output``)."""
-        self.closers: list[Callable[[], None]] = []
+        self.closers: list[Callable[[], object]] = []
         """Called when the service stops (closing the durable store)."""
 
     def buildProtocol(self, addr: IAddress | None) -> ChatServerProtocol:

@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.application import service
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.threads import deferToThread
@@ -20,7 +20,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from twisted_chat.interfaces import IBlockStore, IMailbox
-from twisted_chat.server.accounts import BlockingRunner, CredentialsFile, CredentialsFormatError
+from twisted_chat.server.accounts import BlockingRunner, CredentialsFile
 from twisted_chat.server.auth import LockoutPasswordChecker, LoginThrottle
 from twisted_chat.server.core import DEFAULT_PRIVATE_REQUEST_TTL, ChatRealm, ChatServer
 from twisted_chat.server.limits import Limits
@@ -207,18 +207,24 @@ class ChatService(service.Service):
         )
         self.listening.callback(port)
 
-    def stopService(self) -> Deferred[None] | None:
+    def stopService(self) -> Deferred[None]:
+        """Stop listening (no new session starts), end every session, then close the
+        stores (after the last write a session could make)."""
         super().stopService()
         if self._stop_watching is not None:
             self._stop_watching()
             self._stop_watching = None
-        self.factory.chat.stop()
-        for close in self.factory.closers:
-            close()
-        if self.port is not None:
-            port, self.port = self.port, None
-            return port.stopListening()
-        return None
+        port, self.port = self.port, None
+        stopped: Deferred[Any] = (
+            maybeDeferred(port.stopListening) if port is not None else succeed(None)
+        )
+
+        def end_sessions(_: object) -> Deferred[list[Any]]:
+            self.factory.chat.stop()
+            return gatherResults([maybeDeferred(close) for close in self.factory.closers])
+
+        done: Deferred[None] = stopped.addCallback(end_sessions).addCallback(lambda _: None)
+        return done
 
 
 def buildServer(
@@ -230,9 +236,9 @@ def buildServer(
     ``run_blocking`` runs file writes off the reactor thread (tests run them inline)."""
     try:
         accounts = CredentialsFile(Path(options["credentials"]), run_blocking)
-    except (OSError, UnicodeDecodeError, CredentialsFormatError) as e:
+    except OSError as e:
         raise usage.UsageError(f"cannot read credentials: {e}") from e
-    closers: list[Callable[[], None]] = []
+    closers: list[Callable[[], object]] = []
     blocks: IBlockStore
     mailbox: IMailbox
     if options["in-memory"]:

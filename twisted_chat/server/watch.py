@@ -45,6 +45,8 @@ def watch_file(reactor: Any, path: Path, changed: Callable[[], None]) -> Stop | 
         | inotify.IN_DELETE
         | inotify.IN_ATTRIB
     )
+    # Through a symlink: the file that changes is the one it points to.
+    path = path.resolve()
     name = os.fsencode(path.name)
 
     def event(_watch: object, child: FilePath[bytes], _mask: int) -> None:
@@ -53,7 +55,7 @@ def watch_file(reactor: Any, path: Path, changed: Callable[[], None]) -> Stop | 
         if child.basename() == name or child.path == directory.path:
             changed()
 
-    directory = FilePath(os.fsencode(path.parent.resolve()))
+    directory = FilePath(os.fsencode(path.parent))
     try:
         notifier = inotify.INotify(reactor)
     except (inotify.INotifyError, OSError) as e:

@@ -1,0 +1,160 @@
+"""Usernames: what a new account may be called, and how a typed name is compared.
+
+A name is how users know who they talk to, so a new one must not be able to pass for
+another: ``h\\u0430ns`` (with a Cyrillic a, U+0430) for ``hans``, ``1uke`` for ``luke``, a
+name of invisible or blank characters (``\\u3164``, ``\\u2800``), or ``hans(private)``
+and ``hans:``, which the client's own lines use as separators. Names are compared in
+Unicode NFC, so ``jos\\u00e9`` and ``jose\\u0301`` are the same name.
+
+Look-alikes are found with the Unicode confusables data (UTS #39) shipped by
+``confusable_homoglyphs``: its script table decides whether a name mixes scripts, and
+its confusable pairs give each character a *skeleton* (one representative of the
+characters it can pass for). Two names with the same skeleton look alike. We use that
+library rather than code of our own because the data is Unicode's, not ours to keep.
+
+These rules bind *new* accounts. Names already in ``credentials.txt`` keep working
+(the operator chose them); the file reader reports the ones these rules would refuse.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from functools import cache
+
+from twisted_chat import wire
+
+SEPARATORS = frozenset(":()")
+"""Characters the client's lines use around names (``luke: hi``, ``luke(private): hi``)."""
+
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+
+_DEFAULT_IGNORABLE = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+"""Unicode's Default_Ignorable_Code_Point ranges (DerivedCoreProperties.txt): drawn as
+nothing, so a name holding one looks like a name without it. Among them the Hangul
+fillers (U+115F, U+1160, U+3164, U+FFA0), which are letters yet blank."""
+
+_BLANK_LOOKING = frozenset("\u2800\u3000\u2001\u2002\u2003")
+"""Blank glyphs that are not spaces by category: BRAILLE PATTERN BLANK and wide spaces."""
+
+_SCRIPT_NEUTRAL = frozenset({"COMMON", "INHERITED"})
+_CJK_MIXES = (
+    frozenset({"HAN", "HIRAGANA", "KATAKANA"}),  # Japanese
+    frozenset({"HAN", "HANGUL"}),  # Korean
+    frozenset({"HAN", "BOPOMOFO"}),  # Chinese with phonetic guides
+)
+"""Script mixes that are one writing system (UTS #39, "Highly Restrictive")."""
+
+
+def normalise(name: str) -> str:
+    """The form names are stored and compared in: NFC."""
+    if unicodedata.is_normalized("NFC", name):
+        return name  # nearly always: no copy
+    return unicodedata.normalize("NFC", name)
+
+
+def is_invisible(char: str) -> bool:
+    """Whether ``char`` draws as nothing or as blank space."""
+    if char in _BLANK_LOOKING or unicodedata.category(char) in _INVISIBLE_CATEGORIES:
+        return True
+    code = ord(char)
+    return any(low <= code <= high for low, high in _DEFAULT_IGNORABLE)
+
+
+def login_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot even be looked up (empty, too long, spaces or controls), or
+    None. Every name in use passes this; :func:`new_name_problem` is stricter."""
+    if not name:
+        return "Error. The username is empty."
+    if len(name) > wire.MAX_NAME_CHARS:
+        return f"Error. A username has at most {wire.MAX_NAME_CHARS} characters."
+    if not name.isprintable() or " " in name:
+        return "Error. A username cannot contain spaces or control characters."
+    return None
+
+
+def new_name_problem(name: str) -> str | None:
+    """Why no new account may be called ``name`` (already NFC), whatever other accounts
+    exist, or None. :func:`skeleton` catches look-alikes of existing names."""
+    for char in name:
+        if is_invisible(char) and char != " ":
+            return (
+                f"Error. A username cannot contain invisible or blank characters "
+                f"(U+{ord(char):04X})."
+            )
+    problem = login_name_problem(name)
+    if problem is not None:
+        return problem
+    if name != normalise(name):
+        return "Error. The username is not in Unicode normal form (NFC)."
+    for char in name:
+        if char in SEPARATORS:
+            return "Error. A username cannot contain ':', '(' or ')'."
+    if unicodedata.category(name[0]) in ("Mn", "Mc", "Me"):
+        return "Error. A username cannot start with a combining mark."
+    scripts = _scripts(name)
+    if len(scripts) > 1 and not any(scripts <= mix for mix in _CJK_MIXES):
+        names = ", ".join(sorted(s.title() for s in scripts))
+        return f"Error. A username must be written in one script, not several ({names})."
+    return None
+
+
+def skeleton(name: str) -> str:
+    """What ``name`` looks like: compatibility-folded (NFKC) and each character
+    replaced by the representative of the characters it can be confused with. Two
+    names with the same skeleton can pass for each other (``hans``, ``h\\u0430ns``;
+    ``luke``, ``1uke``, ``Iuke``). Case is kept: usernames are case-sensitive (the
+    handout's rule), so ``Yoda`` is a name of its own."""
+    folded = unicodedata.normalize("NFKC", name)
+    table = _representatives()
+    return "".join(table.get(char, char) for char in folded)
+
+
+def _scripts(name: str) -> frozenset[str]:
+    from confusable_homoglyphs import categories
+
+    return frozenset(categories.unique_aliases(name)) - _SCRIPT_NEUTRAL
+
+
+@cache
+def _representatives() -> dict[str, str]:
+    """Each confusable character's representative: the smallest character of its class
+    under the confusable relation (pairs of single characters, joined transitively).
+    Built once, on first use: about 8,000 pairs."""
+    from confusable_homoglyphs.confusables import confusables_data
+
+    parent: dict[str, str] = {}
+
+    def root(char: str) -> str:
+        while (up := parent.get(char, char)) != char:
+            parent[char] = parent.get(up, up)  # path halving
+            char = up
+        return char
+
+    for char, homoglyphs in confusables_data.items():
+        if len(char) != 1:
+            continue
+        for homoglyph in homoglyphs:
+            other = homoglyph["c"]
+            if len(other) == 1:
+                a, b = root(char), root(other)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    return {char: root(char) for char in parent}
