@@ -187,7 +187,7 @@ def test_frames_before_login_are_limited(tmp_path: Path) -> None:
 
 
 def test_connection_limits(tmp_path: Path) -> None:
-    server = Server(tmp_path, "--max-connections", "3", "--max-per-ip", "2")
+    server = Server(tmp_path, "--max-connections", "3", "--max-per-ip", "5")
     first = server.connect()
     server.connect()
     server.connect()
@@ -200,10 +200,14 @@ def test_connection_limits(tmp_path: Path) -> None:
     assert server.connect().hello()["type"] == "ok"
 
 
-def test_per_address_limit_with_loopback_exempt(tmp_path: Path) -> None:
+def test_per_address_limit_applies_to_loopback_too(tmp_path: Path) -> None:
+    # On a shared machine every local user is 127.0.0.1: no exemption by default.
     server = Server(tmp_path, "--max-per-ip", "2")
-    for _ in range(5):
-        assert server.connect().hello()["type"] == "ok"  # 127.0.0.1 is exempt
+    server.connect()
+    server.connect()
+    assert server.connect().received() == [
+        {"type": "error", "code": "refused", "text": "Too many connections from 127.0.0.1."}
+    ]
     first = server.connect("203.0.113.9")
     server.connect("203.0.113.9")
     third = server.connect("203.0.113.9")
@@ -214,6 +218,16 @@ def test_per_address_limit_with_loopback_exempt(tmp_path: Path) -> None:
     assert server.connect("198.51.100.7").hello()["type"] == "ok"  # other addresses: fine
     first.close()
     assert server.connect("203.0.113.9").hello()["type"] == "ok"  # room again
+
+
+def test_sixteen_silent_connections_from_one_address_leave_room_for_others(
+    tmp_path: Path,
+) -> None:
+    server = Server(tmp_path)  # the default: 16 per address
+    hoarded = [server.connect("203.0.113.9") for _ in range(16)]
+    assert all(not c.lost for c in hoarded)
+    assert server.connect("203.0.113.9").received()[0]["code"] == "refused"
+    assert server.online("hans").send("whoelse")["type"] == "ok"  # from another address
 
 
 def test_many_connections_opened_and_closed_leave_nothing_behind(server: Server) -> None:

@@ -64,6 +64,10 @@ class OurServer(Target):
             "1000000",
             "--max-connections",
             "100000",
+            # Every benchmark client comes from 127.0.0.1: the per-address limit is
+            # lifted explicitly, as an operator behind a local proxy would.
+            "--max-per-ip",
+            "100000",
             "--mailbox-limit",
             "1000",
             # As ngIRCd is configured below (PingTimeout 3600): no liveness pings

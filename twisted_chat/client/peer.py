@@ -50,7 +50,15 @@ TOKEN_LIFETIME = 60.0
 """Seconds an approved token waits for its peer to connect."""
 
 MAX_UNAUTHENTICATED = 16
-"""Connections allowed to be mid-handshake at once; more are refused at once."""
+"""Connections allowed to be mid-handshake at once, in all."""
+
+MAX_UNAUTHENTICATED_PER_ADDRESS = 4
+"""Connections mid-handshake from one address. When a share is full, the oldest
+connection from there that has not even said hello makes room: a real peer says hello
+at once, so idle connections can never crowd it out."""
+
+MAX_TOKEN_CHARS = 64
+"""Longest token a peer may present (ours are 32 characters)."""
 
 
 class PeerRefused(Exception):
@@ -75,11 +83,16 @@ class PeerProtocol(LineReceiver):
     MAX_LENGTH = wire.MAX_INBOUND_LINE
     log = Logger()
 
-    def __init__(self, network: PeerManager, user: str = "", token: str = "") -> None:
+    def __init__(
+        self, network: PeerManager, user: str = "", token: str = "", host: str = ""
+    ) -> None:
         self.network = network
+        self.host = host
+        """The other side's address (listening side): its share of handshakes."""
         self.user = user
         """The other side's name (known at once when we connect; after auth otherwise)."""
         self._token = token
+        self._connecting = bool(user)
         self.state = PeerState.HANDSHAKING if user else PeerState.AUTHENTICATING
         self.ready: Deferred[None] = Deferred()
         self._deadline: IDelayedCall | None = None
@@ -87,6 +100,7 @@ class PeerProtocol(LineReceiver):
         self.claimed_user = ""
         self.claimed_token = ""
         """What a connecting peer said in its ``peer-hello`` (listening side)."""
+        self.said_hello = False
         self.quiet = False
         """Closed by our own user: no 'ended' notice for them."""
 
@@ -105,9 +119,15 @@ class PeerProtocol(LineReceiver):
             self._refuse(e.code, e.text)
             return
         match self.state, frame:
-            case PeerState.AUTHENTICATING, wire.PeerHello() if not self.claimed_user:
+            case PeerState.AUTHENTICATING, wire.PeerHello() if not self.said_hello:
+                self.said_hello = True  # one hello per connection, whatever it holds
                 if frame.version != wire.PROTOCOL_VERSION:
                     self._refuse("refused", f"Protocol version {frame.version} is not spoken.")
+                    return
+                if not 0 < len(frame.user) <= wire.MAX_NAME_CHARS or not (
+                    0 < len(frame.token) <= MAX_TOKEN_CHARS
+                ):
+                    self._refuse("refused", "A peer-hello needs a user and a token.")
                     return
                 self.claimed_user, self.claimed_token = frame.user, frame.token
                 self.network.admit(self)
@@ -194,6 +214,16 @@ class PeerProtocol(LineReceiver):
             self.log.warn("bad frame from peer {user}: {why}", user=self.user, why=text)
             self.transport.write(wire.encode(wire.Error(code, text)))
 
+    def evicted(self) -> None:
+        """Dropped to make room for a newer connection (see ``PeerManager.incoming``)."""
+        self.log.warn(
+            "dropped a silent peer connection from {host} to make room",
+            host=self.host,
+            security_event="peer-evicted",
+        )
+        self.state = PeerState.CLOSED
+        self.transport.abortConnection()
+
     def _too_slow(self) -> None:
         self._deadline = None
         self._refuse("timeout", "The handshake took too long.")
@@ -204,7 +234,10 @@ class PeerProtocol(LineReceiver):
         self._deadline = None
 
     def _fail(self, error: Exception) -> None:
-        if not self.ready.called:
+        # Only the connecting side's ``ready`` has a listener (our user's request); a
+        # listening side's failure is a refusal already logged, never shown as an
+        # "Unhandled error in Deferred" on the user's terminal.
+        if self._connecting and not self.ready.called:
             self.ready.errback(error)
 
 
@@ -234,7 +267,8 @@ class PeerManager:
         self.me = ""
         self._sessions: dict[str, PeerProtocol] = {}
         self._expected: dict[str, tuple[str, IDelayedCall]] = {}
-        self._authenticating: set[PeerProtocol] = set()
+        self._authenticating: dict[PeerProtocol, None] = {}
+        """Connections mid-handshake, oldest first (a dict: an ordered set)."""
         self._awaiting: dict[str, list[PeerProtocol]] = {}
         """Hellos that came before the approval of their user, by claimed user."""
         self._port: IListeningPort | None = None
@@ -303,12 +337,32 @@ class PeerManager:
 
     # --- from PeerProtocol --------------------------------------------------------------
 
-    def incoming(self) -> PeerProtocol | None:
-        if len(self._authenticating) >= MAX_UNAUTHENTICATED:
-            return None  # Twisted closes the connection at once
-        protocol = PeerProtocol(self)
-        self._authenticating.add(protocol)
+    def incoming(self, host: str) -> PeerProtocol | None:
+        """A connection to our peer port. Its address's share of handshakes, and the
+        total, are bounded; when full, the oldest connection that has not said hello
+        (from that address, else from anywhere) is dropped to make room, so silent
+        connections cannot lock real peers out. ``None`` refuses (Twisted closes it)."""
+        from_there = [p for p in self._authenticating if p.host == host]
+        if len(from_there) >= MAX_UNAUTHENTICATED_PER_ADDRESS and not self._evict_silent(
+            from_there
+        ):
+            return None
+        if len(self._authenticating) >= MAX_UNAUTHENTICATED and not self._evict_silent(
+            list(self._authenticating)
+        ):
+            return None
+        protocol = PeerProtocol(self, host=host)
+        self._authenticating[protocol] = None
         return protocol
+
+    def _evict_silent(self, candidates: list[PeerProtocol]) -> bool:
+        """Drop the oldest of ``candidates`` that has not said hello; False if none."""
+        for protocol in candidates:  # oldest first: the dict keeps arrival order
+            if not protocol.said_hello:
+                del self._authenticating[protocol]
+                protocol.evicted()
+                return True
+        return False
 
     def admit(self, protocol: PeerProtocol) -> None:
         """Decide on a ``peer-hello``: at once if an approval for that user is known,
@@ -330,7 +384,7 @@ class PeerManager:
         return True
 
     def opened(self, protocol: PeerProtocol) -> bool:
-        self._authenticating.discard(protocol)
+        self._authenticating.pop(protocol, None)
         if protocol.user in self._sessions:
             return False
         self._sessions[protocol.user] = protocol
@@ -338,7 +392,7 @@ class PeerManager:
         return True
 
     def lost(self, protocol: PeerProtocol, was_open: bool) -> None:
-        self._authenticating.discard(protocol)
+        self._authenticating.pop(protocol, None)
         waiting = self._awaiting.get(protocol.claimed_user)
         if waiting is not None and protocol in waiting:
             waiting.remove(protocol)
@@ -364,7 +418,7 @@ class _PeerFactory(Factory):
         self.network = network
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
-        return self.network.incoming()
+        return self.network.incoming(str(getattr(addr, "host", "?")))
 
 
 class _Unbound:

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from twisted_chat import wire
 from twisted_chat.client.commands import Command, CommandError, help_text, parse_command
 from twisted_chat.client.link import ServerError, ServerGone
-from twisted_chat.text import describe, forbidden_character
+from twisted_chat.text import describe, forbidden_character, visible
 
 WELCOME = "Welcome to the greatest messaging application ever!"
 
@@ -124,6 +124,11 @@ class ClientSession:
         self._typed: deque[str | object] = deque()
         self._askers: OrderedDict[str, None] = OrderedDict()
         """Users whose private-chat request waits for our y/n, oldest first."""
+        self._requested: set[str] = set()
+        """Users we asked for a private session, until it is answered or lapses: only an
+        approval of one of these makes us connect anywhere."""
+        self._accepted: set[str] = set()
+        """Users whose request we accepted: only their approval makes us expect a peer."""
         self.known_users: set[str] = set()
         """Names seen this run (presence, whoelse, messages): for completion."""
 
@@ -167,9 +172,12 @@ class ClientSession:
             case wire.PrivateAccepted():
                 self._private_accepted(event)
             case wire.PrivateDeclined(user=user):
+                self._requested.discard(user)
                 self.display.show(f"{user} declined private messaging.")
             case wire.PrivateExpired(user=user, reason=reason):
                 self._askers.pop(user, None)
+                self._requested.discard(user)
+                self._accepted.discard(user)
                 if reason == "left":
                     self.display.show(
                         f"The private messaging request with {user} was "
@@ -419,6 +427,8 @@ class ClientSession:
         elif user not in self._askers:
             return False
         del self._askers[user]
+        if accept:
+            self._accepted.add(user)  # the approval we then hear of is ours
 
         def answered(_: dict[str, Any]) -> None:
             if not accept:
@@ -434,18 +444,39 @@ class ClientSession:
         if self.peers.has(user):
             self.display.show(f"Error. You are already in a private session with {user}.")
             return
-        self._send(
-            wire.StartPrivate(user),
-            self._confirm,
-            f"Start private messaging with {user}: waiting for {user} to answer.",
-        )
+        self._requested.add(user)
+        self._request(wire.StartPrivate(user)).addCallback(
+            self._confirm, f"Start private messaging with {user}: waiting for {user} to answer."
+        ).addErrback(self._start_refused, user)
+
+    def _start_refused(self, failure: Failure, user: str) -> None:
+        if not (failure.check(ServerError) and _server_error(failure).code == "private-conflict"):
+            self._requested.discard(user)  # (a conflict: our earlier request still stands)
+        self._show_error(failure)
 
     def _private_accepted(self, event: wire.PrivateAccepted) -> None:
         user = event.user
-        self.known_users.add(user)
         if not event.port:  # we accepted: the requester connects to us
+            if user not in self._accepted:
+                self.log.warn("ignored an approval from {user} we never gave", user=user)
+                return
+            self._accepted.discard(user)
+            self.known_users.add(user)
             self.peers.expect(user, event.token)
             return
+        # Connect only where a request of ours was answered, and never to a privileged
+        # port: else whoever controls the approval picks a target for our client.
+        if user not in self._requested:
+            self.log.warn("ignored an approval for {user} we never asked for", user=user)
+            return
+        self._requested.discard(user)
+        if not 1024 <= event.port <= 65535:
+            self.display.show(
+                f"Could not open private messaging with {visible(user)}: "
+                f"the server named port {event.port}, outside 1024-65535."
+            )
+            return
+        self.known_users.add(user)
         self.display.show(f"{user} accepts private messaging.")
 
         def failed(failure: Failure) -> None:

@@ -25,6 +25,8 @@ MAX_FAILURES = 3
 @dataclass
 class _Failures:
     count: int = 0
+    last: float = 0.0
+    """When the latest wrong password came."""
     locked_until: float = 0.0
 
 
@@ -54,12 +56,21 @@ class LoginThrottle:
         return False
 
     def failed(self, user: str) -> int:
-        """Record a wrong password; return the tries left (0 means now locked)."""
+        """Record a wrong password; return the tries left (0 means now locked).
+
+        Strikes are forgotten once ``block_duration`` has passed since the latest one:
+        "three in a row" means within a lock's length of each other, so an attacker
+        cannot pre-load two strikes on every account and lock each with one more try
+        whenever they like."""
+        now = self._clock.seconds()
         entry = self._failures.setdefault(user, _Failures())
+        if entry.count and now - entry.last > self.block_duration:
+            entry.count = 0
         entry.count += 1
+        entry.last = now
         remaining = MAX_FAILURES - entry.count
         if remaining <= 0:
-            entry.locked_until = self._clock.seconds() + self.block_duration
+            entry.locked_until = now + self.block_duration
             self.log.warn(
                 "username {user} locked for {seconds}s after {count} failed passwords",
                 user=user,

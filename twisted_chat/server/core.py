@@ -340,8 +340,10 @@ class Session:
 
     def listening(self, host: str, port: int) -> None:
         """Record where our client accepts peers. Not user activity."""
-        if not 0 < port < 65536:
-            raise BadArgument("Error. A port is a number from 1 to 65535.")
+        # Never a privileged port: the server hands this address to other users'
+        # clients, which connect to it (an ssh or mail port would make them a weapon).
+        if not 1024 <= port <= 65535:
+            raise BadArgument("Error. A peer port is a number from 1024 to 65535.")
         self.peer_host = host
         self.peer_port = port
 

@@ -5,7 +5,6 @@ injected clock, so each is tested with ``task.Clock``."""
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,9 +34,9 @@ class Limits:
     login_frames: int = 30
     """Frames allowed before login completes: enough for typos, not for guessing."""
     max_connections: int = 20_000
-    """Connections at once, in all."""
+    """Connections at once, in all; lowered at start to fit the open-file limit."""
     max_per_ip: int = 16
-    """Connections at once from one address (Ergo 16); loopback is exempt."""
+    """Connections at once from one address, loopback included (Ergo 16)."""
 
 
 class TokenBucket:
@@ -107,11 +106,36 @@ class OutputGate:
                 self._overflow()
 
 
-def is_loopback(host: str) -> bool:
+DESCRIPTORS_KEPT = 64
+"""Open files the server needs besides its clients: listeners, the state database and
+its journal, the thread pool, inotify, logs."""
+
+
+def fit_descriptor_limit(wanted: int) -> tuple[int, str | None]:
+    """Raise this process's soft open-file limit as far as the hard limit allows (the
+    usual soft limit, 1,024, is far below a chat server's needs), and return how many
+    connections fit under it, with a line for the log when that is fewer than
+    ``wanted``: without this, connections past the limit fail at ``accept`` with
+    EMFILE, and the listener spins on it."""
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        import resource
+    except ImportError:  # not Unix: nothing to raise, nothing to fit
+        return wanted, None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, wanted + DESCRIPTORS_KEPT)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # keep the soft limit we have
+    room = max(1, soft - DESCRIPTORS_KEPT)
+    if wanted <= room:
+        return wanted, None
+    return room, (
+        f"--max-connections {wanted} does not fit the open-file limit ({soft}); "
+        f"accepting at most {room} connections"
+    )
 
 
 class ConnectionCounter:
@@ -127,7 +151,9 @@ class ConnectionCounter:
         if self.total >= self.limits.max_connections:
             return "The server is full. Try again later."
         count = self._per_host.get(host, 0)
-        if count >= self.limits.max_per_ip and not is_loopback(host):
+        # Loopback too: on a shared machine every local user is 127.0.0.1. A benchmark
+        # or a local proxy lifts the limit explicitly (--max-per-ip).
+        if count >= self.limits.max_per_ip:
             return f"Too many connections from {host}."
         self.total += 1
         self._per_host[host] = count + 1

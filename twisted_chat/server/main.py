@@ -2,7 +2,8 @@
 
 Wiring only: it parses the handout's positional arguments, builds the same service as
 ``twistd chatserver`` (through :func:`twisted_chat.server.tap.makeService`) and runs it.
-Quiet unless ``-d``: without it only errors reach the terminal.
+Quiet unless ``-d``: without it only warnings (security events among them) and errors
+reach the terminal.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import CannotListenError
 from twisted.internet.task import react
 from twisted.logger import (
     FilteringLogObserver,
@@ -76,7 +76,9 @@ def _is_number(text: str) -> bool:
 
 
 def start_logging(debug: bool) -> None:
-    level = LogLevel.debug if debug else LogLevel.error
+    # Quiet is warnings and up: security events (lockouts, floods, refused
+    # connections, oversized lines) are warnings, and an operator must see them.
+    level = LogLevel.debug if debug else LogLevel.warn
     predicate = LogLevelFilterPredicate(defaultLogLevel=level)
     observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
@@ -84,11 +86,7 @@ def start_logging(debug: bool) -> None:
 
 async def serve(reactor: Any, options: Options) -> None:
     service = makeService(options, reactor)
-    try:
-        service.startService()
-    except CannotListenError as e:
-        print(f"server: cannot listen on port {e.port}: {e.socketError}", file=sys.stderr)
-        raise SystemExit(1) from None
+    service.startService()  # a port in use: SystemExit with one line
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     port = getattr((await service.listening).getHost(), "port", "?")
     print(f"twisted-chat server listening on port {port}; Ctrl-C stops it.", flush=True)

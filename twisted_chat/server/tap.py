@@ -13,6 +13,7 @@ from twisted.application import service
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -23,7 +24,7 @@ from twisted_chat.interfaces import IBlockStore, IMailbox
 from twisted_chat.server.accounts import BlockingRunner, CredentialsFile
 from twisted_chat.server.auth import LockoutPasswordChecker, LoginThrottle
 from twisted_chat.server.core import DEFAULT_PRIVATE_REQUEST_TTL, ChatRealm, ChatServer
-from twisted_chat.server.limits import Limits
+from twisted_chat.server.limits import Limits, fit_descriptor_limit
 from twisted_chat.server.protocol import ChatServerFactory
 from twisted_chat.server.sqlite_store import SqliteState, StateFileError
 from twisted_chat.server.stores import DEFAULT_MAILBOX_LIMIT, MemoryBlockStore, MemoryMailbox
@@ -61,6 +62,20 @@ def port_description(value: str) -> str:
     if ":" not in value:
         raise usage.UsageError(f"{value!r} is neither a port number nor an endpoint")
     return value
+
+
+LISTEN_BACKLOG = 4096
+"""Connections the kernel queues before we accept them (capped by net.core.somaxconn).
+Twisted's default, 50, makes a burst of logins (a restart, a network coming back)
+wait a whole second for TCP's retry."""
+
+
+def with_backlog(description: str) -> str:
+    """A TCP endpoint description with our listen backlog unless it names its own."""
+    kind = description.split(":", 1)[0]
+    if kind in ("tcp", "tcp6") and "backlog=" not in description:
+        return f"{description}:backlog={LISTEN_BACKLOG}"
+    return description
 
 
 class Options(usage.Options):
@@ -133,7 +148,11 @@ class Options(usage.Options):
             ("login_timeout", "Seconds a connection has to finish logging in.", _positive),
             ("login_frames", "Frames a connection may send before logging in.", int),
             ("max_connections", "Connections at once, in all.", int),
-            ("max_per_ip", "Connections at once from one address (loopback exempt).", int),
+            (
+                "max_per_ip",
+                "Connections at once from one address, loopback included.",
+                int,
+            ),
         )
     ]
     optFlags = [
@@ -189,13 +208,23 @@ class ChatService(service.Service):
             self._stop_watching = watch_file(self._reactor, accounts.path, accounts.changed)
             if self._stop_watching is not None:
                 accounts.watched()
-        endpoint = serverFromString(self._reactor, self.endpoint_description)
+        endpoint = serverFromString(self._reactor, with_backlog(self.endpoint_description))
         failures: list[Failure] = []
         endpoint.listen(self.factory).addCallbacks(self._bound, failures.append)
         if failures:
-            # TCP endpoints answer synchronously: fail now, as StreamServerEndpointService
-            # does with _raiseSynchronously, so that twistd exits instead of running deaf.
-            failures[0].raiseException()
+            # TCP endpoints answer synchronously: fail now, so that twistd exits instead
+            # of running deaf; in one line (SystemExit), not twistd's 40-line traceback.
+            failure = failures[0]
+            reason = failure.getErrorMessage()
+            error = failure.value
+            if isinstance(error, CannotListenError) and error.socketError is not None:
+                reason = str(getattr(error.socketError, "strerror", None) or error.socketError)
+            self.log.error(
+                "cannot listen on {where}: {reason}",
+                where=self.endpoint_description,
+                reason=reason,
+            )
+            raise SystemExit(f"chatserver: cannot listen on {self.endpoint_description}: {reason}")
 
     def _bound(self, port: IListeningPort) -> None:
         self.port = port
@@ -271,6 +300,11 @@ def makeService(options: usage.Options, reactor: Any = None) -> ChatService:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
+    limits = options["limits"]
+    fitted, why = fit_descriptor_limit(limits.max_connections)
+    if why is not None:
+        Logger().warn("{why}", why=why)
+        options["limits"] = dataclasses.replace(limits, max_connections=fitted)
     try:
         factory = buildServer(options, reactor)
     except usage.UsageError as e:
