@@ -178,10 +178,14 @@ class ChatServer:
         self.port = int(match.group(1))
         return self
 
-    def client(self, name: str, use_pty: bool = False) -> Process:
-        return spawn(
-            name, [sys.executable, str(REPO / "client.py"), str(self.port)], REPO, use_pty=use_pty
-        )
+    def client(self, name: str, use_pty: bool = False, interactive: bool = False) -> Process:
+        """A client process on a pipe (or a pty). ``interactive``: answer login prompts
+        line by line as a person would (``--interactive``), retrying after a refusal;
+        without it a piped client ends at the first refused login step."""
+        argv = [sys.executable, str(REPO / "client.py"), str(self.port)]
+        if interactive:
+            argv.append("--interactive")
+        return spawn(name, argv, REPO, use_pty=use_pty)
 
     async def stop(self) -> None:
         self.process.terminate()

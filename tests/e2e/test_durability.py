@@ -133,7 +133,7 @@ async def test_hand_edits_to_credentials_count_at_the_next_login(workdir: Path) 
         edited = workdir / ".credentials.txt.swp"
         edited.write_text(credentials.read_text().replace("luke =hope+", "luke newhope"))
         os.replace(edited, credentials)
-        luke = server.client("luke")
+        luke = server.client("luke", interactive=True)
         clients.append(luke)
         await luke.expect("Username: ")
         luke.send("luke")

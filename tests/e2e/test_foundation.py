@@ -66,7 +66,7 @@ async def test_new_account_is_created_and_works_again(workdir: Path) -> None:
 async def test_lockout_from_every_client_then_expiry(workdir: Path) -> None:
     server = await start(workdir, block_duration=2)
     try:
-        first = server.client("yoda-1")
+        first = server.client("yoda-1", interactive=True)
         await first.expect("Username: ")
         first.send("yoda", "wrong1")
         await first.expect("Invalid password. Please try again")
@@ -94,7 +94,7 @@ async def test_duplicate_login_asks_for_another_username(workdir: Path) -> None:
     hans = twin = None
     try:
         hans = await logged_in(server, "hans", "falcon*solo")
-        twin = server.client("twin")
+        twin = server.client("twin", interactive=True)
         await twin.expect("Username: ")
         twin.send("hans")
         await twin.expect("hans is already logged in")

@@ -47,6 +47,11 @@ COMMANDS: dict[str, CommandSpec] = {
 }
 
 
+MAX_WHOELSESINCE = 10**12
+"""Seconds (some 31,000 years): a longer window is this one. Bounded so that the number
+fits the wire's integers (JSON numbers past 2**53 are not exact everywhere)."""
+
+
 class CommandError(Exception):
     """A typed line that is not a valid command; the text says what to type instead."""
 
@@ -86,8 +91,13 @@ def parse_command(line: str) -> Command:
             args.append(word)
     if rest.strip():
         raise CommandError(f"Usage: {spec.usage}")
-    if name == "whoelsesince" and not args[0].isdigit():
-        raise CommandError("Usage: whoelsesince <seconds>  (a whole number of seconds)")
+    if name == "whoelsesince":
+        # ASCII digits only: str.isdigit() also says yes to "²", which int() refuses.
+        if not args[0].isascii() or not args[0].isdigit():
+            raise CommandError("Usage: whoelsesince <seconds>  (a whole number of seconds)")
+        if len(args[0]) > len(str(MAX_WHOELSESINCE)) or int(args[0]) > MAX_WHOELSESINCE:
+            # Any such window reaches back past the server's start: the same answer.
+            args[0] = str(MAX_WHOELSESINCE)
     return Command(name, tuple(args))
 
 

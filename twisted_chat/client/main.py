@@ -14,7 +14,13 @@ from typing import Any, NoReturn
 from twisted.conch.insults.insults import ServerProtocol
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
-from twisted.internet.error import ConnectError
+from twisted.internet.error import (
+    ConnectError,
+    ConnectionRefusedError,
+    DNSLookupError,
+    TCPTimedOutError,
+    TimeoutError,
+)
 from twisted.internet.stdio import StandardIO
 from twisted.internet.task import react
 from twisted.logger import (
@@ -31,7 +37,7 @@ from twisted_chat.client.peer import PeerManager
 from twisted_chat.client.session import EXIT_FAILURE, ClientSession
 from twisted_chat.client.terminal import TerminalConsole
 
-USAGE = "usage: client.py [--host HOST] PORT"
+USAGE = "usage: client.py [--host HOST] [--interactive] PORT"
 CONNECT_TIMEOUT = 10
 FLUSH_TIMEOUT = 2.0
 
@@ -42,12 +48,22 @@ def usage_error(program: str, reason: str) -> NoReturn:
 
 
 def parse_args(argv: Sequence[str], program: str) -> tuple[str, int]:
+    host, port, _ = parse_options(argv, program)
+    return host, port
+
+
+def parse_options(argv: Sequence[str], program: str) -> tuple[str, int, bool]:
+    """(host, port, interactive): ``--interactive`` answers login prompts line by line
+    on a pipe too, as on a terminal (for expect-style drivers that read each prompt)."""
     host = "127.0.0.1"
+    interactive = False
     positional: list[str] = []
     args = list(argv)
     while args:
         arg = args.pop(0)
-        if arg == "--host":
+        if arg == "--interactive":
+            interactive = True
+        elif arg == "--host":
             if not args:
                 usage_error(program, "--host needs a value")
             host = args.pop(0)
@@ -64,7 +80,21 @@ def parse_args(argv: Sequence[str], program: str) -> tuple[str, int]:
         usage_error(program, f"PORT must be a number from 1024 to 65535, not {port!r}")
     if not host:
         usage_error(program, "--host needs a value")
-    return host, int(port)
+    return host, int(port), interactive
+
+
+def connect_failure(error: Exception) -> str:
+    """Why a connection failed, in words (not ``111`` or a traceback)."""
+    if isinstance(error, DNSLookupError):
+        return "no such host"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused (is the server running on that port?)"
+    if isinstance(error, TCPTimedOutError | TimeoutError):
+        return "no answer (timed out)"
+    code = getattr(error, "osError", None)
+    if isinstance(code, int):
+        return os.strerror(code)
+    return str(error) or error.__class__.__name__
 
 
 def start_logging() -> None:
@@ -74,7 +104,14 @@ def start_logging() -> None:
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
-async def chat(reactor: Any, host: str, port: int, program: str, terminal: TerminalState) -> None:
+async def chat(
+    reactor: Any,
+    host: str,
+    port: int,
+    program: str,
+    terminal: TerminalState,
+    interactive_pipe: bool = False,
+) -> None:
     reactor.addSystemEventTrigger("after", "shutdown", terminal.restore)
     interactive = terminal.is_tty and os.isatty(1)
     peers = PeerManager(reactor)
@@ -87,14 +124,14 @@ async def chat(reactor: Any, host: str, port: int, program: str, terminal: Termi
         )
     else:
         console = PlainConsole(terminal)
-    session = ClientSession(console, peers)
+    session = ClientSession(console, peers, scripted=not terminal.is_tty and not interactive_pipe)
     endpoint = HostnameEndpoint(reactor, host.encode("idna"), port, timeout=CONNECT_TIMEOUT)
     try:
         link = await connectProtocol(endpoint, ServerLink(session))
-    except ConnectError as e:
-        reason = e.osError or e.__class__.__name__
+    except (ConnectError, DNSLookupError) as e:
         print(
-            f"{program}: cannot reach the chat server at {host}:{port}: {reason}", file=sys.stderr
+            f"{program}: cannot reach the chat server at {host}:{port}: {connect_failure(e)}",
+            file=sys.stderr,
         )
         raise SystemExit(EXIT_FAILURE) from None
     peers.interface = getattr(link.transport.getHost(), "host", "127.0.0.1")
@@ -118,10 +155,14 @@ async def chat(reactor: Any, host: str, port: int, program: str, terminal: Termi
 
 
 def run(argv: Sequence[str] | None = None, program: str = "chat-client") -> None:
-    host, port = parse_args(sys.argv[1:] if argv is None else argv, program)
+    host, port, interactive = parse_options(sys.argv[1:] if argv is None else argv, program)
     start_logging()
     terminal = TerminalState(0)
     try:
-        react(lambda reactor: Deferred.fromCoroutine(chat(reactor, host, port, program, terminal)))
+        react(
+            lambda reactor: Deferred.fromCoroutine(
+                chat(reactor, host, port, program, terminal, interactive)
+            )
+        )
     finally:
         terminal.restore()  # whatever happened: echo, line mode, blocking stdio

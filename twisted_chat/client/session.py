@@ -112,9 +112,13 @@ class ClientSession:
 
     log = Logger()
 
-    def __init__(self, display: Display, peers: PeerNetwork) -> None:
+    def __init__(self, display: Display, peers: PeerNetwork, scripted: bool = False) -> None:
         self.display = display
         self.peers = peers
+        self.scripted = scripted
+        """Lines come from a script (a pipe), not a person: a refused login step ends
+        the client (exit 1) instead of asking again, or the script's next line (a
+        password) would be taken for a username, and announced to everyone."""
         peers.bind(self)
         self.stage = Stage.CONNECTING
         self.user = ""
@@ -250,6 +254,8 @@ class ClientSession:
     def _end_of_input(self) -> None:
         if self.stage is Stage.ONLINE:
             self._logout()
+        elif self.scripted:
+            self._finish(EXIT_FAILURE, "Input ended before logging in.")
         else:
             self._finish(EXIT_OK)
 
@@ -281,7 +287,10 @@ class ClientSession:
         def refused(failure: Failure) -> None:
             error = _server_error(failure)
             self.display.show(error.text)
-            self._ask_username()
+            if self.scripted:
+                self._finish(EXIT_FAILURE)
+            else:
+                self._ask_username()
 
         self._request(wire.Login(user)).addCallback(answered).addErrback(refused).addErrback(
             self._unexpected
@@ -302,7 +311,7 @@ class ClientSession:
         def refused(failure: Failure) -> None:
             error = _server_error(failure)
             self.display.show(error.text)
-            if error.code == "locked":
+            if error.code == "locked" or self.scripted:
                 self._finish(EXIT_FAILURE)
             elif error.code in ("already-online", "username-taken"):
                 self._ask_username()

@@ -16,7 +16,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.threads import deferToThread
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -219,12 +219,10 @@ class ChatService(service.Service):
             error = failure.value
             if isinstance(error, CannotListenError) and error.socketError is not None:
                 reason = str(getattr(error.socketError, "strerror", None) or error.socketError)
-            self.log.error(
-                "cannot listen on {where}: {reason}",
-                where=self.endpoint_description,
-                reason=reason,
-            )
-            raise SystemExit(f"chatserver: cannot listen on {self.endpoint_description}: {reason}")
+            where = self.endpoint_description
+            if isinstance(error, CannotListenError) and where.startswith("tcp:"):
+                where = f"port {error.port}"
+            raise SystemExit(f"chatserver: cannot listen on {where}: {reason}")
 
     def _bound(self, port: IListeningPort) -> None:
         self.port = port
@@ -303,7 +301,9 @@ def makeService(options: usage.Options, reactor: Any = None) -> ChatService:
     limits = options["limits"]
     fitted, why = fit_descriptor_limit(limits.max_connections)
     if why is not None:
-        Logger().warn("{why}", why=why)
+        # A warning when the operator asked for more; fitting the default is routine.
+        chosen = limits.max_connections != DEFAULT_LIMITS.max_connections
+        Logger().emit(LogLevel.warn if chosen else LogLevel.info, "{why}", why=why)
         options["limits"] = dataclasses.replace(limits, max_connections=fitted)
     try:
         factory = buildServer(options, reactor)

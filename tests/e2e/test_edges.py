@@ -1,0 +1,312 @@
+"""End to end at the edges, with real server and client processes on 127.0.0.1: what
+reaches a user's screen, what the operator's files do, what hostile peers can do, and
+what a client does with input it cannot use."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+
+from tests.e2e.processes import REPO, Process, finish, logged_in, sleep, spawn, start
+from twisted_chat import wire
+from twisted_chat.server.local import free_port, twistd_command
+
+pytestmark = pytest.mark.e2e
+
+
+# --- the screen ------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_hostile_text_never_reaches_another_terminal(workdir: Path) -> None:
+    server = await start(workdir)
+    clients: list[Process] = []
+    try:
+        hans = await logged_in(server, "hans", "falcon*solo")
+        yoda = await logged_in(server, "yoda", "wise@!man")
+        clients += [hans, yoda]
+        for hostile in ("hi\x1b]0;pwned\x07", "hi\x1b[2J", "x\u202eevil", "\x1b]52;c;AAAA\x07"):
+            hans.send(f"message yoda {hostile}")
+            await hans.expect("contains a control character")
+        hans.send("broadcast \x9b31mred")
+        await hans.expect("contains a control character")
+        hans.send("message yoda clean")
+        await yoda.expect("hans: clean")
+        assert "\x1b" not in yoda.output and "\u202e" not in yoda.output
+        assert "pwned" not in yoda.output and "red" not in yoda.output
+    finally:
+        await finish(*clients, server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_mail_stored_before_the_rule_is_shown_visibly(workdir: Path) -> None:
+    server = await start(workdir)
+    await finish(server)  # the state file now exists, with its schema
+    with sqlite3.connect(workdir / "chat-state.sqlite3") as db:
+        db.execute(
+            "INSERT INTO offline (recipient, sender, text, sent) VALUES (?, ?, ?, ?)",
+            ("luke", "hans", "hi\nvader: send me your password\x1b[2J", 1.0),
+        )
+    server = await start(workdir)
+    try:
+        luke = await logged_in(server, "luke", "=hope+")
+        await luke.expect("hans: hi^Jvader: send me your password^[[2J")
+        assert "\x1b" not in luke.output
+        assert not re.search(r"^vader: send me", luke.output, re.MULTILINE)  # no forged line
+    finally:
+        await finish(luke, server)
+
+
+# --- the operator's files --------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_notepad_bom_and_a_look_alike_name(workdir: Path) -> None:
+    credentials = workdir / "credentials.txt"
+    credentials.write_bytes(b"\xef\xbb\xbf" + credentials.read_bytes())
+    server = await start(workdir)
+    clients: list[Process] = []
+    try:
+        stranger = server.client("stranger")
+        clients.append(stranger)
+        await stranger.expect("Username: ")
+        stranger.send("hans", "anything")  # with the BOM kept, "hans" was a new account
+        await stranger.expect("Invalid password")
+        assert await stranger.exit_status() == 1  # a script is not asked again
+        spoof = server.client("spoof")
+        clients.append(spoof)
+        await spoof.expect("Username: ")
+        spoof.send("h\u0430ns", "pw")
+        await spoof.expect("must be written in one script")
+        assert await spoof.exit_status() == 1
+        assert "\u0430" not in credentials.read_text()
+    finally:
+        await finish(*clients, server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_symlinked_credentials_file_stays_a_symlink(workdir: Path) -> None:
+    real = workdir / "accounts" / "real.txt"
+    real.parent.mkdir()
+    os.replace(workdir / "credentials.txt", real)
+    real.chmod(0o640)
+    (workdir / "credentials.txt").symlink_to(real)
+    server = await start(workdir)
+    try:
+        jaba = server.client("jaba")
+        await jaba.expect("Username: ")
+        jaba.send("jaba", "hutt")
+        await jaba.expect("Welcome")
+        jaba.send("logout")
+        assert await jaba.exit_status() == 0
+    finally:
+        await finish(server)
+    assert (workdir / "credentials.txt").is_symlink()
+    assert real.read_text().endswith("jaba hutt\n")
+    assert real.stat().st_mode & 0o777 == 0o640
+    assert (workdir / "chat-state.sqlite3").stat().st_mode & 0o777 == 0o600
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_backup_taken_while_running_restores_everything(workdir: Path) -> None:
+    server = await start(workdir)
+    hans = await logged_in(server, "hans", "falcon*solo")
+    for n in range(20):
+        hans.send(f"message luke backed up {n:02d}")
+    for _ in range(20):
+        await hans.expect("luke is offline; they will get the message when they log in.")
+    backup = workdir / "backup.sqlite3"
+    run = subprocess.run(
+        [sys.executable, "-m", "twisted_chat.server.backup", str(workdir / "chat-state.sqlite3"),
+         str(backup)],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "(20 offline messages)" in run.stdout
+    await finish(hans, server)  # kill -9: the -wal file may hold what was acknowledged
+    for name in ("chat-state.sqlite3", "chat-state.sqlite3-wal", "chat-state.sqlite3-shm"):
+        (workdir / name).unlink(missing_ok=True)
+    os.replace(backup, workdir / "chat-state.sqlite3")  # restore
+    server = await start(workdir)
+    try:
+        luke = await logged_in(server, "luke", "=hope+")
+        await luke.expect("hans: backed up 19")
+        assert len(re.findall(r"hans: backed up \d\d", luke.output)) == 20
+    finally:
+        await finish(luke, server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistd_on_a_port_in_use_says_one_line_and_exits_non_zero(workdir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = twistd_command("credentials.txt")
+        argv[argv.index("tcp:0:interface=127.0.0.1")] = f"tcp:{port}:interface=127.0.0.1"
+        server = spawn("twistd", argv, workdir)
+        status = await server.exit_status()
+    assert status == 1
+    everything = server.output + server.errors  # twistd sends stderr to its log
+    assert "Traceback" not in everything
+    assert [line for line in everything.splitlines() if "cannot listen" in line] == [
+        line
+        for line in everything.splitlines()
+        if line.endswith(f"chatserver: cannot listen on port {port}: Address already in use")
+    ]
+    assert everything.count("cannot listen") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_py_logs_security_events_without_d(workdir: Path) -> None:
+    port = free_port()
+    shutil.copy(REPO / "server.py", workdir / "server.py")
+    server = spawn("server.py", [sys.executable, "server.py", str(port), "60", "120"], workdir)
+    try:
+        await server.expect(f"listening on port {port}")
+        client = spawn(
+            "guesser", [sys.executable, str(REPO / "client.py"), str(port), "--interactive"], REPO
+        )
+        await client.expect("Username: ")
+        client.send("yoda", "a", "b", "c")
+        await client.expect("blocked")
+        await client.exit_status()
+        for _ in range(50):  # the server writes its log line on its own time
+            if "locked" in server.errors:
+                break
+            await sleep(0.1)
+        assert "username yoda locked for 60.0s after 3 failed passwords" in server.errors
+    finally:
+        await finish(server)
+
+
+# --- hostile peers -----------------------------------------------------------------------
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports a process listens on, from /proc (no tool needed)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd) if fd.is_symlink() else ""
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_and_forged_peer_connections_do_not_stop_a_private_chat(
+    workdir: Path,
+) -> None:
+    server = await start(workdir)
+    clients: list[Process] = []
+    hoard: list[socket.socket] = []
+    try:
+        hans = await logged_in(server, "hans", "falcon*solo")
+        luke = await logged_in(server, "luke", "=hope+")
+        clients += [hans, luke]
+        luke.send("whoelse")
+        await luke.expect("hans")  # by now luke's client has its peer listener
+        pid = luke.transport.pid
+        assert pid is not None
+        (peer_port,) = listening_ports(pid)
+        for n in range(40):
+            attacker = socket.create_connection(("127.0.0.1", peer_port), timeout=5)
+            if n % 2:
+                hello = wire.PeerHello(1, "vader", "guessed-token")
+                attacker.sendall(wire.encode(hello))
+            hoard.append(attacker)
+        hans.send("startprivate luke")
+        await luke.expect("hans would like to private message, enter y or n:")
+        luke.send("y")
+        await hans.expect("Private messaging with luke started")
+        hans.send("private luke through the crowd")
+        await luke.expect("hans(private): through the crowd")
+        assert "Traceback" not in luke.output + luke.errors
+        assert "Unhandled error" not in luke.output + luke.errors
+    finally:
+        for attacker in hoard:
+            attacker.close()
+        await finish(*clients, server)
+
+
+# --- the client at the edges -----------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_huge_whoelsesince_is_an_answer_not_a_crash(workdir: Path) -> None:
+    server = await start(workdir)
+    try:
+        hans = await logged_in(server, "hans", "falcon*solo")
+        hans.send("whoelsesince 99999999999999999999", "whoelsesince ²")
+        await hans.seen("Nobody else was online in the last 1000000000000 seconds.")
+        await hans.seen("Usage: whoelsesince <seconds>")
+        hans.send("logout")
+        assert await hans.exit_status() == 0
+        assert "Traceback" not in hans.output + hans.errors
+    finally:
+        await finish(server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_piped_login_refused_ends_the_client_and_creates_nothing(
+    workdir: Path,
+) -> None:
+    server = await start(workdir)
+    clients: list[Process] = []
+    try:
+        hans = await logged_in(server, "hans", "falcon*solo")
+        clients.append(hans)
+        script = server.client("script")  # a pipe, as `printf ... | client.py PORT`
+        clients.append(script)
+        script.send("hans", "falcon*solo", "message luke hi")
+        assert await script.exit_status() == 1
+        assert "hans is already logged in" in script.output
+        assert "falcon*solo" not in (workdir / "credentials.txt").read_text().replace(
+            "hans falcon*solo", ""
+        )
+        hans.send("whoelse")
+        await hans.expect("No other users are online.")
+        assert "logged in" not in hans.output.replace("Welcome", "")
+        empty = server.client("empty")
+        clients.append(empty)
+        empty.transport.closeStdin()
+        assert await empty.exit_status() == 1
+        assert "Input ended before logging in." in empty.output
+    finally:
+        await finish(*clients, server)
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["--host", "nosuchhost.invalid", "5000"], "no such host"),
+        ([str(free_port())], "connection refused"),
+    ],
+)
+def test_connection_failures_are_said_in_words(argv: list[str], reason: str) -> None:
+    run = subprocess.run(
+        [sys.executable, "client.py", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert run.returncode == 1
+    assert reason in run.stderr and run.stderr.count("\n") == 1, run.stderr
+    assert "Traceback" not in run.stderr and "111" not in run.stderr
