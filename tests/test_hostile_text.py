@@ -13,6 +13,7 @@ from twisted.internet.testing import StringTransport
 from tests.harness import Server
 from tests.memnet import Person, people
 from tests.test_client_session import Client
+from tests.test_private import open_session
 from twisted_chat import wire
 from twisted_chat.client.terminal import TerminalConsole
 from twisted_chat.interfaces import StoredMessage
@@ -119,10 +120,7 @@ def test_a_message_stored_before_the_rule_is_shown_safely(server: Server) -> Non
 def test_peer_text_with_a_control_character_is_refused(server: Server) -> None:
     network, who = people(server, "hans", "luke")
     hans, luke = who["hans"], who["luke"]
-    hans.type("startprivate luke")
-    luke.type("y")
-    hans.sees()
-    luke.sees()
+    open_session(hans, luke)
     # A modified client writes straight to the peer connection, past its own checks.
     hans.peers._sessions["luke"].transport.write(
         wire.encode(wire.PrivateText("hi\nvader(private): trust me"))
@@ -137,10 +135,7 @@ def test_peer_text_with_a_control_character_is_refused(server: Server) -> None:
 def test_our_own_private_text_with_a_control_character_is_not_sent(server: Server) -> None:
     _, who = people(server, "hans", "luke")
     hans, luke = who["hans"], who["luke"]
-    hans.type("startprivate luke")
-    luke.type("y")
-    hans.sees()
-    luke.sees()
+    open_session(hans, luke)
     hans.type("private luke a\x1b[2Jb")
     assert hans.sees() == [
         "Error. The message contains a control character (U+001B); nothing was sent."

@@ -223,12 +223,19 @@ def test_the_state_file_is_created_for_its_owner_only(tmp_path: Path) -> None:
         state.pool.close()
 
 
-def test_what_a_crash_left_in_the_wal_is_checkpointed_at_start(tmp_path: Path) -> None:
-    path = tmp_path / "state.sqlite3"
+def crashed_writer(path: Path) -> sqlite3.Connection:
+    """A connection to a new state database that commits into the -wal file and never
+    checkpoints: what a server killed with -9 leaves behind."""
     open_state(path)
     writer = sqlite3.connect(path, isolation_level=None)
     writer.execute("PRAGMA journal_mode=WAL")
     writer.execute("PRAGMA wal_autocheckpoint=0")
+    return writer
+
+
+def test_what_a_crash_left_in_the_wal_is_checkpointed_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    writer = crashed_writer(path)
     writer.execute(
         "INSERT INTO offline (recipient, sender, text, sent) VALUES ('luke', 'hans', 'hi', 1)"
     )
@@ -245,10 +252,7 @@ def test_what_a_crash_left_in_the_wal_is_checkpointed_at_start(tmp_path: Path) -
 
 def test_backup_copies_a_consistent_state_and_refuses_to_overwrite(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
-    open_state(path)
-    writer = sqlite3.connect(path, isolation_level=None)
-    writer.execute("PRAGMA journal_mode=WAL")
-    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer = crashed_writer(path)
     for n in range(20):
         writer.execute(
             "INSERT INTO offline (recipient, sender, text, sent) VALUES ('luke', 'hans', ?, 1)",
