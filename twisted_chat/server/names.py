@@ -18,6 +18,7 @@ These rules bind *new* accounts. Names already in ``credentials.txt`` keep worki
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from functools import cache
 
@@ -28,7 +29,7 @@ SEPARATORS = frozenset(":()")
 
 _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 
-_DEFAULT_IGNORABLE = (
+_DEFAULT_IGNORABLE: tuple[tuple[int, int], ...] = (
     (0x00AD, 0x00AD),
     (0x034F, 0x034F),
     (0x061C, 0x061C),
@@ -51,8 +52,15 @@ _DEFAULT_IGNORABLE = (
 nothing, so a name holding one looks like a name without it. Among them the Hangul
 fillers (U+115F, U+1160, U+3164, U+FFA0), which are letters yet blank."""
 
-_BLANK_LOOKING = frozenset("\u2800\u3000\u2001\u2002\u2003")
+_BLANK_LOOKING = "\u2800\u3000\u2001\u2002\u2003"
 """Blank glyphs that are not spaces by category: BRAILLE PATTERN BLANK and wide spaces."""
+
+_DRAWN_AS_NOTHING = re.compile(
+    "["
+    + "".join(f"{re.escape(chr(low))}-{re.escape(chr(high))}" for low, high in _DEFAULT_IGNORABLE)
+    + _BLANK_LOOKING
+    + "]"
+)
 
 _SCRIPT_NEUTRAL = frozenset({"COMMON", "INHERITED"})
 _CJK_MIXES = (
@@ -70,12 +78,15 @@ def normalise(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
-def is_invisible(char: str) -> bool:
-    """Whether ``char`` draws as nothing or as blank space."""
-    if char in _BLANK_LOOKING or unicodedata.category(char) in _INVISIBLE_CATEGORIES:
-        return True
-    code = ord(char)
-    return any(low <= code <= high for low, high in _DEFAULT_IGNORABLE)
+def invisible_character(name: str) -> str | None:
+    """The first character of ``name`` that draws as nothing or as blank space (a
+    space, a control, a Default_Ignorable code point, a blank glyph), or None."""
+    if name.isascii():  # nearly always: only the space and controls are invisible
+        return next((c for c in name if not "!" <= c <= "~"), None)
+    found = _DRAWN_AS_NOTHING.search(name)
+    if found is not None:
+        return found.group()
+    return next((c for c in name if unicodedata.category(c) in _INVISIBLE_CATEGORIES), None)
 
 
 def login_name_problem(name: str) -> str | None:
@@ -93,20 +104,21 @@ def login_name_problem(name: str) -> str | None:
 def new_name_problem(name: str) -> str | None:
     """Why no new account may be called ``name`` (already NFC), whatever other accounts
     exist, or None. :func:`skeleton` catches look-alikes of existing names."""
-    for char in name:
-        if is_invisible(char) and char != " ":
-            return (
-                f"Error. A username cannot contain invisible or blank characters "
-                f"(U+{ord(char):04X})."
-            )
+    invisible = invisible_character(name)
+    if invisible is not None and invisible != " ":  # (spaces: login_name_problem says)
+        return (
+            "Error. A username cannot contain invisible or blank characters "
+            f"(U+{ord(invisible):04X})."
+        )
     problem = login_name_problem(name)
     if problem is not None:
         return problem
     if name != normalise(name):
         return "Error. The username is not in Unicode normal form (NFC)."
-    for char in name:
-        if char in SEPARATORS:
-            return "Error. A username cannot contain ':', '(' or ')'."
+    if not SEPARATORS.isdisjoint(name):
+        return "Error. A username cannot contain ':', '(' or ')'."
+    if name.isascii():
+        return None  # ASCII letters are all Latin, the rest is script-neutral
     if unicodedata.category(name[0]) in ("Mn", "Mc", "Me"):
         return "Error. A username cannot start with a combining mark."
     scripts = _scripts(name)
@@ -122,9 +134,7 @@ def skeleton(name: str) -> str:
     names with the same skeleton can pass for each other (``hans``, ``h\\u0430ns``;
     ``luke``, ``1uke``, ``Iuke``). Case is kept: usernames are case-sensitive (the
     handout's rule), so ``Yoda`` is a name of its own."""
-    folded = unicodedata.normalize("NFKC", name)
-    table = _representatives()
-    return "".join(table.get(char, char) for char in folded)
+    return unicodedata.normalize("NFKC", name).translate(_representatives())
 
 
 def _scripts(name: str) -> frozenset[str]:
@@ -134,7 +144,7 @@ def _scripts(name: str) -> frozenset[str]:
 
 
 @cache
-def _representatives() -> dict[str, str]:
+def _representatives() -> dict[int, str]:
     """Each confusable character's representative: the smallest character of its class
     under the confusable relation (pairs of single characters, joined transitively).
     Built once, on first use: about 8,000 pairs."""
@@ -157,4 +167,5 @@ def _representatives() -> dict[str, str]:
                 a, b = root(char), root(other)
                 if a != b:
                     parent[max(a, b)] = min(a, b)
-    return {char: root(char) for char in parent}
+    # As a str.translate table: code point -> representative.
+    return {ord(char): root(char) for char in parent if root(char) != char}
