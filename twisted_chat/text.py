@@ -8,12 +8,18 @@ must hold none of them. The server refuses such text (:func:`forbidden_character
 the client never writes one it received to the terminal (:func:`visible`), because a
 modified client, a peer or an old stored message can bypass the server.
 
-A leaf module: no I/O, no Twisted.
+:func:`check_text` is the whole rule for chat text, wherever it comes from: the server
+applies it to ``message`` and ``broadcast``, a client to ``private`` text from a peer.
+
+No I/O; it imports only the leaves ``wire`` and ``errors``.
 """
 
 from __future__ import annotations
 
 import re
+
+from twisted_chat import wire
+from twisted_chat.errors import ControlCharacter, EmptyText, TextTooLong
 
 BIDI_CONTROLS = frozenset(
     "\u061c"  # ARABIC LETTER MARK
@@ -39,6 +45,19 @@ def forbidden_character(text: str) -> str | None:
     """The first character of ``text`` that chat text may not hold, or None."""
     found = _FORBIDDEN.search(text)
     return found.group() if found else None
+
+
+def check_text(text: str) -> None:
+    """Raise :class:`EmptyText`, :class:`TextTooLong` or :class:`ControlCharacter`
+    unless ``text`` may be sent to another user."""
+    if not text.strip():
+        raise EmptyText()
+    if len(text) > wire.MAX_TEXT_CHARS:
+        raise TextTooLong(len(text), wire.MAX_TEXT_CHARS)
+    bad = forbidden_character(text)
+    if bad is not None:
+        # One user's text must never forge a line or drive another user's terminal.
+        raise ControlCharacter(describe(bad))
 
 
 def describe(char: str) -> str:

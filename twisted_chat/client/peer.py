@@ -41,7 +41,8 @@ from twisted.python.failure import Failure
 
 from twisted_chat import wire
 from twisted_chat.client.session import PeerEvents
-from twisted_chat.text import describe, forbidden_character
+from twisted_chat.errors import ChatError
+from twisted_chat.text import check_text
 
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds a peer connection may take to authenticate before it is dropped."""
@@ -136,12 +137,11 @@ class PeerProtocol(LineReceiver):
             case PeerState.HANDSHAKING, wire.Error(text=text):
                 self._fail(PeerRefused(text))
             case PeerState.OPEN, wire.PrivateText(text=text):
-                # The peer's client may be modified: hold its text to the server's rules.
-                bad = forbidden_character(text)
-                if bad is not None:
-                    self._refuse("control-character", f"Text may not hold {describe(bad)}.")
-                elif len(text) > wire.MAX_TEXT_CHARS:
-                    self._refuse("text-too-long", f"Text is limited to {wire.MAX_TEXT_CHARS}.")
+                # The peer's client may be modified: hold its text to the server's rule.
+                try:
+                    check_text(text)
+                except ChatError as e:
+                    self._refuse(e.code, e.text)
                 else:
                     self.network.events.peer_text(self.user, text)
             case PeerState.OPEN, wire.Error(text=text):

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from twisted_chat import wire
 from twisted_chat.client.commands import Command, CommandError, help_text, parse_command
 from twisted_chat.client.link import ServerError, ServerGone
-from twisted_chat.text import describe, forbidden_character, visible
+from twisted_chat.text import describe, forbidden_character
 
 WELCOME = "Welcome to the greatest messaging application ever!"
 
@@ -481,7 +481,7 @@ class ClientSession:
         self._requested.discard(user)
         if not 1024 <= event.port <= 65535:
             self.display.show(
-                f"Could not open private messaging with {visible(user)}: "
+                f"Could not open private messaging with {user}: "
                 f"the server named port {event.port}, outside 1024-65535."
             )
             return

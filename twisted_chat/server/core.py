@@ -19,20 +19,16 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from twisted_chat import text as chat_text
 from twisted_chat import wire
 from twisted_chat.errors import (
     AlreadyBlocked,
     AlreadyOnline,
     BadArgument,
     BlockedByRecipient,
-    ControlCharacter,
-    EmptyText,
     NoSuchUser,
     NotBlocked,
     PrivateConflict,
     SelfTarget,
-    TextTooLong,
     UserOffline,
 )
 from twisted_chat.interfaces import (
@@ -43,6 +39,7 @@ from twisted_chat.interfaces import (
     IMailbox,
     StoredMessage,
 )
+from twisted_chat.text import check_text
 
 DEFAULT_PRIVATE_REQUEST_TTL = 60.0
 """Seconds a private-session request waits for a y/n before it lapses."""
@@ -178,17 +175,6 @@ class ChatServer:
             raise NoSuchUser(user)
 
 
-def _check_text(text: str) -> None:
-    if not text.strip():
-        raise EmptyText()
-    if len(text) > wire.MAX_TEXT_CHARS:
-        raise TextTooLong(len(text), wire.MAX_TEXT_CHARS)
-    bad = chat_text.forbidden_character(text)
-    if bad is not None:
-        # One user's text must never forge a line or drive another user's terminal.
-        raise ControlCharacter(chat_text.describe(bad))
-
-
 @implementer(IChatUser)
 class Session:
     """A logged-in user: the avatar the protocol calls. Each public method is one
@@ -282,7 +268,7 @@ class Session:
         """Deliver now if ``to`` is online (and return None: done), else queue it for
         later (and return a Deferred that fires once it is stored). The common case
         answers synchronously, without the Deferred machinery."""
-        _check_text(text)
+        check_text(text)
         self.touch()
         server = self.server
         if to == self.name:
@@ -300,7 +286,7 @@ class Session:
     def broadcast(self, text: str) -> bool:
         """Send to every other online user who has not blocked us; return whether
         anyone was skipped for that reason."""
-        _check_text(text)
+        check_text(text)
         self.touch()
         server = self.server
         me = self.name
