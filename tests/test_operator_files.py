@@ -154,17 +154,20 @@ def test_an_append_does_not_read_an_unchanged_file(
 
 def test_logins_do_not_wait_for_accounts_being_created(tmp_path: Path) -> None:
     path = write_credentials(tmp_path / "c.txt", {"hans": "solo"})
-    waiting: list[Deferred[Any]] = []
+    appends: list[Deferred[Any]] = []
 
-    def slow(f: Callable[..., Any], *args: object) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        waiting.append(d)
+    def appends_wait(f: Callable[..., Any], *args: object) -> Deferred[Any]:
+        if f is not accounts_module.append_account:
+            return run_inline(f, *args)  # re-reads run at once
+        d: Deferred[Any] = Deferred()  # appends stay in the worker thread
+        appends.append(d)
         return d
 
-    accounts = CredentialsFile(path, slow)
+    accounts = CredentialsFile(path, appends_wait)
     accounts.watched()
-    accounts._stale = False  # as after the first check
-    accounts.create("jaba", "hutt")  # its write is still in the worker thread
+    accounts.refresh()  # the first check after the watch begins
+    accounts.create("jaba", "hutt")
+    assert len(appends) == 1  # its write is still under way
     answered: list[object] = []
     accounts.refresh().addCallback(answered.append)
     assert answered == [None]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -179,17 +180,27 @@ class ChatServer:
         return self
 
     def client(self, name: str, use_pty: bool = False, interactive: bool = False) -> Process:
-        """A client process on a pipe (or a pty). ``interactive``: answer login prompts
-        line by line as a person would (``--interactive``), retrying after a refusal;
-        without it a piped client ends at the first refused login step."""
-        argv = [sys.executable, str(REPO / "client.py"), str(self.port)]
-        if interactive:
-            argv.append("--interactive")
-        return spawn(name, argv, REPO, use_pty=use_pty)
+        return client(name, self.port, use_pty, interactive)
 
     async def stop(self) -> None:
         self.process.terminate()
         await self.process.exit_status()
+
+
+def client(name: str, port: int, use_pty: bool = False, interactive: bool = False) -> Process:
+    """``client.py PORT`` on a pipe (or a pty). ``interactive``: answer login prompts
+    line by line as a person would (``--interactive``), retrying after a refusal;
+    without it a piped client ends at the first refused login step."""
+    argv = [sys.executable, str(REPO / "client.py"), str(port)]
+    if interactive:
+        argv.append("--interactive")
+    return spawn(name, argv, REPO, use_pty=use_pty)
+
+
+def server_py(workdir: Path, port: int) -> Process:
+    """The handout's launcher, ``server.py PORT 60 120``, run from ``workdir``."""
+    shutil.copy(REPO / "server.py", workdir / "server.py")
+    return spawn("server.py", [sys.executable, "server.py", str(port), "60", "120"], workdir)
 
 
 def sleep(seconds: float) -> Deferred[None]:

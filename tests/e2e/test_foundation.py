@@ -4,7 +4,6 @@ what each user sees (login, accounts, lockout, presence, who, timeout, arguments
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -13,7 +12,8 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
-from tests.e2e.processes import BIN, REPO, finish, logged_in, sleep, spawn, start
+from tests.e2e.processes import BIN, REPO, finish, logged_in, server_py, sleep, start
+from tests.e2e.processes import client as client_process
 from twisted_chat.server.local import free_port
 
 pytestmark = pytest.mark.e2e
@@ -214,11 +214,10 @@ def test_a_client_with_no_server_says_so_and_exits_1() -> None:
 @pytest_twisted.ensureDeferred
 async def test_server_py_launcher_serves_the_handout_way(workdir: Path) -> None:
     port = free_port()
-    shutil.copy(REPO / "server.py", workdir / "server.py")
-    server = spawn("server.py", [sys.executable, "server.py", str(port), "60", "120"], workdir)
+    server = server_py(workdir, port)
     try:
         await server.expect(f"listening on port {port}")
-        client = spawn("client", [sys.executable, str(REPO / "client.py"), str(port)], REPO)
+        client = client_process("client", port)
         await client.expect("Username: ")
         client.send("hans", "falcon*solo")
         await client.expect("Welcome")
@@ -235,8 +234,7 @@ async def test_server_py_reports_a_busy_port(workdir: Path) -> None:
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        shutil.copy(REPO / "server.py", workdir / "server.py")
-        server = spawn("server.py", [sys.executable, "server.py", str(port), "60", "120"], workdir)
+        server = server_py(workdir, port)
         assert await server.exit_status() == 1
     assert f"cannot listen on port {port}" in server.errors
     assert "Traceback" not in server.errors

@@ -214,14 +214,12 @@ class ChatService(service.Service):
         if failures:
             # TCP endpoints answer synchronously: fail now, so that twistd exits instead
             # of running deaf; in one line (SystemExit), not twistd's 40-line traceback.
-            failure = failures[0]
-            reason = failure.getErrorMessage()
-            error = failure.value
-            if isinstance(error, CannotListenError) and error.socketError is not None:
-                reason = str(getattr(error.socketError, "strerror", None) or error.socketError)
-            where = self.endpoint_description
-            if isinstance(error, CannotListenError) and where.startswith("tcp:"):
-                where = f"port {error.port}"
+            error = failures[0].value
+            where, reason = self.endpoint_description, failures[0].getErrorMessage()
+            if isinstance(error, CannotListenError):
+                reason = getattr(error.socketError, "strerror", None) or reason
+                if where.startswith("tcp:"):
+                    where = f"port {error.port}"
             raise SystemExit(f"chatserver: cannot listen on {where}: {reason}")
 
     def _bound(self, port: IListeningPort) -> None:
