@@ -154,3 +154,16 @@ def test_stopping_the_server_ends_every_session(server: Server) -> None:
         assert users[user].events()[-1] == {"type": "logged-out", "reason": "shutdown"}
         assert users[user].lost
     assert server.clock.getDelayedCalls() == []
+
+
+def test_shutdown_sends_each_user_one_event_and_no_presence(server: Server) -> None:
+    everyone = ("hans", "yoda", "vader", "luke", "leia", "chewy")
+    users = server.everyone(*everyone)
+    users["luke"].send("block", user="vader")
+    users["luke"].events()
+    server.chat.stop()
+    for user in everyone:
+        assert users[user].events() == [{"type": "logged-out", "reason": "shutdown"}]
+        assert users[user].lost
+    assert server.chat.online == {}
+    assert server.clock.getDelayedCalls() == []

@@ -149,11 +149,20 @@ class ChatServer:
         self.log.info("{user} logged out ({reason})", user=session.name, reason=reason)
 
     def stop(self) -> None:
-        """End every session (server shutdown): no timer outlives the service."""
-        for session in list(self.online.values()):
-            session.mind.end_session("shutdown")
-            self.detach(session, "shutdown")
+        """End every session (server shutdown): each user gets one ``shutdown`` event
+        and nothing else, since everyone is leaving, no presence notice is due to
+        anyone (one per pair would be O(N²) frames to sockets about to close). No timer
+        outlives the service."""
         self.private.cancel_all()
+        now = self.clock.seconds()
+        sessions, self.online = self.online, {}
+        for session in sessions.values():
+            if session.timer is not None and session.timer.active():
+                session.timer.cancel()
+            session.timer = None
+            self.history.went_offline(session.name, now)
+            session.mind.end_session("shutdown")
+        self.log.info("server stopping: ended {count} sessions", count=len(sessions))
 
     def _expire(self, session: Session) -> None:
         session.timer = None
