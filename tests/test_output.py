@@ -9,12 +9,12 @@ from typing import Any
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 
-from twisted_chat.server.output import Outbox, TurnFlusher
+from twisted_chat.server.output import Outbox, TurnFlusher, turn_listening_reactor
 
 
 class CountingTransport(StringTransport):
@@ -57,6 +57,34 @@ def test_flush_now_and_discard() -> None:
     assert transport.value() == b"before closing\n"
 
 
+class BrokenTransport(StringTransport):
+    def write(self, data: bytes) -> None:
+        raise RuntimeError("a transport that breaks")
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+
+
+def test_an_outbox_that_raises_does_not_stall_the_others(
+    no_logged_failures: list[dict[str, object]],
+) -> None:
+    clock = Clock()
+    flusher = TurnFlusher(clock)
+    before, broken, after = CountingTransport(), BrokenTransport(), CountingTransport()
+    outboxes = [Outbox(t, flusher) for t in (before, broken, after)]
+    for outbox in outboxes:
+        outbox.write(b"hello\n")
+    clock.advance(0)
+    assert before.value() == b"hello\n"
+    assert after.value() == b"hello\n"  # flushed although the one before it raised
+    assert broken.aborted  # its stream has a gap: it cannot go on
+    assert len(no_logged_failures) == 1  # logged for the operator, once
+    no_logged_failures.clear()
+    outboxes[2].write(b"next turn\n")
+    clock.advance(0)
+    assert after.value() == b"hello\nnext turn\n"
+
+
 class Sink(Protocol):
     """The reading side: collects bytes; can stop reading to fill the socket."""
 
@@ -87,9 +115,9 @@ async def turn() -> None:
 @pytest_twisted.ensureDeferred
 async def test_a_slow_reader_gets_everything_in_order_over_real_tcp() -> None:
     ready: Deferred[Source] = Deferred()
-    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-        Factory.forProtocol(lambda: Source(ready))
-    )
+    # Listening as the server does, so that connections are TurnServer transports.
+    endpoint = serverFromString(turn_listening_reactor(reactor), "tcp:0:interface=127.0.0.1")
+    port = await endpoint.listen(Factory.forProtocol(lambda: Source(ready)))
     sink = Sink()
     client: Any = await connectProtocol(
         TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), sink
@@ -107,14 +135,16 @@ async def test_a_slow_reader_gets_everything_in_order_over_real_tcp() -> None:
         assert source.transport.dataBuffer or source.transport._tempDataBuffer  # partly sent
         # Let the reader empty the kernel's buffers while Twisted keeps the rest: the
         # socket has room now, and a direct send would overtake what Twisted holds.
-        source.transport.stopWriting()
+        # (Taken off the reactor's writers behind the transport's back: Twisted itself
+        # stops writing only once its buffer is empty.)
+        reactor.removeWriter(source.transport)
         client.transport.resumeProducing()
         for _ in range(20):
             await turn()
         assert 0 < len(sink.data) < len(big)
         source.outbox.write(b"tail\n")
         await turn()
-        source.transport.startWriting()
+        reactor.addWriter(source.transport)
         await sink.complete.addTimeout(10, reactor)
         assert bytes(sink.data) == big + b"tail\n"
     finally:

@@ -8,6 +8,13 @@ or a broadcast to everyone online), so that cost is paid per recipient. Like Red
 and, once the turn's events are handled, hand it straight to the socket. Only what the
 kernel does not take at once (a slow reader) goes through ``transport.write``, and so
 through Twisted's buffering, flow control and error handling as before.
+
+The direct send is owned by a transport class of ours, :class:`TurnServer`, which
+our TCP listeners build (:func:`turn_listening_reactor`): it knows from Twisted's public
+``startWriting``/``stopWriting`` calls whether Twisted still holds bytes for the socket,
+and it turns the direct send off for good once the connection starts TLS. Any other
+transport (TLS from the start, UNIX sockets, a test's) gets everything through
+``write``: slower, never wrong.
 """
 
 from __future__ import annotations
@@ -16,10 +23,86 @@ from typing import Any
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.posixbase import PosixReactorBase
+from twisted.logger import Logger
+
+
+class TurnServer(tcp.Server):
+    """A TCP server-side connection that can take a turn's output straight to its
+    socket when Twisted holds nothing for it (else our bytes would overtake its)."""
+
+    _queued = False
+    """Twisted has bytes waiting for this socket (it is registered for writing)."""
+    _sealed = False
+    """The connection started TLS: the socket carries only what TLS writes."""
+
+    def startWriting(self) -> None:
+        self._queued = True
+        super().startWriting()
+
+    def stopWriting(self) -> None:
+        # Twisted stops writing once its buffer is empty, or when the connection ends.
+        self._queued = False
+        super().stopWriting()
+
+    def startTLS(self, ctx: Any, normal: bool = True) -> None:
+        self._sealed = True
+        super().startTLS(ctx, normal)
+
+    def send_turn(self, data: bytes) -> None:
+        """Send ``data`` now as far as the kernel takes it; the rest through ``write``."""
+        if self._queued or self._sealed or not self.connected or self.disconnecting:
+            self.write(data)
+            return
+        try:
+            sent = self.socket.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            sent = 0  # broken: ``write`` lets Twisted find out and clean up
+        if sent < len(data):
+            self.write(data[sent:])
+
+
+class TurnPort(tcp.Port):
+    """A TCP listening port whose connections are :class:`TurnServer`."""
+
+    transport = TurnServer
+
+
+class _TurnListeningReactor:
+    """The reactor as our listeners' endpoints see it: the same reactor, except that
+    ``listenTCP`` makes a :class:`TurnPort` (what ``reactor.listenTCP`` does with
+    ``tcp.Port``). So every TCP endpoint description (``tcp:``, ``tcp6:``, a bare
+    port) gets the direct send, and every other kind is the reactor's own."""
+
+    def __init__(self, reactor: PosixReactorBase) -> None:
+        self._reactor = reactor
+
+    def listenTCP(
+        self, port: int, factory: Any, backlog: int = 50, interface: str = ""
+    ) -> TurnPort:
+        listening = TurnPort(port, factory, backlog, interface, self._reactor)
+        listening.startListening()
+        return listening
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+
+def turn_listening_reactor(reactor: Any) -> Any:
+    """``reactor`` with TCP listeners that build :class:`TurnServer` connections, when
+    it is a POSIX reactor (their sockets are what :class:`TurnServer` sends on);
+    any other reactor (IOCP, a test's memory reactor) as it is."""
+    if isinstance(reactor, PosixReactorBase):
+        return _TurnListeningReactor(reactor)
+    return reactor
 
 
 class TurnFlusher:
     """Flushes every :class:`Outbox` written to in this turn, once, right after it."""
+
+    log = Logger()
 
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
@@ -37,7 +120,13 @@ class TurnFlusher:
         self._call = None
         pending, self._pending = self._pending, []
         for outbox in pending:
-            outbox.flush()
+            try:
+                outbox.flush()
+            except Exception:
+                # One connection's failure must not stall the others' output: its
+                # stream lost a turn's bytes, so it cannot go on; the rest do.
+                self.log.failure("sending a turn's output failed; closing that connection")
+                outbox.abandon()
 
 
 class Outbox:
@@ -49,9 +138,7 @@ class Outbox:
         self._transport = transport
         self._flusher = flusher
         self._chunks: list[bytes] = []
-        # Only a plain TCP connection may be written to through its socket: TLS or a
-        # test's transport take everything through ``write``.
-        self._direct = type(transport) is tcp.Server
+        self._direct = isinstance(transport, TurnServer)
 
     def write(self, data: bytes) -> None:
         if not self._chunks:
@@ -63,27 +150,21 @@ class Outbox:
         self._chunks = []
 
     def flush(self) -> None:
-        """Send what was gathered: straight to the socket when Twisted holds nothing
-        for it (else our bytes would overtake its), the rest through ``write``."""
+        """Send what was gathered, in one piece."""
         chunks = self._chunks
         if not chunks:
             return
         self._chunks = []
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        transport = self._transport
-        if (
-            self._direct
-            and transport.connected
-            and not transport.dataBuffer
-            and not transport._tempDataBuffer
-        ):
-            try:
-                sent = transport.socket.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                sent = 0  # broken: ``write`` lets Twisted find out and clean up
-            if sent == len(data):
-                return
-            data = data[sent:]
-        transport.write(data)
+        if self._direct:
+            self._transport.send_turn(data)
+        else:
+            self._transport.write(data)
+
+    def abandon(self) -> None:
+        """Sending failed: drop this connection at once (its stream has a gap)."""
+        self._chunks = []
+        try:
+            self._transport.abortConnection()
+        except Exception:
+            Logger().failure("aborting a connection whose output failed")
