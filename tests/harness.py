@@ -1,5 +1,5 @@
 """In-memory server harness: real protocols over ``StringTransport``, a ``Clock``,
-and the same wiring as production (``tap.buildServer``)."""
+and the same wiring as production (``tap.build_parts``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from twisted_chat.server.protocol import ChatServerFactory, ChatServerProtocol
-from twisted_chat.server.tap import Options, buildServer
+from twisted_chat.server.tap import Options, build_parts
 
 HANDOUT_USERS = {
     "hans": "falcon*solo",
@@ -138,7 +138,7 @@ class Server:
         parsed = Options()
         stores = [] if durable else ["--in-memory"]
         parsed.parseOptions(["--credentials", str(self.credentials), *stores, *options])
-        self.factory: ChatServerFactory = buildServer(parsed, self.clock, run_inline)
+        self.factory: ChatServerFactory = build_parts(parsed, self.clock, run_inline).factory
         self.chat = self.factory.chat
         self._ports = 40000
 

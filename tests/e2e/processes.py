@@ -28,7 +28,8 @@ WAIT = 15.0
 
 def environment(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NO_COLOR")}
-    env.update(PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO), **extra)
+    env.update({"PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)})
+    env.update(extra)
     return env
 
 
@@ -155,7 +156,7 @@ def spawn(name: str, argv: list[str], cwd: Path, use_pty: bool = False, **env: s
     return process
 
 
-class ChatServer:
+class ServerProcess:
     """``twistd -n chatserver`` on an OS-chosen loopback port."""
 
     def __init__(
@@ -174,7 +175,7 @@ class ChatServer:
         self.process = spawn("server", argv, workdir)
         self.port = 0
 
-    async def started(self) -> ChatServer:
+    async def started(self) -> ServerProcess:
         match = await self.process.expect(LISTENING.pattern.decode(), regex=True)
         self.port = int(match.group(1))
         return self
@@ -208,11 +209,11 @@ def sleep(seconds: float) -> Deferred[None]:
     return deferLater(reactor, seconds, lambda: None)
 
 
-async def start(workdir: Path, block_duration: float = 60, timeout: float = 120) -> ChatServer:
-    return await ChatServer(workdir, block_duration, timeout).started()
+async def start(workdir: Path, block_duration: float = 60, timeout: float = 120) -> ServerProcess:
+    return await ServerProcess(workdir, block_duration, timeout).started()
 
 
-async def logged_in(server: ChatServer, user: str, password: str) -> Process:
+async def logged_in(server: ServerProcess, user: str, password: str) -> Process:
     client = server.client(user)
     await client.expect("Username: ")
     client.send(user)
@@ -225,7 +226,7 @@ async def logged_in(server: ChatServer, user: str, password: str) -> Process:
 async def finish(*processes: Any) -> None:
     """End whatever is still running (by PID, through its transport) and reap it."""
     for process in processes:
-        if isinstance(process, ChatServer):
+        if isinstance(process, ServerProcess):
             process = process.process
         process.kill()
         await process.ended

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
-from tests.e2e.processes import ChatServer, finish, logged_in, start
+from tests.e2e.processes import ServerProcess, finish, logged_in, start
 
 pytestmark = pytest.mark.e2e
 
 N = 25
 
 
-async def crash(server: ChatServer) -> None:
+async def crash(server: ServerProcess) -> None:
     server.process.kill()  # SIGKILL: no shutdown code runs
     await server.process.ended
 
@@ -97,7 +97,7 @@ async def test_a_clean_stop_keeps_everything_too(workdir: Path) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_in_memory_forgets_as_the_handout_does(workdir: Path) -> None:
-    server = await ChatServer(workdir, 60, 120, "--in-memory").started()
+    server = await ServerProcess(workdir, 60, 120, "--in-memory").started()
     hans = await logged_in(server, "hans", "falcon*solo")
     hans.send("message leia hello")
     await hans.expect("leia is offline")
@@ -109,7 +109,7 @@ async def test_in_memory_forgets_as_the_handout_does(workdir: Path) -> None:
 async def test_a_damaged_state_file_stops_the_server_with_its_name(workdir: Path) -> None:
     state = workdir / "chat-state.sqlite3"
     state.write_bytes(b"garbage, not a database " * 200)
-    server = ChatServer(workdir)
+    server = ServerProcess(workdir)
     status = await server.process.exit_status()
     assert status != 0
     assert f"the state file {state} is damaged or not a database" in server.process.errors

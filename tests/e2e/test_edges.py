@@ -171,6 +171,57 @@ async def test_twistd_on_a_port_in_use_says_one_line_and_exits_non_zero(workdir:
     assert said.endswith(f"chatserver: cannot listen on port {port}: Address already in use")
 
 
+LATE_FAILING_ENDPOINT = """\
+from twisted.internet.error import CannotListenError
+from twisted.internet.task import deferLater
+from twisted.plugin import IPlugin
+from twisted.internet.interfaces import IStreamServerEndpointStringParser
+from zope.interface import implementer
+
+
+class LateFailing:
+    def __init__(self, reactor):
+        self.reactor = reactor
+
+    def listen(self, factory):
+        def fail():
+            raise CannotListenError("", 0, OSError(99, "the network went away"))
+
+        return deferLater(self.reactor, 0.5, fail)
+
+
+@implementer(IPlugin, IStreamServerEndpointStringParser)
+class Parser:
+    prefix = "latefail"
+
+    def parseStreamServer(self, reactor, *args, **kwargs):
+        return LateFailing(reactor)
+
+
+parser = Parser()
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistd_whose_listener_fails_late_says_one_line_and_exits_non_zero(
+    workdir: Path,
+) -> None:
+    """An endpoint may answer after the reactor started (a late listen failure):
+    the server must not go on running deaf."""
+    plugins = workdir / "plugins" / "twisted" / "plugins"
+    plugins.mkdir(parents=True)
+    (plugins / "chat_test_latefail.py").write_text(LATE_FAILING_ENDPOINT)
+    argv = twistd_command("credentials.txt")
+    argv[argv.index("tcp:0:interface=127.0.0.1")] = "latefail:"
+    server = spawn("twistd", argv, workdir, PYTHONPATH=f"{REPO}:{workdir / 'plugins'}")
+    status = await server.exit_status()
+    assert status == 1
+    everything = server.output + server.errors
+    assert "Traceback" not in everything
+    (said,) = [line for line in everything.splitlines() if "cannot listen" in line]
+    assert said.endswith("chatserver: cannot listen on latefail:: the network went away")
+
+
 @pytest_twisted.ensureDeferred
 async def test_server_py_logs_security_events_without_d(workdir: Path) -> None:
     port = free_port()

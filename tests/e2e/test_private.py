@@ -18,7 +18,7 @@ from twisted.internet.protocol import Protocol
 from twisted.protocols import portforward
 from twisted.python.failure import Failure
 
-from tests.e2e.processes import REPO, ChatServer, Process, finish, sleep, spawn, start
+from tests.e2e.processes import REPO, Process, ServerProcess, finish, sleep, spawn, start
 
 pytestmark = pytest.mark.e2e
 
@@ -67,7 +67,7 @@ class RecordingProxy(portforward.ProxyFactory):
 class Room:
     """A server, a recording proxy in front of it, and logged-in clients."""
 
-    def __init__(self, server: ChatServer, proxy: RecordingProxy, port: int) -> None:
+    def __init__(self, server: ServerProcess, proxy: RecordingProxy, port: int) -> None:
         self.server = server
         self.proxy = proxy
         self.proxy_port = port

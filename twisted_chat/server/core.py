@@ -67,7 +67,7 @@ class PresenceHistory:
             yield user
 
 
-class ChatServer:
+class Chat:
     """The shared state of one chat server and the rules over it."""
 
     log = Logger()
@@ -202,7 +202,7 @@ class Session:
         "unacknowledged",
     )
 
-    def __init__(self, server: ChatServer, name: str, mind: IChatClient) -> None:
+    def __init__(self, server: Chat, name: str, mind: IChatClient) -> None:
         self.server = server
         self.name = name
         self.mind = mind
@@ -211,7 +211,7 @@ class Session:
         self.peer_port = 0
         """Where this user's client accepts private-session connections (0: nowhere)."""
         self._held: list[wire.Frame] | None = None
-        """Events waiting while offline mail is read (see ChatServer.begin)."""
+        """Events waiting while offline mail is read (see Chat.begin)."""
         self.unacknowledged: Sequence[StoredMessage] = ()
         """Stored messages sent at login and not yet acknowledged by the client."""
 
@@ -366,7 +366,7 @@ class PrivateBroker:
 
     log = Logger()
 
-    def __init__(self, server: ChatServer, ttl: float) -> None:
+    def __init__(self, server: Chat, ttl: float) -> None:
         self._server = server
         self.ttl = ttl
         self._pending: dict[tuple[str, str], IDelayedCall] = {}
@@ -455,7 +455,7 @@ class PrivateBroker:
 class ChatRealm:
     """cred realm: a checked username becomes an online :class:`Session`."""
 
-    def __init__(self, server: ChatServer) -> None:
+    def __init__(self, server: Chat) -> None:
         self._server = server
 
     def requestAvatar(

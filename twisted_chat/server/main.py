@@ -23,7 +23,7 @@ from twisted.logger import (
 )
 from twisted.python import usage
 
-from twisted_chat.server.tap import Options, makeService
+from twisted_chat.server.tap import Options, build_service, non_negative, port_number, positive
 
 USAGE = "usage: server.py [-d] PORT BLOCK_DURATION TIMEOUT"
 
@@ -34,7 +34,8 @@ def usage_error(program: str, reason: str) -> NoReturn:
 
 
 def parse_args(argv: Sequence[str], program: str) -> tuple[Options, bool]:
-    """Validate the handout's arguments into :class:`Options`; usage errors exit 2."""
+    """The handout's arguments as :class:`Options` (whose checks are the only ones);
+    usage errors exit 2 with the argument they are about named."""
     debug = "-d" in argv
     positional = [arg for arg in argv if arg != "-d"]
     if any(arg.startswith("-") and not _is_number(arg) for arg in positional):
@@ -42,24 +43,18 @@ def parse_args(argv: Sequence[str], program: str) -> tuple[Options, bool]:
     if len(positional) != 3:
         usage_error(program, f"expected 3 arguments, got {len(positional)}")
     port, block, timeout = positional
-    if not port.isdigit() or not 1024 <= int(port) <= 65535:
-        usage_error(program, f"PORT must be a number from 1024 to 65535, not {port!r}")
-    if not _is_number(block) or float(block) < 0:
-        usage_error(program, f"BLOCK_DURATION must be a number of seconds >= 0, not {block!r}")
-    if not _is_number(timeout) or float(timeout) <= 0:
-        usage_error(program, f"TIMEOUT must be a number of seconds > 0, not {timeout!r}")
+    checks = (("PORT", port_number, port), ("BLOCK_DURATION", non_negative, block))
+    for name, check, value in (*checks, ("TIMEOUT", positive, timeout)):
+        try:
+            check(value)  # the very checks Options applies, named by argument
+        except (ValueError, usage.UsageError) as e:
+            usage_error(program, f"{name}: {e}")
     options = Options()
     try:
         options.parseOptions(
             [
-                "--port",
-                port,
-                "--block-duration",
-                block,
-                "--timeout",
-                timeout,
-                "--credentials",
-                "credentials.txt",
+                *("--port", port, "--block-duration", block, "--timeout", timeout),
+                *("--credentials", "credentials.txt"),
             ]
         )
     except usage.UsageError as e:
@@ -68,11 +63,12 @@ def parse_args(argv: Sequence[str], program: str) -> tuple[Options, bool]:
 
 
 def _is_number(text: str) -> bool:
+    """``-1`` is an argument (a bad one, said as such), not an unknown option."""
     try:
-        value = float(text)
+        float(text)
     except ValueError:
         return False
-    return value == value and value not in (float("inf"), float("-inf"))
+    return True
 
 
 def start_logging(debug: bool) -> None:
@@ -85,12 +81,17 @@ def start_logging(debug: bool) -> None:
 
 
 async def serve(reactor: Any, options: Options) -> None:
-    service = makeService(options, reactor)
+    try:
+        service = build_service(options, reactor)
+    except usage.UsageError as e:
+        raise SystemExit(f"chatserver: {e}") from None
     service.startService()  # a port in use: SystemExit with one line
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     port = getattr((await service.listening).getHost(), "port", "?")
     print(f"twisted-chat server listening on port {port}; Ctrl-C stops it.", flush=True)
-    await Deferred()  # serve until the reactor stops (Ctrl-C, SIGTERM)
+    # Serve until the reactor stops (Ctrl-C, SIGTERM), or a listener fails later on:
+    # then react() ends the process with that one line and status 1.
+    await service.failed
 
 
 def run(argv: Sequence[str] | None = None, program: str = "chat-server") -> None:

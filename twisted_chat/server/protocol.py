@@ -35,7 +35,7 @@ from twisted_chat.errors import (
 from twisted_chat.interfaces import IChatClient, IChatUser
 from twisted_chat.server import names
 from twisted_chat.server.accounts import check_password, check_username
-from twisted_chat.server.core import ChatServer, Session
+from twisted_chat.server.core import Chat, Session
 from twisted_chat.server.limits import ConnectionCounter, Limits, OutputGate, TokenBucket
 from twisted_chat.server.output import Outbox, TurnFlusher
 
@@ -554,9 +554,9 @@ def _kind(line: bytes) -> str:
 
 class ChatServerFactory(ServerFactory):
     """Builds one :class:`ChatServerProtocol` per connection; holds the shared
-    :class:`ChatServer` and the cred portal."""
+    :class:`Chat` and the cred portal."""
 
-    def __init__(self, chat: ChatServer, portal: Portal, limits: Limits | None = None) -> None:
+    def __init__(self, chat: Chat, portal: Portal, limits: Limits | None = None) -> None:
         self.chat = chat
         self.portal = portal
         self.limits = limits or Limits()

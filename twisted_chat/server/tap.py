@@ -3,32 +3,31 @@ builds a server. Both the twistd plugin and ``server.py`` go through here."""
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.application import service
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger, LogLevel
 from twisted.python import usage
-from twisted.python.failure import Failure
 
 from twisted_chat.interfaces import IBlockStore, IMailbox
 from twisted_chat.server.accounts import BlockingRunner, CredentialsFile
 from twisted_chat.server.auth import LockoutPasswordChecker, LoginThrottle
-from twisted_chat.server.core import DEFAULT_PRIVATE_REQUEST_TTL, ChatRealm, ChatServer
+from twisted_chat.server.core import DEFAULT_PRIVATE_REQUEST_TTL, Chat, ChatRealm
 from twisted_chat.server.limits import Limits, fit_descriptor_limit
+from twisted_chat.server.output import turn_listening_reactor
 from twisted_chat.server.protocol import ChatServerFactory
+from twisted_chat.server.service import ChatRunning, ChatService, StoresService
 from twisted_chat.server.sqlite_store import SqliteState, StateFileError
 from twisted_chat.server.stores import DEFAULT_MAILBOX_LIMIT, MemoryBlockStore, MemoryMailbox
-from twisted_chat.server.watch import watch_file
 
 DEFAULT_PORT = "5000"
 DEFAULT_BLOCK_DURATION = 60
@@ -37,17 +36,29 @@ DEFAULT_STATE_NAME = "chat-state.sqlite3"
 DEFAULT_LIMITS = Limits()
 
 
-def _non_negative(value: str) -> float:
+def non_negative(value: str) -> float:
+    """A finite number of seconds, 0 or more."""
     number = float(value)
     if not number >= 0 or number == float("inf"):
         raise ValueError(f"{value} is not a non-negative number")
     return number
 
 
-def _positive(value: str) -> float:
-    number = _non_negative(value)
+def positive(value: str) -> float:
+    """A finite number of seconds, more than 0."""
+    number = non_negative(value)
     if number == 0:
         raise ValueError("must be more than 0")
+    return number
+
+
+def port_number(value: str) -> int:
+    """A port a server may listen on without privileges."""
+    if not value.isdigit():
+        raise usage.UsageError(f"{value!r} is not a port number")
+    number = int(value)
+    if not 1024 <= number <= 65535:
+        raise usage.UsageError(f"port {number} is outside 1024-65535")
     return number
 
 
@@ -55,10 +66,7 @@ def port_description(value: str) -> str:
     """A bare port number means TCP on every interface; anything else is a Twisted
     endpoint description such as ``tcp:5000:interface=127.0.0.1``."""
     if value.isdigit():
-        number = int(value)
-        if not 1024 <= number <= 65535:
-            raise usage.UsageError(f"port {number} is outside 1024-65535")
-        return f"tcp:{number}"
+        return f"tcp:{port_number(value)}"
     if ":" not in value:
         raise usage.UsageError(f"{value!r} is neither a port number nor an endpoint")
     return value
@@ -96,14 +104,14 @@ class Options(usage.Options):
             "b",
             DEFAULT_BLOCK_DURATION,
             "Seconds a username stays locked after 3 wrong passwords.",
-            _non_negative,
+            non_negative,
         ],
         [
             "timeout",
             "t",
             DEFAULT_TIMEOUT,
             "Seconds without a valid command before a user is logged out.",
-            _positive,
+            positive,
         ],
         [
             "credentials",
@@ -116,7 +124,7 @@ class Options(usage.Options):
             None,
             DEFAULT_PRIVATE_REQUEST_TTL,
             "Seconds a private-chat request waits for an answer.",
-            _positive,
+            positive,
         ],
         ["mailbox-limit", None, DEFAULT_MAILBOX_LIMIT, "Offline messages kept per recipient.", int],
         [
@@ -130,12 +138,12 @@ class Options(usage.Options):
     optParameters += [
         [name.replace("_", "-"), None, getattr(DEFAULT_LIMITS, name), help_text, kind]
         for name, help_text, kind in (
-            ("flood_burst", "Frames a user may send at once before being slowed.", _positive),
-            ("flood_rate", "Frames per second a user may send steadily.", _positive),
+            ("flood_burst", "Frames a user may send at once before being slowed.", positive),
+            ("flood_rate", "Frames per second a user may send steadily.", positive),
             (
                 "flood_disconnect",
                 "Seconds of continuous throttling before a flooder is disconnected.",
-                _positive,
+                positive,
             ),
             (
                 "output_cap",
@@ -143,9 +151,9 @@ class Options(usage.Options):
                 "transport buffers) before it is dropped.",
                 int,
             ),
-            ("ping_interval", "Seconds of silence before the server pings a client.", _positive),
-            ("ping_timeout", "Seconds of silence after which a client is dropped.", _positive),
-            ("login_timeout", "Seconds a connection has to finish logging in.", _positive),
+            ("ping_interval", "Seconds of silence before the server pings a client.", positive),
+            ("ping_timeout", "Seconds of silence after which a client is dropped.", positive),
+            ("login_timeout", "Seconds a connection has to finish logging in.", positive),
             ("login_frames", "Frames a connection may send before logging in.", int),
             ("max_connections", "Connections at once, in all.", int),
             (
@@ -185,80 +193,24 @@ class Options(usage.Options):
         )
 
 
-class ChatService(service.Service):
-    """Listens on an endpoint with a :class:`ChatServerFactory`; on stop, stops
-    listening and ends every session so no timer outlives it."""
+@dataclasses.dataclass
+class ServerParts:
+    """What a server is made of, before anything runs."""
 
-    log = Logger()
-
-    def __init__(self, endpoint_description: str, factory: ChatServerFactory, reactor: Any) -> None:
-        self.endpoint_description = endpoint_description
-        self.factory = factory
-        self._reactor = reactor
-        self._stop_watching: Callable[[], None] | None = None
-        self.port: IListeningPort | None = None
-        self.listening: Deferred[IListeningPort] = Deferred()
-        """Fires with the listening port once bound (tests and launchers wait on it)."""
-
-    def startService(self) -> None:
-        super().startService()
-        accounts = self.factory.chat.accounts
-        if isinstance(accounts, CredentialsFile):
-            # With the kernel telling us of hand edits, a login needs no disk access.
-            self._stop_watching = watch_file(self._reactor, accounts.path, accounts.changed)
-            if self._stop_watching is not None:
-                accounts.watched()
-        endpoint = serverFromString(self._reactor, with_backlog(self.endpoint_description))
-        failures: list[Failure] = []
-        endpoint.listen(self.factory).addCallbacks(self._bound, failures.append)
-        if failures:
-            # TCP endpoints answer synchronously: fail now, so that twistd exits instead
-            # of running deaf; in one line (SystemExit), not twistd's 40-line traceback.
-            error = failures[0].value
-            where, reason = self.endpoint_description, failures[0].getErrorMessage()
-            if isinstance(error, CannotListenError):
-                reason = getattr(error.socketError, "strerror", None) or reason
-                if where.startswith("tcp:"):
-                    where = f"port {error.port}"
-            raise SystemExit(f"chatserver: cannot listen on {where}: {reason}")
-
-    def _bound(self, port: IListeningPort) -> None:
-        self.port = port
-        address = port.getHost()
-        self.log.info(
-            "chat server listening on {host}:{port}",
-            host=getattr(address, "host", "?"),
-            port=getattr(address, "port", "?"),
-        )
-        self.listening.callback(port)
-
-    def stopService(self) -> Deferred[None]:
-        """Stop listening (no new session starts), end every session, then close the
-        stores (after the last write a session could make)."""
-        super().stopService()
-        if self._stop_watching is not None:
-            self._stop_watching()
-            self._stop_watching = None
-        port, self.port = self.port, None
-        stopped: Deferred[Any] = (
-            maybeDeferred(port.stopListening) if port is not None else succeed(None)
-        )
-
-        def end_sessions(_: object) -> Deferred[list[Any]]:
-            self.factory.chat.stop()
-            return gatherResults([maybeDeferred(close) for close in self.factory.closers])
-
-        done: Deferred[None] = stopped.addCallback(end_sessions).addCallback(lambda _: None)
-        return done
+    chat: Chat
+    factory: ChatServerFactory
+    closers: list[Callable[[], object]]
+    """Called when the server stops (closing the durable store)."""
 
 
-def buildServer(
+def build_parts(
     options: usage.Options,
     clock: IReactorTime,
     run_blocking: BlockingRunner = deferToThread,
-) -> ChatServerFactory:
-    """The domain and its protocol factory, from parsed options; nothing listens.
-    ``run_blocking`` runs file writes off the reactor thread (tests run them inline)."""
+) -> ServerParts:
+    """The domain, its stores and the protocol factory, from parsed options; nothing
+    listens. ``run_blocking`` runs file work off the reactor thread (tests run it
+    inline). A file the operator must fix raises ``UsageError`` with one line."""
     try:
         accounts = CredentialsFile(Path(options["credentials"]), run_blocking)
     except OSError as e:
@@ -275,7 +227,7 @@ def buildServer(
             raise usage.UsageError(str(e)) from e
         blocks, mailbox = state.blocks, state.mailbox
         closers.append(state.close)
-    chat = ChatServer(
+    chat = Chat(
         clock,
         accounts,
         blocks,
@@ -285,17 +237,12 @@ def buildServer(
     )
     throttle = LoginThrottle(clock, options["block-duration"])
     portal = Portal(ChatRealm(chat), [LockoutPasswordChecker(accounts, throttle)])
-    factory = ChatServerFactory(chat, portal, options["limits"])
-    factory.closers = closers
-    return factory
+    return ServerParts(chat, ChatServerFactory(chat, portal, options["limits"]), closers)
 
 
-def makeService(options: usage.Options, reactor: Any = None) -> ChatService:
-    """Build the server's service from parsed :class:`Options`."""
-    if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        reactor = global_reactor
+def build_service(options: usage.Options, reactor: Any) -> ChatService:
+    """The whole server as a service, from parsed :class:`Options`; raises
+    ``UsageError`` (one line) for what the operator must fix."""
     limits = options["limits"]
     fitted, why = fit_descriptor_limit(limits.max_connections)
     if why is not None:
@@ -303,11 +250,40 @@ def makeService(options: usage.Options, reactor: Any = None) -> ChatService:
         chosen = limits.max_connections != DEFAULT_LIMITS.max_connections
         Logger().emit(LogLevel.warn if chosen else LogLevel.info, "{why}", why=why)
         options["limits"] = dataclasses.replace(limits, max_connections=fitted)
+    parts = build_parts(options, reactor)
+    chat_service = ChatService(parts.factory)
+    StoresService(parts.closers).setServiceParent(chat_service)
+    ChatRunning(parts.chat, reactor).setServiceParent(chat_service)
+    description = options["port"]
+    endpoint = serverFromString(turn_listening_reactor(reactor), with_backlog(description))
+    chat_service.add_listener(endpoint, description)
+    return chat_service
+
+
+def makeService(options: usage.Options, reactor: Any = None) -> ChatService:
+    """twistd's entry point: the server's service, which ends twistd with one line and
+    a non-zero status if it cannot listen, at start or later."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
     try:
-        factory = buildServer(options, reactor)
+        chat_service = build_service(options, reactor)
     except usage.UsageError as e:
-        # twistd prints a traceback for anything makeService raises; a damaged file is
-        # the operator's to fix, so say what and where in one line instead.
-        print(f"chatserver: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    return ChatService(options["port"], factory, reactor)
+        # twistd prints a traceback for anything else makeService raises.
+        raise SystemExit(f"chatserver: {e}") from None
+    chat_service.failed.addErrback(lambda _: _stop_twistd_with_status_1(reactor))
+    return chat_service
+
+
+def _stop_twistd_with_status_1(reactor: Any) -> None:
+    """twistd has no way to set its exit status: once it has stopped the reactor (our
+    services stopping in order) and cleaned up, the process ends with status 1."""
+    atexit.register(_exit_status_1)
+    reactor.stop()
+
+
+def _exit_status_1() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
