@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint, IStreamServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.test.iosim import IOPump, connect, makeFakeClient, makeFakeServer
+from twisted.test.iosim import FakeTransport, IOPump, connect
 from zope.interface import implementer
 
 from tests.fakes import RecordingDisplay
@@ -35,6 +35,9 @@ class _Port:
 
     def getHost(self) -> IPv4Address:
         return IPv4Address("TCP", "127.0.0.1", self._port)
+
+
+LOOPBACK = IPv4Address("TCP", "127.0.0.1", 40000)
 
 
 @implementer(IStreamServerEndpoint)
@@ -81,9 +84,11 @@ class MemoryNetwork:
     def join(self, server_side: Protocol, client_side: Protocol) -> IOPump:
         pump = connect(
             server_side,
-            makeFakeServer(server_side),
+            # Real IP addresses on both sides: the chat server hands a peer's address
+            # to its partner, and only an IP is an address to hand.
+            FakeTransport(server_side, True, LOOPBACK, LOOPBACK),
             client_side,
-            makeFakeClient(client_side),
+            FakeTransport(client_side, False, LOOPBACK, LOOPBACK),
             greet=False,
             clock=self.clock,
         )

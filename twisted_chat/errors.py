@@ -1,5 +1,6 @@
 """Domain errors. Each carries the stable ``code`` sent in ``error`` frames and a
-human-readable text that clients print as is. A leaf module: no I/O, no Twisted."""
+human-readable text that clients print as is. A leaf module: no I/O; of Twisted, only
+cred's ``UnauthorizedLogin``, which the login errors must be for cred to pass them on."""
 
 from __future__ import annotations
 
@@ -159,10 +160,25 @@ class UserOffline(ChatError):
         super().__init__(f"Error. {user} is not online.")
 
 
+class NoPeerListener(ChatError):
+    """The user is online, but their client accepts no private-session connections."""
+
+    code = "no-peer-listener"
+
+    def __init__(self, user: str) -> None:
+        super().__init__(f"Error. {user} cannot take private sessions now.")
+
+
 class PrivateConflict(ChatError):
     """A private-session request that already exists, or an answer to none."""
 
     code = "private-conflict"
+
+
+class ProtocolStateError(ChatError):
+    """A frame that the connection's phase does not take (a password before a name)."""
+
+    code = "bad-state"
 
 
 class NotLoggedIn(ChatError):

@@ -25,6 +25,7 @@ from twisted_chat.errors import (
     AlreadyOnline,
     BadArgument,
     BlockedByRecipient,
+    NoPeerListener,
     NoSuchUser,
     NotBlocked,
     PrivateConflict,
@@ -393,7 +394,7 @@ class PrivateBroker:
                 "already waiting for an answer."
             )
         if not peer.peer_port:
-            raise UserOffline(target)
+            raise NoPeerListener(target)
         key = (me, target)
         self._pending[key] = server.clock.callLater(self.ttl, self._lapse, key)
         self._by_user.setdefault(me, set()).add(key)

@@ -1,0 +1,67 @@
+"""The commands of an online user: each frame to its call on the session (the avatar),
+and the call's result to the reply's fields. ``logout`` is not here: it ends the
+connection, which is the protocol's to do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress
+
+from twisted_chat import wire
+from twisted_chat.errors import BadArgument, ProtocolStateError
+from twisted_chat.server import names
+from twisted_chat.server.core import Session
+
+Reply = dict[str, Any] | Deferred[dict[str, Any]]
+"""The reply's fields, now or once the command is done (stored, written)."""
+
+
+def run(avatar: Session, frame: wire.Frame, peer_ip: str | None) -> Reply:
+    """Carry out ``frame`` for ``avatar``. ``peer_ip``: the client's IP address, the
+    one its private-session partners will be given (None when it has none)."""
+    match frame:
+        case wire.WhoElse():
+            return {"users": avatar.whoelse()}
+        case wire.WhoElseSince(seconds=seconds):
+            return {"users": avatar.whoelsesince(seconds)}
+        case wire.SendMessage(to=to, text=text):
+            stored = avatar.message(names.normalise(to), text)
+            if stored is None:
+                return {"stored": False}
+            return stored.addCallback(lambda _: {"stored": True})
+        case wire.SendBroadcast(text=text):
+            return {"skipped": avatar.broadcast(text)}
+        case wire.Block(user=user):
+            return avatar.block(names.normalise(user)).addCallback(lambda _: {})
+        case wire.Unblock(user=user):
+            return avatar.unblock(names.normalise(user)).addCallback(lambda _: {})
+        case wire.StartPrivate(user=user):
+            avatar.start_private(names.normalise(user))
+            return {}
+        case wire.AnswerPrivate(user=user, accept=accept):
+            avatar.answer_private(names.normalise(user), accept)
+            return {}
+        case wire.Listening(port=port):
+            if peer_ip is None:
+                raise BadArgument(
+                    "Error. Private sessions need a TCP connection to the server: "
+                    "there is no address to give your partner."
+                )
+            avatar.listening(peer_ip, port)
+            return {}
+        case wire.Activity():
+            avatar.activity()
+            return {}
+        case wire.Received(upto=upto):
+            return avatar.received(upto).addCallback(lambda _: {})
+    raise ProtocolStateError(f"A {frame.TYPE} frame is not expected now.")
+
+
+def ip_of(address: IAddress | None) -> str | None:
+    """The IP address of ``address``; None for a UNIX socket or anything else."""
+    if isinstance(address, IPv4Address | IPv6Address):
+        return address.host
+    return None

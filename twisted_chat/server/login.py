@@ -1,0 +1,79 @@
+"""The work of the login conversation, apart from any connection: the answer to
+``hello``, which kind of account a username is, and signing in through cred. The
+protocol moves its phases (``phases``) on what these return."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred, succeed
+
+from twisted_chat import __version__, wire
+from twisted_chat.errors import InvalidUsername, ProtocolStateError
+from twisted_chat.interfaces import IAccountStore, IChatClient, IChatUser
+from twisted_chat.server.accounts import check_password
+from twisted_chat.server.core import Session
+
+SignedIn = tuple[Session, Callable[[], None]]
+"""The session and cred's logout callable."""
+
+
+def greeting(version: int) -> dict[str, Any]:
+    """The answer to ``hello``, or :class:`ProtocolStateError` for another version."""
+    if version != wire.PROTOCOL_VERSION:
+        raise ProtocolStateError(
+            f"Protocol version {version} is not supported; "
+            f"this server speaks {wire.PROTOCOL_VERSION}."
+        )
+    return {
+        "version": wire.PROTOCOL_VERSION,
+        "server": f"twisted-chat/{__version__}",
+        "max_line": wire.MAX_INBOUND_LINE,
+        "max_text": wire.MAX_TEXT_CHARS,
+    }
+
+
+def is_existing_account(accounts: IAccountStore, user: str) -> Deferred[bool]:
+    """True for an existing account, False for a name a new account may take;
+    :class:`InvalidUsername` for one it may not. Accounts added to the file by hand
+    count from the next login on, so the store is refreshed first."""
+
+    def known(_: object) -> bool:
+        if accounts.exists(user):
+            return True
+        # Refused before a password is asked: a look-alike of an existing name, blank
+        # or invisible characters, separators, mixed scripts.
+        problem = accounts.new_account_problem(user)
+        if problem is not None:
+            raise InvalidUsername(problem)
+        return False
+
+    return accounts.refresh().addCallback(known)
+
+
+def sign_in(
+    accounts: IAccountStore,
+    portal: Portal,
+    user: str,
+    password: str,
+    new_account: bool,
+    mind: IChatClient,
+) -> Deferred[SignedIn]:
+    """Create the account first if it is new (a bad password raises at once), then log
+    in through cred: the lockout checker, then the realm's session."""
+    if new_account:
+        check_password(password)
+    created: Deferred[None] = accounts.create(user, password) if new_account else succeed(None)
+    credentials = UsernamePassword(user.encode("utf-8"), password.encode("utf-8"))
+
+    def logged_in(result: tuple[object, Session, Callable[[], None]]) -> SignedIn:
+        _, session, logout = result
+        return session, logout
+
+    signed_in: Deferred[SignedIn] = created.addCallback(
+        lambda _: portal.login(credentials, mind, IChatUser)
+    ).addCallback(logged_in)
+    return signed_in
