@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,10 +29,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater, react
 
-from twisted_chat import wire
+from twisted_chat import launch, wire
 from twisted_chat.bench.coordinator import percentile
 from twisted_chat.client.link import ServerLink
-from twisted_chat.server import local
 
 REPO = Path(__file__).resolve().parents[1]
 USERS = {"hans": "falcon*solo", "yoda": "wise@!man", "luke": "=hope+"}
@@ -139,7 +137,8 @@ async def measure(_reactor: Any, count: int, depth: int) -> None:
     shutil.copy(REPO / "credentials.txt", workdir / "credentials.txt")
     # A measurement sends as fast as it can: per-user flood limits are raised (and said
     # so in the output), or they would be what is measured.
-    server, port = await local.start(
+    server, port = await launch.start_server(
+        reactor,
         workdir,
         "--timeout",
         "3600",
@@ -177,8 +176,7 @@ async def measure(_reactor: Any, count: int, depth: int) -> None:
             f"ack latency {percentiles(writer.acks)}"
         )
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        await server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

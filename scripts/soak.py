@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
-import signal
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -41,16 +40,15 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater, react
 
-from twisted_chat import wire
+from twisted_chat import launch, wire
 from twisted_chat.client.link import ServerError, ServerGone, ServerLink
-from twisted_chat.server import local
 
 GRACE = 30.0
 """Seconds allowed after the run for the last deliveries and the final logins."""
 
 
 def rss_kib(pid: int) -> int:
-    return local.proc_stat(pid)[0]
+    return launch.proc_stat(pid)[0]
 
 
 class Account:
@@ -155,11 +153,14 @@ async def run(_reactor: Any, clients: int, stable: int, duration: float, seed: i
     workdir = Path(tempfile.mkdtemp(prefix="twisted-chat-soak-"))
     names = [f"user{n:05d}" for n in range(clients)]
     (workdir / "credentials.txt").write_text("".join(f"{n} pw-{n}\n" for n in names))
-    log = workdir / "server.log"
     # Every soak client comes from 127.0.0.1: the per-address limit is lifted.
-    server, port = await local.start(workdir, "--timeout", "3600", "--max-per-ip", "100000")
+    server, port = await launch.start_server(
+        reactor, workdir, "--timeout", "3600", "--max-per-ip", "100000"
+    )
+    server_pid = server.pid
+    assert server_pid is not None
     try:
-        rss_start_empty = rss_kib(server.pid)
+        rss_start_empty = rss_kib(server_pid)
         soak = Soak(port, names, stable, rng)
         gate = DeferredSemaphore(50)  # log in 50 at a time
         started = time.monotonic()
@@ -170,7 +171,7 @@ async def run(_reactor: Any, clients: int, stable: int, duration: float, seed: i
             ]
         )
         print(f"{stable} stable users logged in in {time.monotonic() - started:.1f} s")
-        rss_start = rss_kib(server.pid)
+        rss_start = rss_kib(server_pid)
         until = time.monotonic() + duration
         work = [Deferred.fromCoroutine(soak.talk(soak.accounts[n], until)) for n in names[:stable]]
         work += [Deferred.fromCoroutine(soak.churn(soak.accounts[n], until)) for n in soak.churners]
@@ -179,11 +180,11 @@ async def run(_reactor: Any, clients: int, stable: int, duration: float, seed: i
             print(
                 f"  {until - time.monotonic():5.0f} s left: {soak.sent} messages sent, "
                 f"{soak.logins} logins, {soak.drops} abrupt drops, "
-                f"server RSS {rss_kib(server.pid) / 1024:.1f} MiB",
+                f"server RSS {rss_kib(server_pid) / 1024:.1f} MiB",
                 flush=True,
             )
         await gatherResults(work)
-        rss_end_busy = rss_kib(server.pid)
+        rss_end_busy = rss_kib(server_pid)
         # Everyone collects: churners log in (their stored mail comes at login).
         for account in soak.accounts.values():
             if account.link is not None and account.name not in soak.stable:
@@ -201,10 +202,10 @@ async def run(_reactor: Any, clients: int, stable: int, duration: float, seed: i
         ok = books_balance(soak, quiet=False)
         errors = [
             line
-            for line in log.read_text().splitlines()
+            for line in (server.output + server.errors).splitlines()
             if "#error]" in line or "#critical]" in line or "Traceback" in line
         ]
-        rss_end = rss_kib(server.pid)
+        rss_end = rss_kib(server_pid)
         delivered = sum(len(v) for v in soak.delivered_to.values())
         stored = sum(len(v) for v in soak.stored_for.values())
         print(
@@ -232,8 +233,7 @@ async def run(_reactor: Any, clients: int, stable: int, duration: float, seed: i
         if not ok or errors:
             raise SystemExit(1)
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+        await server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 
 from twisted_chat.bench.__main__ import parse
 from twisted_chat.bench.coordinator import WorkerProcess, percentile, table
 
 
 def test_events_are_handed_out_whether_they_come_before_or_after_the_wait() -> None:
-    worker = WorkerProcess(0)
+    worker = WorkerProcess(0, Clock())
     worker.outReceived(b'{"event":"progress","done":7}\n{"event":"ready"}\n{"event":"re')
     assert worker.done == 7
     got: list[dict[str, object]] = []
@@ -23,7 +24,7 @@ def test_events_are_handed_out_whether_they_come_before_or_after_the_wait() -> N
 
 
 def test_a_crashed_worker_fails_whoever_waits_on_it() -> None:
-    worker = WorkerProcess(3)
+    worker = WorkerProcess(3, Clock())
     failures: list[str] = []
     waiting: Deferred[dict[str, object]] = worker.next("direct", 5)
     waiting.addErrback(lambda f: failures.append(f.getErrorMessage()))

@@ -1,11 +1,11 @@
-"""Real server and client processes for end-to-end tests, on 127.0.0.1 only.
+"""Real server and client processes for end-to-end tests, on 127.0.0.1 only, through
+the project's one launcher (``twisted_chat.launch``).
 
 Every wait is bounded; every process is ended by the test that started it, by PID."""
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -13,12 +13,10 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
-from twisted.python.failure import Failure
 
-from twisted_chat.server.local import LISTENING, twistd_command
+from twisted_chat import launch
+from twisted_chat.launch import LISTENING, Process, twistd_command
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -33,127 +31,8 @@ def environment(**extra: str) -> dict[str, str]:
     return env
 
 
-class Process(ProcessProtocol):
-    """A child process whose output we can wait for."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.output = ""
-        self.errors = ""
-        self._cursor = 0
-        self._waiting: list[tuple[re.Pattern[str], Deferred[re.Match[str]]]] = []
-        self.ended: Deferred[int | None] = Deferred()
-        self.status: int | None = None
-        self.signal: int | None = None
-        """The signal that ended the process, if one did."""
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data.decode("utf-8", errors="replace")
-        self._check()
-
-    def errReceived(self, data: bytes) -> None:
-        self.errors += data.decode("utf-8", errors="replace")
-
-    def processEnded(self, reason: Failure) -> None:
-        if isinstance(reason.value, ProcessDone | ProcessTerminated):
-            self.status = reason.value.exitCode
-            self.signal = getattr(reason.value, "signal", None)
-        self.ended.callback(self.status)
-        for _, d in self._waiting:
-            if not d.called:
-                d.errback(
-                    AssertionError(
-                        f"{self.name} ended before the expected output\n{self.describe()}"
-                    )
-                )
-        self._waiting = []
-
-    def _check(self) -> None:
-        still = []
-        for pattern, d in self._waiting:
-            match = pattern.search(self.output, self._cursor)
-            if match:
-                self._cursor = match.end()
-                d.callback(match)
-            else:
-                still.append((pattern, d))
-        self._waiting = still
-
-    async def seen(self, text: str, wait: float = WAIT) -> None:
-        """Wait until ``text`` appears anywhere in the output, in whatever order it came
-        relative to other lines (lines from different connections have no order)."""
-        if text in self.output:
-            return
-        cursor = self._cursor
-        self._cursor = 0
-        try:
-            await self.expect(text, wait=wait)
-        finally:
-            self._cursor = cursor
-
-    async def expect(self, text: str, regex: bool = False, wait: float = WAIT) -> re.Match[str]:
-        """Wait until ``text`` appears after what earlier expectations matched."""
-        pattern = re.compile(text if regex else re.escape(text))
-        match = pattern.search(self.output, self._cursor)
-        if match:
-            self._cursor = match.end()
-            return match
-        if self.ended.called:
-            raise AssertionError(f"{self.name} ended without {text!r}\n{self.describe()}")
-        d: Deferred[re.Match[str]] = Deferred()
-        self._waiting.append((pattern, d))
-        timer = reactor.callLater(wait, self._time_out, pattern, d)
-        try:
-            return await d
-        finally:
-            if timer.active():
-                timer.cancel()
-
-    def _time_out(self, pattern: re.Pattern[str], d: Deferred[re.Match[str]]) -> None:
-        self._waiting = [(p, w) for p, w in self._waiting if w is not d]
-        d.errback(
-            AssertionError(
-                f"{self.name}: no {pattern.pattern!r} within the wait\n{self.describe()}"
-            )
-        )
-
-    def mark(self) -> int:
-        """A position in the output, for :meth:`since`."""
-        return len(self.output)
-
-    def since(self, mark: int) -> str:
-        return self.output[mark:]
-
-    def send(self, *lines: str) -> None:
-        for line in lines:
-            self.transport.write(line.encode("utf-8") + b"\n")
-
-    async def exit_status(self, wait: float = WAIT) -> int | None:
-        timer = reactor.callLater(wait, self.kill)
-        try:
-            return await self.ended
-        finally:
-            if timer.active():
-                timer.cancel()
-
-    def kill(self) -> None:
-        if not self.ended.called:
-            self.transport.signalProcess("KILL")
-
-    def terminate(self) -> None:
-        if not self.ended.called:
-            self.transport.signalProcess("TERM")
-
-    def describe(self) -> str:
-        return f"--- {self.name} stdout:\n{self.output}\n--- stderr:\n{self.errors}"
-
-
 def spawn(name: str, argv: list[str], cwd: Path, use_pty: bool = False, **env: str) -> Process:
-    process = Process(name)
-    reactor.spawnProcess(
-        process, argv[0], argv, env=environment(**env), path=str(cwd), usePTY=use_pty
-    )
-    return process
+    return launch.spawn(reactor, name, argv, cwd, environment(**env), use_pty, WAIT)
 
 
 class ServerProcess:
@@ -176,8 +55,7 @@ class ServerProcess:
         self.port = 0
 
     async def started(self) -> ServerProcess:
-        match = await self.process.expect(LISTENING.pattern.decode(), regex=True)
-        self.port = int(match.group(1))
+        self.port = await launch.ready(self.process, LISTENING, WAIT)
         return self
 
     def client(self, name: str, use_pty: bool = False, interactive: bool = False) -> Process:

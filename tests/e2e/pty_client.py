@@ -17,7 +17,7 @@ from pathlib import Path
 import pyte
 
 from tests.e2e.processes import REPO, environment
-from twisted_chat.server.local import listening_port, twistd_command
+from twisted_chat.launch import LISTENING, twistd_command
 
 COLUMNS, ROWS = 80, 24
 WAIT = 15.0
@@ -51,7 +51,8 @@ class SyncServer:
             if ready and not chunk:
                 break  # the server exited
             self.output += chunk
-            self.port = listening_port(self.output) or 0
+            found = LISTENING.search(self.output.decode(errors="replace"))
+            self.port = int(found.group(1)) if found else 0
         assert self.port, f"the server did not start:\n{self.output.decode(errors='replace')}"
 
     def stop(self) -> None:

@@ -27,7 +27,7 @@ from tests.e2e.processes import (
     start,
 )
 from twisted_chat import wire
-from twisted_chat.server.local import free_port, twistd_command
+from twisted_chat.launch import free_port, twistd_command
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ import pytest_twisted
 
 from tests.e2e.processes import BIN, REPO, finish, logged_in, server_py, sleep, start
 from tests.e2e.processes import client as client_process
-from twisted_chat.server.local import free_port
+from twisted_chat.launch import free_port
 
 pytestmark = pytest.mark.e2e
 

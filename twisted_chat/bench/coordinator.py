@@ -15,15 +15,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.internet.error import ProcessDone, ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.python.failure import Failure
 
+from twisted_chat import launch
 from twisted_chat.bench.targets import TARGETS, Target
-from twisted_chat.server import local
 
 DEFAULT_PHASE_LIMIT = 300.0
 """Seconds any one phase may take before it is cut short (and says so)."""
@@ -39,15 +38,16 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def sleep(seconds: float) -> None:
+async def sleep(reactor: Any, seconds: float) -> None:
     await deferLater(reactor, seconds, lambda: None)
 
 
 class WorkerProcess(ProcessProtocol):
     """One load-generating process, driven over its stdin and stdout."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, reactor: Any) -> None:
         self.index = index
+        self._reactor = reactor
         self.done = 0
         """The worker's latest progress count."""
         self.ended: Deferred[None] = Deferred()
@@ -67,7 +67,7 @@ class WorkerProcess(ProcessProtocol):
             return succeed(queued.pop(0))
         d: Deferred[dict[str, Any]] = Deferred()
         self._waiting[event] = d
-        return d.addTimeout(wait, reactor)
+        return d.addTimeout(wait, self._reactor)
 
     def outReceived(self, data: bytes) -> None:
         self._buffer += data
@@ -149,6 +149,7 @@ class Run:
 
     def __init__(self, target: Target, args: argparse.Namespace, progress: Progress) -> None:
         self.target = target
+        self.reactor = target.reactor
         self.args = args
         self.progress = progress
         self.names = [f"b{n:05d}" for n in range(args.users)]
@@ -160,9 +161,9 @@ class Run:
 
     def start_workers(self) -> None:
         for index in range(len(self.shares)):
-            worker = WorkerProcess(index)
+            worker = WorkerProcess(index, self.reactor)
             argv = [sys.executable, "-m", "twisted_chat.bench.worker"]
-            reactor.spawnProcess(worker, argv[0], argv, env=local.environment())
+            self.reactor.spawnProcess(worker, argv[0], argv, env=launch.environment())
             self.workers.append(worker)
 
     async def all(self, event: str, wait: float | None = None) -> list[dict[str, Any]]:
@@ -183,7 +184,7 @@ class Run:
         return events
 
     def _server(self) -> tuple[int, float]:
-        return local.proc_stat(self.target.process.pid)
+        return launch.proc_stat(self.target.pid)
 
     async def login(self) -> None:
         self.results["rss_empty_kib"] = self._server()[0]
@@ -210,9 +211,9 @@ class Run:
         self.results["login_all_s"] = elapsed
 
     async def idle(self, seconds: float = 5.0) -> None:
-        await sleep(2)  # let the presence fan-out settle
+        await sleep(self.reactor, 2)  # let the presence fan-out settle
         rss, cpu0 = self._server()
-        await sleep(seconds)
+        await sleep(self.reactor, seconds)
         cpu1 = self._server()[1]
         self.results["rss_per_user_kib"] = (rss - self.results["rss_empty_kib"]) / len(self.names)
         self.results["idle_cpu_pct"] = 100 * (cpu1 - cpu0) / seconds
@@ -319,7 +320,7 @@ def table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
-async def main(_reactor: Any, args: argparse.Namespace) -> None:
+async def main(reactor: Any, args: argparse.Namespace) -> None:
     def say(text: str) -> None:
         print(text, flush=True)
 
@@ -327,7 +328,7 @@ async def main(_reactor: Any, args: argparse.Namespace) -> None:
     results: dict[str, dict[str, float]] = {}
     unfinished: dict[str, str] = {}
     for key in args.targets.split(","):
-        target = TARGETS[key]()
+        target = TARGETS[key](reactor)
         why_not = target.available()
         if why_not:
             say(f"{target.name}: {why_not}")
@@ -353,7 +354,7 @@ async def main(_reactor: Any, args: argparse.Namespace) -> None:
         finally:
             progress.end()
             await run.close()
-            target.stop()
+            await target.stop()
     say("")
     say(
         f"users {args.users}, direct messages {args.messages} ({args.window} in flight), "

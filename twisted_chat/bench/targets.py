@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -15,11 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import reactor
-from twisted.internet.task import deferLater
-
+from twisted_chat import launch
 from twisted_chat.bench.clients import CHANNEL
-from twisted_chat.server import local
 
 
 @dataclass
@@ -29,7 +23,8 @@ class Target:
     name: str
     client: str
     """The kind of benchmark client that speaks to it (``clients.CLIENTS``)."""
-    process: Any = None
+    reactor: Any
+    process: launch.Process | None = None
     port: int = 0
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="chat-bench-")))
 
@@ -40,21 +35,23 @@ class Target:
     async def start(self, users: list[str]) -> None:
         raise NotImplementedError
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
+    @property
+    def pid(self) -> int:
+        assert self.process is not None and self.process.pid is not None
+        return self.process.pid
+
+    async def stop(self) -> None:
+        """End the server (TERM, then KILL after 30 s) and remove its directory."""
+        if self.process is not None:
+            await self.process.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class OurServer(Target):
     async def start(self, users: list[str]) -> None:
         (self.workdir / "credentials.txt").write_text("".join(f"{u} pw{u}\n" for u in users))
-        self.process, self.port = await local.start(
+        self.process, self.port = await launch.start_server(
+            self.reactor,
             self.workdir,
             "--timeout",
             "3600",
@@ -107,11 +104,9 @@ class TwistedWords(Target):
         (self.workdir / "passwd").write_text("".join(f"{u}:pw{u}\n" for u in users))
         (self.workdir / "words.tac").write_text(WORDS_TAC)
         twistd = str(Path(sys.executable).parent / "twistd")
-        self.process, self.port = await local.launch(
-            self.workdir,
-            [twistd, "-n", "--pidfile=", "-l", "-", "-y", "words.tac"],
-            re.compile(rb"IRCFactory starting on (\d+)"),
-        )
+        argv = [twistd, "-n", "--pidfile=", "-l", "-", "-y", "words.tac"]
+        self.process = launch.spawn(self.reactor, self.name, argv, self.workdir)
+        self.port = await launch.ready(self.process, re.compile(r"IRCFactory starting on (\d+)"))
 
 
 class Ngircd(Target):
@@ -121,7 +116,7 @@ class Ngircd(Target):
         return None
 
     async def start(self, users: list[str]) -> None:
-        self.port = local.free_port()
+        self.port = launch.free_port()
         config = self.workdir / "ngircd.conf"
         config.write_text(
             f"""[Global]
@@ -148,22 +143,14 @@ Topic = bench
 """
         )
         binary = shutil.which("ngircd") or "/usr/sbin/ngircd"
-        self.process = subprocess.Popen(
-            [binary, "--nodaemon", "--config", str(config)],
-            cwd=self.workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(300):
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            await deferLater(reactor, 0.1, lambda: None)
-        raise SystemExit("ngircd did not start")
+        argv = [binary, "--nodaemon", "--config", str(config)]
+        self.process = launch.spawn(self.reactor, self.name, argv, self.workdir)
+        await launch.wait_for_port(self.reactor, self.port)
 
 
-TARGETS: dict[str, Callable[[], Target]] = {
-    "ours": lambda: OurServer("twisted-chat", "chat"),
-    "words": lambda: TwistedWords("Twisted Words", "irc"),
-    "ngircd": lambda: Ngircd("ngIRCd", "ngircd"),
+TARGETS: dict[str, Callable[[Any], Target]] = {
+    "ours": lambda reactor: OurServer("twisted-chat", "chat", reactor),
+    "words": lambda reactor: TwistedWords("Twisted Words", "irc", reactor),
+    "ngircd": lambda reactor: Ngircd("ngIRCd", "ngircd", reactor),
 }
+"""Each server under test, by its ``--targets`` name, made for a reactor."""

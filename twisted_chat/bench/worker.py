@@ -25,7 +25,6 @@ import resource
 import time
 from typing import Any
 
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.stdio import StandardIO
@@ -46,8 +45,9 @@ def cpu_seconds() -> float:
 class Worker:
     """This process's users and the phase they are in."""
 
-    def __init__(self, emit: Any) -> None:
+    def __init__(self, emit: Any, reactor: Any) -> None:
         self.emit = emit
+        self.reactor = reactor
         self.clients: dict[str, BenchClient] = {}
         self._inbox: Any = lambda sender, recipient, text: None
         self._last_progress = 0.0
@@ -73,9 +73,9 @@ class Worker:
             started = time.monotonic()
             client = client_class(name, f"pw{name}", self.on_text)
             try:
-                endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=30)
+                endpoint = TCP4ClientEndpoint(self.reactor, "127.0.0.1", port, timeout=30)
                 await connectProtocol(endpoint, client)
-                await client.logged_in.addTimeout(120, reactor)
+                await client.logged_in.addTimeout(120, self.reactor)
             except Exception as e:  # reported, and the run goes on without this user
                 failures.append(f"{name}: {e}")
                 return
@@ -135,7 +135,7 @@ class Worker:
             if not done.called:
                 done.callback(None)
 
-        timeout = reactor.callLater(limit, cut_short)
+        timeout = self.reactor.callLater(limit, cut_short)
         await done
         if timeout.active():
             timeout.cancel()
@@ -181,7 +181,7 @@ class Worker:
         if not expected:
             report()
             return
-        reactor.callLater(limit, report)
+        self.reactor.callLater(limit, report)
         self.emit({"event": "ready"})
 
     def send(self, speaker: str, marker: str) -> None:
@@ -202,9 +202,10 @@ class CommandReader(LineReceiver):
     delimiter = b"\n"
     MAX_LENGTH = 64 * 1024 * 1024  # a login command lists this worker's usernames
 
-    def __init__(self, finished: Deferred[None]) -> None:
-        self.worker = Worker(self.emit)
+    def __init__(self, finished: Deferred[None], reactor: Any) -> None:
+        self.worker = Worker(self.emit, reactor)
         self.finished = finished
+        self.reactor = reactor
 
     def emit(self, event: dict[str, Any]) -> None:
         """An event for the coordinator (through StandardIO: never a blocking write)."""
@@ -225,7 +226,7 @@ class CommandReader(LineReceiver):
             worker.send(**command)
         elif name == "close":
             worker.close()
-            reactor.callLater(0.1, self._finish)
+            self.reactor.callLater(0.1, self._finish)
 
     def connectionLost(self, reason: object = None) -> None:
         self._finish()  # the coordinator went away: so do we
@@ -239,10 +240,10 @@ class CommandReader(LineReceiver):
             self.finished.callback(None)
 
 
-async def main(_reactor: Any) -> None:
+async def main(reactor: Any) -> None:
     finished: Deferred[None] = Deferred()
-    reader = CommandReader(finished)
-    StandardIO(reader)
+    reader = CommandReader(finished, reactor)
+    StandardIO(reader, reactor=reactor)
     await finished
 
 
