@@ -134,6 +134,29 @@ async def test_the_cap_holds_and_frees_after_delivery(stores: Stores) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_acknowledgement_twice_or_for_another_user_does_not_move_the_cap(
+    stores: Stores,
+) -> None:
+    mailbox = stores.mailbox
+    await mailbox.append("luke", message(0))
+    await mailbox.append("yoda", message(1))
+    lukes = await mailbox.pending("luke")
+    await mailbox.delivered("luke", lukes)
+    await mailbox.delivered("luke", lukes)  # a client that acknowledges twice
+    await mailbox.delivered("luke", await mailbox.pending("yoda"))  # someone else's
+    assert len(await mailbox.pending("yoda")) == 1
+    for n in range(LIMIT):  # luke's count is 0, not -1: exactly LIMIT fit
+        await mailbox.append("luke", message(n))
+    with pytest.raises(QueueFull):
+        await mailbox.append("luke", message(99))
+    await mailbox.delivered("yoda", await mailbox.pending("yoda"))
+    for n in range(LIMIT):
+        await mailbox.append("yoda", message(n))
+    with pytest.raises(QueueFull):
+        await mailbox.append("yoda", message(99))
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_cap_holds_for_appends_in_flight(stores: Stores) -> None:
     appends = [stores.mailbox.append("luke", message(n)) for n in range(LIMIT + 2)]
     outcomes = []

@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from twisted_chat.errors import QueueFull
 from twisted_chat.interfaces import IBlockStore, IMailbox, StoredMessage
-from twisted_chat.server.stores import DEFAULT_MAILBOX_LIMIT, BlockIndex
+from twisted_chat.server.stores import DEFAULT_MAILBOX_LIMIT, BlockIndex, MailboxQuota
 
 SCHEMA_VERSION = 1
 
@@ -226,18 +226,21 @@ class SqliteMailbox:
 
     def __init__(self, pool: adbapi.ConnectionPool, counts: dict[str, int], limit: int) -> None:
         self._pool = pool
-        self._counts = counts
-        """Messages stored or being stored per recipient: the cap is checked in memory."""
-        self.limit = limit
+        self.quota = MailboxQuota(limit, counts)
+        """Messages stored or being stored per recipient (loaded at start)."""
+
+    @property
+    def limit(self) -> int:
+        return self.quota.limit
 
     def append(self, recipient: str, message: StoredMessage) -> Deferred[None]:
-        count = self._counts.get(recipient, 0)
-        if count >= self.limit:
-            return fail(QueueFull(recipient, self.limit))
-        self._counts[recipient] = count + 1  # reserved now, so the cap holds in flight
+        try:
+            self.quota.reserve(recipient)
+        except QueueFull as e:
+            return fail(e)
 
         def failed(failure: Any) -> Any:
-            self._forget(recipient, 1)
+            self.quota.release(recipient, 1)
             return failure
 
         d: Deferred[None] = self._pool.runOperation(
@@ -247,7 +250,7 @@ class SqliteMailbox:
         return d.addErrback(failed)
 
     def pending(self, recipient: str) -> Deferred[list[StoredMessage]]:
-        if not self._counts.get(recipient):
+        if not self.quota.holds_mail(recipient):
             return succeed([])
         d: Deferred[list[Any]] = self._pool.runQuery(
             "SELECT sender, text, sent, id FROM offline WHERE recipient = ? ORDER BY id",
@@ -256,17 +259,12 @@ class SqliteMailbox:
         return d.addCallback(lambda rows: [StoredMessage(*row) for row in rows])
 
     def delivered(self, recipient: str, messages: list[StoredMessage]) -> Deferred[None]:
-        keys = [(m.key,) for m in messages]
+        rows = [(recipient, m.key) for m in messages]
 
-        def remove(cursor: Any) -> None:
-            cursor.executemany("DELETE FROM offline WHERE id = ?", keys)
+        def remove(cursor: Any) -> int:
+            cursor.executemany("DELETE FROM offline WHERE recipient = ? AND id = ?", rows)
+            # What was really deleted: a message acknowledged twice is counted once.
+            return int(cursor.rowcount)
 
-        d: Deferred[None] = self._pool.runInteraction(remove)
-        return d.addCallback(lambda _: self._forget(recipient, len(keys)))
-
-    def _forget(self, recipient: str, count: int) -> None:
-        left = self._counts.get(recipient, 0) - count
-        if left > 0:
-            self._counts[recipient] = left
-        else:
-            self._counts.pop(recipient, None)
+        d: Deferred[int] = self._pool.runInteraction(remove)
+        return d.addCallback(lambda deleted: self.quota.release(recipient, deleted))

@@ -24,6 +24,34 @@ is dropped silently."""
 _NOBODY: frozenset[str] = frozenset()
 
 
+class MailboxQuota:
+    """The one rule of every mailbox: at most ``limit`` messages stored, or being
+    stored, per recipient; past it the sender is told (:class:`QueueFull`). Counted in
+    memory, so the check costs no disk access, and reserved before a write starts, so
+    the cap holds while writes are in flight."""
+
+    def __init__(self, limit: int, counts: dict[str, int] | None = None) -> None:
+        self.limit = limit
+        self._counts: dict[str, int] = counts if counts is not None else {}
+
+    def reserve(self, recipient: str) -> None:
+        count = self._counts.get(recipient, 0)
+        if count >= self.limit:
+            raise QueueFull(recipient, self.limit)
+        self._counts[recipient] = count + 1
+
+    def release(self, recipient: str, count: int) -> None:
+        """``count`` messages are gone (delivered, or their write failed)."""
+        left = self._counts.get(recipient, 0) - count
+        if left > 0:
+            self._counts[recipient] = left
+        else:
+            self._counts.pop(recipient, None)
+
+    def holds_mail(self, recipient: str) -> bool:
+        return recipient in self._counts
+
+
 class BlockIndex:
     """Who blocks whom, indexed both ways, so that a fan-out tests each recipient with
     one set lookup: ``blocked_by(u)`` is whom ``u`` blocks (presence skips them),
@@ -80,14 +108,20 @@ class MemoryMailbox:
     """Offline messages as a deque per recipient: append and take are O(1) per message."""
 
     def __init__(self, limit: int = DEFAULT_MAILBOX_LIMIT) -> None:
-        self.limit = limit
+        self.quota = MailboxQuota(limit)
         self._queues: dict[str, deque[StoredMessage]] = {}
         self._next_key = 1
 
+    @property
+    def limit(self) -> int:
+        return self.quota.limit
+
     def append(self, recipient: str, message: StoredMessage) -> Deferred[None]:
+        try:
+            self.quota.reserve(recipient)
+        except QueueFull as e:
+            return fail(e)
         queue = self._queues.setdefault(recipient, deque())
-        if len(queue) >= self.limit:
-            return fail(QueueFull(recipient, self.limit))
         queue.append(dataclasses.replace(message, key=self._next_key))
         self._next_key += 1
         return succeed(None)
@@ -100,6 +134,7 @@ class MemoryMailbox:
         if queue is not None:
             done = {m.key for m in messages}
             remaining = deque(m for m in queue if m.key not in done)
+            self.quota.release(recipient, len(queue) - len(remaining))
             if remaining:
                 self._queues[recipient] = remaining
             else:
