@@ -182,7 +182,9 @@ def test_a_requester_who_leaves_cancels_the_request(server: Server) -> None:
         "The private messaging request with hans was cancelled: hans logged out.",
         "hans logged out",
     ]
-    assert server.chat.private.pending() == []  # the request and its lapse timer are gone
+    # The request and its lapse timer are gone: nothing is left to lapse, later.
+    server.advance(server.chat.private.ttl + 1)
+    assert who["luke"].sees() == []
 
 
 @pytest.mark.parametrize("who_stops", ["hans", "luke"])

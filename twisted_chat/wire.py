@@ -6,9 +6,10 @@ before it is tolerated). Every object has a string ``type``. Requests may carry 
 ``error`` frames; everything else the server sends is an event pushed at any time.
 ``docs/protocol.md`` documents every frame with an example.
 
-This module is a leaf: no I/O, no state, no Twisted. It turns bytes into typed frames and
-typed frames into bytes, and raises :class:`FrameError` (with a stable code) for anything
-that is not a well-formed frame.
+This module is a leaf: no I/O, no Twisted. It turns bytes into typed frames and typed
+frames into bytes, and raises :class:`FrameError` (with a stable code) for anything that
+is not a well-formed frame. Its one piece of state is :func:`encode_event`'s last
+encoded event, a cache that changes no result.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import orjson
 
@@ -312,9 +313,6 @@ class PrivateText(Frame):
 class StopPrivate(Frame):
     TYPE: ClassVar[str] = "stopprivate"
     reason: str = "stop"
-
-
-F = TypeVar("F", bound=Frame)
 
 
 def _table(*classes: type[Frame]) -> dict[str, type[Frame]]:

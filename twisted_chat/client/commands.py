@@ -63,10 +63,17 @@ class Command:
 
     @property
     def user(self) -> str:
+        """The user a command names (its first argument)."""
         return self.args[0]
 
     @property
+    def seconds(self) -> int:
+        """``whoelsesince``'s window (checked and bounded by :func:`parse_command`)."""
+        return int(self.args[0])
+
+    @property
     def text(self) -> str:
+        """A message's text (its last argument)."""
         return self.args[-1]
 
 

@@ -1,9 +1,10 @@
 """The plain line console: the client's :class:`Display` over Twisted's StandardIO.
 
-Used as is when standard input is a pipe (scripts, tests) and, until the full-screen
-line editor exists, on terminals too. On a terminal it turns echo off while a password
-is typed and restores the terminal's settings, and blocking mode on the standard
-descriptors (StandardIO makes them non-blocking), whatever way the client ends.
+Used when standard input or output is not a terminal (scripts, pipes, tests); a
+terminal gets the line editor (``terminal.TerminalConsole``). :class:`TerminalState`,
+used by both, turns echo off while a password is typed and restores the terminal's
+settings, and blocking mode on the standard descriptors (StandardIO makes them
+non-blocking), whatever way the client ends.
 """
 
 from __future__ import annotations

@@ -94,10 +94,30 @@ def _server_error(failure: Failure) -> ServerError:
 class Stage(enum.Enum):
     CONNECTING = "connecting"
     USERNAME = "username"
+    CHECKING_NAME = "checking-name"
     PASSWORD = "password"
+    CHECKING_PASSWORD = "checking-password"
     ONLINE = "online"
     LEAVING = "leaving"
     DONE = "done"
+
+
+MOVES: dict[Stage, frozenset[Stage]] = {
+    Stage.CONNECTING: frozenset({Stage.USERNAME}),
+    Stage.USERNAME: frozenset({Stage.CHECKING_NAME}),
+    Stage.CHECKING_NAME: frozenset({Stage.PASSWORD, Stage.USERNAME}),
+    Stage.PASSWORD: frozenset({Stage.CHECKING_PASSWORD}),
+    Stage.CHECKING_PASSWORD: frozenset({Stage.ONLINE, Stage.PASSWORD, Stage.USERNAME}),
+    Stage.ONLINE: frozenset({Stage.LEAVING}),
+    Stage.LEAVING: frozenset(),
+    Stage.DONE: frozenset(),
+}
+"""Where each stage may go next, besides DONE (reachable from every stage but DONE):
+a session moves only along these."""
+
+TAKES_INPUT = frozenset({Stage.USERNAME, Stage.PASSWORD, Stage.ONLINE})
+"""Stages that take the next typed line; in the others (a check under way, leaving),
+typed lines wait in order."""
 
 
 _END_OF_INPUT = object()
@@ -123,8 +143,6 @@ class ClientSession:
         self.stage = Stage.CONNECTING
         self.user = ""
         self._link: Link | None = None
-        self._busy = False
-        """A login step is waiting for its reply: typed lines wait in the queue."""
         self._typed: deque[str | object] = deque()
         self._askers: OrderedDict[str, None] = OrderedDict()
         """Users whose private-chat request waits for our y/n, oldest first."""
@@ -138,9 +156,18 @@ class ClientSession:
 
     # --- from the server link ------------------------------------------------------
 
+    def _move(self, to: Stage) -> bool:
+        """Move to stage ``to``; False (and no move) once the session is done, which is
+        where a reply that comes after the end lands."""
+        if self.stage is Stage.DONE:
+            return False
+        if to is not Stage.DONE and to not in MOVES[self.stage]:
+            raise AssertionError(f"no move from {self.stage.value} to {to.value}")
+        self.stage = to
+        return True
+
     def link_made(self, link: Link) -> None:
         self._link = link
-        self._busy = True
         self._request(wire.Hello(wire.PROTOCOL_VERSION)).addCallbacks(
             self._greeted, self._fatal_error
         )
@@ -200,7 +227,7 @@ class ClientSession:
 
     def server_lost(self) -> None:
         if self.stage in (Stage.LEAVING, Stage.DONE):
-            self._finish(EXIT_OK if self.stage is Stage.LEAVING else None)
+            self._finish(EXIT_OK)  # expected (nothing, if already done)
             return
         self.peers.stop_all("quit")
         self.display.show("The connection to the server was lost.")
@@ -222,7 +249,7 @@ class ClientSession:
         """Ctrl-C: leave now, logging out politely if logged in; exit status 130."""
         self._typed.clear()
         if self.stage is Stage.ONLINE:
-            self.stage = Stage.LEAVING
+            self._move(Stage.LEAVING)
             self.peers.stop_all("logout")
             self._request(wire.Logout()).addBoth(
                 lambda _: self._finish(EXIT_INTERRUPTED, "Interrupted: you have logged out.")
@@ -231,11 +258,7 @@ class ClientSession:
             self._finish(EXIT_INTERRUPTED, "Interrupted.")
 
     def _drain(self) -> None:
-        while (
-            self._typed
-            and not self._busy
-            and self.stage not in (Stage.CONNECTING, Stage.LEAVING, Stage.DONE)
-        ):
+        while self._typed and self.stage in TAKES_INPUT:
             item = self._typed.popleft()
             if item is _END_OF_INPUT:
                 self._end_of_input()
@@ -248,7 +271,7 @@ class ClientSession:
             self._username_entered(line.strip())
         elif self.stage is Stage.PASSWORD:
             self._password_entered(line)
-        elif self.stage is Stage.ONLINE:
+        else:
             self._command_entered(line)
 
     def _end_of_input(self) -> None:
@@ -262,8 +285,8 @@ class ClientSession:
     # --- logging in -----------------------------------------------------------------
 
     def _ask_username(self) -> None:
-        self._busy = False
-        self.stage = Stage.USERNAME
+        if not self._move(Stage.USERNAME):
+            return
         self.display.ask("Username: ")
         self._drain()
 
@@ -271,12 +294,12 @@ class ClientSession:
         if not user:
             self.display.ask("Username: ")
             return
-        self._busy = True
+        self._move(Stage.CHECKING_NAME)
 
         def answered(result: dict[str, Any]) -> None:
+            if not self._move(Stage.PASSWORD):
+                return
             self.user = user
-            self._busy = False
-            self.stage = Stage.PASSWORD
             if result.get("account") == "new":
                 self.display.show(f"This is a new user. Enter a password to create {user}.")
                 self.display.ask("New password: ", secret=True)
@@ -297,11 +320,11 @@ class ClientSession:
         )
 
     def _password_entered(self, password: str) -> None:
-        self._busy = True
+        self._move(Stage.CHECKING_PASSWORD)
 
         def welcomed(_: dict[str, Any]) -> None:
-            self.stage = Stage.ONLINE
-            self._busy = False
+            if not self._move(Stage.ONLINE):
+                return
             self.display.show(WELCOME)
             self.display.show("Type help for the commands.")
             self.peers.listen(self.user).addCallbacks(self._listening, self._no_listener)
@@ -315,8 +338,7 @@ class ClientSession:
                 self._finish(EXIT_FAILURE)
             elif error.code in ("already-online", "username-taken"):
                 self._ask_username()
-            else:
-                self._busy = False
+            elif self._move(Stage.PASSWORD):
                 self.display.ask("Password: ", secret=True)
                 self._drain()
 
@@ -364,7 +386,7 @@ class ClientSession:
         elif name == "whoelse":
             self._send(wire.WhoElse(), self._show_users, "No other users are online.")
         elif name == "whoelsesince":
-            seconds = int(command.user)
+            seconds = command.seconds
             self._send(
                 wire.WhoElseSince(seconds),
                 self._show_users,
@@ -402,7 +424,7 @@ class ClientSession:
         self.display.show(text)
 
     def _logout(self) -> None:
-        self.stage = Stage.LEAVING
+        self._move(Stage.LEAVING)
         self.peers.stop_all("logout")
         self._request(wire.Logout()).addBoth(
             lambda _: self._finish(EXIT_OK, "You have logged out.")
@@ -578,10 +600,9 @@ class ClientSession:
         self.log.failure("client error", failure)
         self.display.show(f"Error. Something went wrong: {failure.getErrorMessage()}")
 
-    def _finish(self, status: int | None, farewell: str = "") -> None:
-        if self.stage is Stage.DONE:
+    def _finish(self, status: int, farewell: str = "") -> None:
+        if not self._move(Stage.DONE):
             return
-        self.stage = Stage.DONE
         if farewell:
             self.display.show(farewell)
-        self.display.finish(EXIT_OK if status is None else status)
+        self.display.finish(status)

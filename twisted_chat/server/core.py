@@ -425,10 +425,6 @@ class PrivateBroker:
             if session is not None:
                 session.deliver(wire.PrivateExpired(user, "left"))
 
-    def pending(self) -> list[tuple[str, str]]:
-        """The (requester, target) pairs waiting for an answer."""
-        return list(self._pending)
-
     def cancel_all(self) -> None:
         for key in list(self._pending):
             self._forget(key).cancel()
