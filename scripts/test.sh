@@ -7,5 +7,5 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check '.[test]'
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/mypy twisted_chat
+.venv/bin/mypy twisted_chat tests
 exec .venv/bin/python -m pytest "$@"

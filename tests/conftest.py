@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
-from twisted.logger import globalLogPublisher
-from twisted.logger._levels import LogLevel
+from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 
 
 @pytest.fixture(autouse=True)
@@ -18,10 +18,11 @@ def no_logged_failures() -> Iterator[list[dict[str, object]]]:
         if "log_failure" in event or event.get("log_level") is LogLevel.critical:
             failures.append(event)
 
-    globalLogPublisher.addObserver(observe)
+    observer = cast(ILogObserver, observe)  # zope cannot declare it of a function
+    globalLogPublisher.addObserver(observer)
     try:
         yield failures
     finally:
-        globalLogPublisher.removeObserver(observe)
+        globalLogPublisher.removeObserver(observer)
     messages = [str(event.get("log_failure", event.get("log_format"))) for event in failures]
     assert not failures, f"failures were logged: {messages}"

@@ -10,6 +10,7 @@ from typing import Any
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -50,6 +51,8 @@ class AnsweringTransport(StringTransport):
     the real client does (tests of liveness itself turn this off)."""
 
     answer_pings = True
+    protocol: ChatServerProtocol | None = None
+    """The server's protocol on this transport, which the answers go to."""
 
     def write(self, data: bytes) -> None:
         super().write(data)
@@ -72,6 +75,12 @@ class Connection:
         self.lost = False
         self._next_id = 1
         self.pending_events: list[dict[str, Any]] = []
+
+    def gate(self) -> IPushProducer:
+        """What the transport pauses when its buffer is full (the output gate)."""
+        producer = self.transport.producer
+        assert IPushProducer.providedBy(producer)
+        return producer
 
     def send_raw(self, data: bytes) -> list[dict[str, Any]]:
         self.protocol.dataReceived(data)

@@ -8,8 +8,13 @@ from collections.abc import Callable
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint, IStreamServerEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
 from twisted.test.iosim import FakeTransport, IOPump, connect
 from zope.interface import implementer
 
@@ -45,7 +50,7 @@ class _ListenEndpoint:
     def __init__(self, network: MemoryNetwork) -> None:
         self._network = network
 
-    def listen(self, factory: Factory) -> Deferred[IListeningPort]:
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         self._network.next_port += 1
         self._network.listeners[self._network.next_port] = factory
         return succeed(_Port(self._network, self._network.next_port))
@@ -57,7 +62,7 @@ class _ConnectEndpoint:
         self._network = network
         self._port = port
 
-    def connect(self, factory: Factory) -> Deferred[Protocol]:
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
         listener = self._network.listeners.get(self._port)
         if listener is None:
             return fail(ConnectionRefusedError())
@@ -77,12 +82,12 @@ class MemoryNetwork:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.clock = server.clock
-        self.listeners: dict[int, Factory] = {}
+        self.listeners: dict[int, IProtocolFactory] = {}
         self.next_port = 50000
         self.pumps: list[IOPump] = []
 
-    def join(self, server_side: Protocol, client_side: Protocol) -> IOPump:
-        pump = connect(
+    def join(self, server_side: IProtocol, client_side: IProtocol) -> IOPump:
+        pump: IOPump = connect(
             server_side,
             # Real IP addresses on both sides: the chat server hands a peer's address
             # to its partner, and only an IP is an address to hand.

@@ -94,7 +94,7 @@ def test_a_refusal_is_never_an_unhandled_error(
 def test_an_approval_we_never_asked_for_does_not_make_us_connect(server: Server) -> None:
     _, who = people(server, "hans", "luke")
     connects: list[tuple[object, ...]] = []
-    who["hans"].peers.connect = lambda *a: connects.append(a)  # type: ignore[assignment,method-assign,misc]
+    who["hans"].peers.connect = lambda *a: connects.append(a)  # type: ignore[assignment,method-assign]
     # As if the server (or anyone who can inject frames) sent it unasked:
     who["hans"].session.event_received(wire.PrivateAccepted("luke", "tok", "127.0.0.1", 22))
     who["hans"].session.event_received(wire.PrivateAccepted("luke", "tok", "127.0.0.1", 6000))
@@ -105,7 +105,7 @@ def test_an_approval_we_never_asked_for_does_not_make_us_connect(server: Server)
 def test_an_approval_naming_a_privileged_port_is_refused(server: Server) -> None:
     _, who = people(server, "hans", "luke")
     connects: list[tuple[object, ...]] = []
-    who["hans"].peers.connect = lambda *a: connects.append(a)  # type: ignore[assignment,method-assign,misc]
+    who["hans"].peers.connect = lambda *a: connects.append(a)  # type: ignore[assignment,method-assign]
     who["hans"].type("startprivate luke")
     who["hans"].sees()
     who["hans"].session.event_received(wire.PrivateAccepted("luke", "tok", "127.0.0.1", 25))

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent
 
 from tests.harness import Connection, Server
+from tests.logcapture import log_events
 from twisted_chat.server.limits import TokenBucket
 
 
@@ -104,7 +105,7 @@ def test_a_reader_that_stops_reading_is_dropped_past_the_cap(tmp_path: Path) -> 
     server = Server(tmp_path, "--output-cap", "4096", "--timeout", "3600")
     users = server.everyone("hans", "yoda")
     hans, yoda = users["hans"], users["yoda"]
-    yoda.transport.producer.pauseProducing()  # yoda's socket buffer is full: he stopped reading
+    yoda.gate().pauseProducing()  # yoda's socket buffer is full: he stopped reading
     sent = 0
     while not yoda.transport.disconnecting:
         hans.send("message", to="yoda", text="x" * 900)
@@ -119,7 +120,7 @@ def test_a_reader_that_stops_reading_is_dropped_past_the_cap(tmp_path: Path) -> 
 def test_a_reader_that_catches_up_is_kept(tmp_path: Path) -> None:
     server = Server(tmp_path, "--output-cap", "4096", "--timeout", "3600")
     users = server.everyone("hans", "yoda")
-    gate = users["yoda"].transport.producer
+    gate = users["yoda"].gate()
     for _ in range(10):
         gate.pauseProducing()
         users["hans"].send("message", to="yoda", text="x" * 900)
@@ -239,9 +240,7 @@ def test_many_connections_opened_and_closed_leave_nothing_behind(server: Server)
 
 
 def test_security_events_are_structured_and_keep_secrets_out(server: Server) -> None:
-    events: list[dict[str, object]] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
+    with log_events() as events:
         for wrong in ("s3cret-1", "s3cret-2", "s3cret-3"):
             connection = server.connect()
             connection.login("yoda", wrong)
@@ -251,9 +250,8 @@ def test_security_events_are_structured_and_keep_secrets_out(server: Server) -> 
             hans.protocol.dataReceived(lines(10, start=second * 100))
             server.advance(1)
             hans.received()
-    finally:
-        globalLogPublisher.removeObserver(events.append)
-    kinds = {e.get("security_event") for e in events if e.get("log_level") >= LogLevel.warn}  # type: ignore[operator]
+    warnings = [e for e in events if e.get("log_level", LogLevel.debug) >= LogLevel.warn]
+    kinds = {e.get("security_event") for e in warnings}
     assert {"lockout", "flood"} <= kinds
     everything = " ".join(formatEvent(e) + repr(sorted(map(str, e.values()))) for e in events)
     assert "s3cret" not in everything and "wise@!man" not in everything

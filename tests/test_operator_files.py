@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
-from twisted.logger import formatEvent, globalLogPublisher
 
 from tests.harness import Server, run_inline, write_credentials
+from tests.logcapture import LogEvent, formatted, log_events
 from twisted_chat.interfaces import StoredMessage
 from twisted_chat.server import accounts as accounts_module
 from twisted_chat.server.accounts import CredentialsFile, parse_credentials
@@ -30,16 +30,16 @@ class Logged:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self._capture = log_events()
+        self._events: list[LogEvent] = []
 
     def __enter__(self) -> list[str]:
-        globalLogPublisher.addObserver(self._observe)
+        self._events = self._capture.__enter__()
         return self.lines
 
-    def __exit__(self, *_: object) -> None:
-        globalLogPublisher.removeObserver(self._observe)
-
-    def _observe(self, event: dict[str, Any]) -> None:
-        self.lines.append(formatEvent(event))
+    def __exit__(self, *exc: Any) -> None:
+        self._capture.__exit__(*exc)
+        self.lines.extend(formatted(self._events))
 
 
 # --- what the file holds ---------------------------------------------------------------
@@ -190,6 +190,7 @@ def test_a_read_only_file_is_never_written_and_the_user_is_told(tmp_path: Path) 
     server = Server(tmp_path)
     server.credentials.chmod(0o444)
     before = server.credentials.read_bytes()
+    assert isinstance(server.chat.accounts, CredentialsFile)
     server.chat.accounts.changed()
     accounts = CredentialsFile(server.credentials, run_inline)
     assert accounts.read_only

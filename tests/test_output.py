@@ -14,7 +14,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 
-from twisted_chat.server.output import Outbox, TurnFlusher, turn_listening_reactor
+from twisted_chat.server.output import Outbox, TurnFlusher, TurnServer, turn_listening_reactor
 
 
 class CountingTransport(StringTransport):
@@ -123,31 +123,33 @@ async def test_a_slow_reader_gets_everything_in_order_over_real_tcp() -> None:
         TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), sink
     )
     source = await ready.addTimeout(10, reactor)
+    transport = source.transport
+    assert isinstance(transport, TurnServer)
     try:
         client.transport.pauseProducing()  # read nothing: the kernel buffers fill up
         # Small kernel buffers, so that they surely fill (loopback autotunes to MBs).
-        source.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
+        transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
         client.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
         big = b"".join(b"%08d\n" % n for n in range(400_000))  # 3.6 MB, more than fits
         sink.expected = len(big) + len(b"tail\n")
         source.outbox.write(big)
         await turn()
-        assert source.transport.dataBuffer or source.transport._tempDataBuffer  # partly sent
+        assert transport.dataBuffer or transport._tempDataBuffer  # partly sent
         # Let the reader empty the kernel's buffers while Twisted keeps the rest: the
         # socket has room now, and a direct send would overtake what Twisted holds.
         # (Taken off the reactor's writers behind the transport's back: Twisted itself
         # stops writing only once its buffer is empty.)
-        reactor.removeWriter(source.transport)
+        reactor.removeWriter(transport)
         client.transport.resumeProducing()
         for _ in range(20):
             await turn()
         assert 0 < len(sink.data) < len(big)
         source.outbox.write(b"tail\n")
         await turn()
-        reactor.addWriter(source.transport)
+        reactor.addWriter(transport)
         await sink.complete.addTimeout(10, reactor)
         assert bytes(sink.data) == big + b"tail\n"
     finally:
         client.transport.loseConnection()
-        source.transport.loseConnection()
+        transport.loseConnection()
         await port.stopListening()

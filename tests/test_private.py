@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 
@@ -258,7 +259,8 @@ def raw_peer(network: MemoryNetwork, target: Person) -> StringTransport:
     """A connection from an attacker's raw socket to ``target``'s peer port."""
     (port,) = [p for p, f in network.listeners.items() if f.network is target.peers]  # type: ignore[attr-defined]
     listener = network.listeners[port]
-    protocol = listener.buildProtocol(None)
+    protocol = listener.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    assert protocol is not None
     transport = StringTransport()
     protocol.makeConnection(transport)
     transport.protocol = protocol  # type: ignore[attr-defined]
@@ -267,7 +269,8 @@ def raw_peer(network: MemoryNetwork, target: Person) -> StringTransport:
 
 def feed(transport: StringTransport, frame: bytes) -> list[bytes]:
     transport.protocol.dataReceived(frame)  # type: ignore[attr-defined]
-    return transport.value().splitlines()
+    written: bytes = transport.value()
+    return written.splitlines()
 
 
 @pytest.mark.parametrize(
@@ -296,10 +299,11 @@ def test_forged_peer_connections_are_refused_quietly(server: Server, hello: byte
 
 def test_a_token_works_once(server: Server) -> None:
     network, who = people(server, "hans", "luke")
-    captured: list[tuple[object, ...]] = []
+    captured: list[tuple[str, str, int, str]] = []
 
-    def capture(*args: object) -> Deferred[None]:
-        captured.append(args)  # hans's client never connects: we use the token ourselves
+    def capture(user: str, host: str, port: int, token: str) -> Deferred[None]:
+        # hans's client never connects: we use the token ourselves
+        captured.append((user, host, port, token))
         return Deferred()
 
     who["hans"].peers.connect = capture  # type: ignore[method-assign]

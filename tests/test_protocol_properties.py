@@ -16,7 +16,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 from tests.harness import HANDOUT_USERS, Connection, Server
 from twisted_chat import wire
-from twisted_chat.server.protocol import Phase
+from twisted_chat.server.phases import Phase
 
 NAMES = [*HANDOUT_USERS, "ghost", "new_user", "bad name", ""]
 

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 from twisted.internet.defer import Deferred
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogLevel
+from zope.interface import implementer
 
 from tests.harness import Server
-from twisted_chat.interfaces import StoredMessage
+from tests.logcapture import formatted, log_events
+from twisted_chat.interfaces import IMailbox, StoredMessage
 
 
 @pytest.fixture
@@ -32,19 +34,11 @@ def test_a_password_changed_by_hand_counts_at_the_next_login(server: Server) -> 
 
 
 def test_a_damaged_hand_edit_is_reported_and_known_accounts_kept(server: Server) -> None:
-    errors: list[str] = []
-
-    def observe(event: dict[str, object]) -> None:
-        if event.get("log_level") is LogLevel.error:
-            errors.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    try:
+    with log_events() as events:
         with server.credentials.open("a") as f:
             f.write("\nthis line has four fields")
         assert server.connect().login("hans")["type"] == "ok"
-    finally:
-        globalLogPublisher.removeObserver(observe)
+    errors = formatted([e for e in events if e.get("log_level") is LogLevel.error])
     assert any("line 11" in e and str(server.credentials) in e for e in errors), errors
     assert "four fields" in server.credentials.read_text()  # the file is left alone
 
@@ -59,6 +53,7 @@ def test_new_accounts_are_written_after_lines_added_by_hand(server: Server) -> N
     assert server.credentials.read_text().endswith("lando calrissian\njaba hutt\n")
 
 
+@implementer(IMailbox)
 class SlowMailbox:
     """A mailbox whose reads wait until the test lets them finish."""
 
@@ -88,7 +83,7 @@ def test_live_messages_wait_behind_stored_mail_being_read(server: Server) -> Non
     hans = server.online("hans")
     stored = [StoredMessage("yoda", "old 1", 1.0, 1), StoredMessage("yoda", "old 2", 2.0, 2)]
     slow = SlowMailbox(stored)
-    server.chat.mailbox = slow  # type: ignore[assignment]
+    server.chat.mailbox = slow
     luke = server.connect()
     assert luke.login("luke")["type"] == "ok"  # luke is online; his mail is still being read
     assert hans.send("message", to="luke", text="new")["stored"] is False
@@ -104,7 +99,7 @@ def test_live_messages_wait_behind_stored_mail_being_read(server: Server) -> Non
 
 def test_mail_for_a_user_who_left_before_it_was_read_stays_stored(server: Server) -> None:
     slow = SlowMailbox([])
-    server.chat.mailbox = slow  # type: ignore[assignment]
+    server.chat.mailbox = slow
     luke = server.connect()
     luke.login("luke")
     luke.close()

@@ -26,7 +26,7 @@ class Stores:
     blocks: IBlockStore
     mailbox: IMailbox
     reopen: Callable[[], Stores] | None = None
-    close: Callable[[], None] = lambda: None
+    close: Callable[[], object] = lambda: None
 
 
 def memory() -> Stores:

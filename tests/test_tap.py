@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 
 from tests.harness import write_credentials
+from tests.logcapture import formatted, log_events
 from twisted_chat.client.main import parse_args as client_args
 from twisted_chat.server.main import parse_args as server_args
-from twisted_chat.server.tap import ChatService, Options, makeService
+from twisted_chat.server.service import ChatService
+from twisted_chat.server.tap import Options, makeService
 
 
 def parse(*argv: str) -> Options:
@@ -71,13 +72,9 @@ def test_a_damaged_credentials_file_is_reported_by_line_and_the_server_still_sta
     """A damaged line must never stop a restart: it is skipped and reported."""
     creds = tmp_path / "c.txt"
     creds.write_text("hans solo\nbroken line here\n")
-    logged: list[str] = []
-    observer = lambda event: logged.append(formatEvent(event))  # noqa: E731
-    globalLogPublisher.addObserver(observer)
-    try:
+    with log_events() as events:
         service = makeService(parse("--credentials", str(creds)), MemoryReactorClock())
-    finally:
-        globalLogPublisher.removeObserver(observer)
+    logged = formatted(events)
     assert service.factory.chat.accounts.exists("hans")
     assert not service.factory.chat.accounts.exists("broken")
     assert f"{creds}, line 2: expected 'username password', got 3 field(s); line skipped" in (

@@ -18,6 +18,22 @@ from twisted.internet.task import deferLater
 from twisted_chat import launch
 from twisted_chat.launch import LISTENING, Process, twistd_command
 
+__all__ = [
+    "BIN",
+    "REPO",
+    "WAIT",
+    "Process",
+    "ServerProcess",
+    "client",
+    "environment",
+    "finish",
+    "logged_in",
+    "server_py",
+    "sleep",
+    "spawn",
+    "start",
+]
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 WAIT = 15.0

@@ -274,7 +274,7 @@ async def test_idle_and_forged_peer_connections_do_not_stop_a_private_chat(
         clients += [hans, luke]
         luke.send("whoelse")
         await luke.expect("hans")  # by now luke's client has its peer listener
-        pid = luke.transport.pid
+        pid = luke.pid
         assert pid is not None
         (peer_port,) = listening_ports(pid)
         for n in range(40):
@@ -340,6 +340,7 @@ async def test_a_piped_login_refused_ends_the_client_and_creates_nothing(
         assert "logged in" not in hans.output  # nobody was announced
         empty = server.client("empty")
         clients.append(empty)
+        assert empty.transport is not None
         empty.transport.closeStdin()
         assert await empty.exit_status() == 1
         assert "Input ended before logging in." in empty.output
