@@ -67,6 +67,9 @@ class ChatServerProtocol(LineReceiver):
         self.avatar: Session | None = None
         """The user's session while online."""
         self.policy: ConnectionPolicy
+        self._peer_ip: str | None = None
+        """The client's IP address (None over a UNIX socket), read once: the address
+        objects ``getPeer`` makes are not cheap, and every command may need it."""
 
     def _step(self, step: Step) -> None:
         self.phase = after(self.phase, step)
@@ -75,6 +78,7 @@ class ChatServerProtocol(LineReceiver):
 
     def connectionMade(self) -> None:
         factory = self.factory
+        self._peer_ip = commands.ip_of(self.transport.getPeer())
         self.policy = ConnectionPolicy(
             self, factory.chat.clock, factory.limits, factory.connections, self._host()
         )
@@ -191,7 +195,7 @@ class ChatServerProtocol(LineReceiver):
                 self._reply(request_id, {})
                 self._close()
                 return _REPLIED
-            return commands.run(self.avatar, frame, commands.ip_of(self.transport.getPeer()))
+            return commands.run(self.avatar, frame, self._peer_ip)
         if phase is Phase.HELLO:
             if not isinstance(frame, wire.Hello):
                 raise ProtocolStateError("Send a hello frame first.")
@@ -313,8 +317,10 @@ class ChatServerProtocol(LineReceiver):
     def _host(self) -> str:
         """The address this connection counts under: its IP, or its kind of address
         (all connections over a UNIX socket count as one place)."""
+        if self._peer_ip is not None:
+            return self._peer_ip
         peer = self.transport.getPeer() if self.transport is not None else None
-        return commands.ip_of(peer) or type(peer).__name__
+        return type(peer).__name__
 
 
 def _kind(line: bytes) -> str:
