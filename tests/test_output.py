@@ -4,16 +4,30 @@ straight to the socket only when Twisted holds nothing for it."""
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    connectProtocol,
+    serverFromString,
+    wrapClientTLS,
+)
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import (
+    Certificate,
+    CertificateOptions,
+    PrivateCertificate,
+    optionsForClientTLS,
+)
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 
+from twisted_chat.certs import self_signed, write_identity
 from twisted_chat.server.output import Outbox, TurnFlusher, TurnServer, turn_listening_reactor
 
 
@@ -152,4 +166,100 @@ async def test_a_slow_reader_gets_everything_in_order_over_real_tcp() -> None:
     finally:
         client.transport.loseConnection()
         transport.loseConnection()
+        await port.stopListening()
+
+
+@pytest.fixture
+def identity(tmp_path: Path) -> tuple[Path, Path, CertificateOptions]:
+    """A server certificate and the client options that trust it."""
+    made = self_signed(["127.0.0.1"])
+    write_identity(made, tmp_path / "key.pem", tmp_path / "cert.pem")
+    trust = optionsForClientTLS("127.0.0.1", trustRoot=Certificate.loadPEM(made.cert_pem))
+    return tmp_path / "key.pem", tmp_path / "cert.pem", trust  # type: ignore[return-value]
+
+
+def escaped(path: Path) -> str:
+    return str(path).replace(":", "\\:")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_slow_reader_over_tls_gets_everything_in_order(
+    identity: tuple[Path, Path, Any],
+) -> None:
+    """A TLS listener's connections are not TurnServer: everything goes through the TLS
+    transport's write, in order, however slowly the client reads."""
+    key, cert, trust = identity
+    ready: Deferred[Source] = Deferred()
+    description = f"ssl:0:privateKey={escaped(key)}:certKey={escaped(cert)}:interface=127.0.0.1"
+    endpoint = serverFromString(turn_listening_reactor(reactor), description)
+    port = await endpoint.listen(Factory.forProtocol(lambda: Source(ready)))
+    sink = Sink()
+    tcp = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+    client: Any = await connectProtocol(wrapClientTLS(trust, tcp), sink)
+    source = await ready.addTimeout(10, reactor)
+    assert not isinstance(source.transport, TurnServer)
+    try:
+        client.transport.pauseProducing()
+        big = b"".join(b"%08d\n" % n for n in range(200_000))  # 1.8 MB
+        sink.expected = len(big) + len(b"tail\n")
+        source.outbox.write(big)
+        await turn()
+        source.outbox.write(b"tail\n")
+        await turn()
+        client.transport.resumeProducing()
+        await sink.complete.addTimeout(20, reactor)
+        assert bytes(sink.data) == big + b"tail\n"
+    finally:
+        client.transport.loseConnection()
+        assert source.transport is not None
+        source.transport.loseConnection()
+        await port.stopListening()
+
+
+class Upgrading(Source):
+    """The server side of a connection that starts TLS after it connected."""
+
+    def dataReceived(self, data: bytes) -> None:
+        if data == b"STARTTLS\n":
+            assert isinstance(self.transport, TurnServer)
+            self.transport.write(b"GO\n")  # the last plain bytes; TLS from here on
+            self.transport.startTLS(self.context)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_that_starts_tls_never_gets_plaintext_under_it(
+    identity: tuple[Path, Path, Any],
+) -> None:
+    key, cert, trust = identity
+    ready: Deferred[Source] = Deferred()
+    context = PrivateCertificate.loadPEM(key.read_bytes() + cert.read_bytes()).options()
+
+    def upgrading() -> Upgrading:
+        protocol = Upgrading(ready)
+        protocol.context = context  # type: ignore[attr-defined]
+        return protocol
+
+    endpoint = serverFromString(turn_listening_reactor(reactor), "tcp:0:interface=127.0.0.1")
+    port = await endpoint.listen(Factory.forProtocol(upgrading))
+    sink = Sink()
+    client: Any = await connectProtocol(
+        TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port),
+        sink,
+    )
+    source = await ready.addTimeout(10, reactor)
+    try:
+        sink.expected = len(b"GO\n")
+        client.transport.write(b"STARTTLS\n")
+        await sink.complete.addTimeout(10, reactor)
+        client.transport.startTLS(trust)
+        sink.data.clear()
+        sink.complete = Deferred()
+        sink.expected = len(b"sealed\n")
+        source.outbox.write(b"sealed\n")  # once TLS is on, this must go through TLS
+        await sink.complete.addTimeout(10, reactor)
+        assert bytes(sink.data) == b"sealed\n"
+    finally:
+        client.transport.loseConnection()
+        assert source.transport is not None
+        source.transport.loseConnection()
         await port.stopListening()

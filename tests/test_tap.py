@@ -13,7 +13,7 @@ from tests.logcapture import formatted, log_events
 from twisted_chat.client.main import parse_args as client_args
 from twisted_chat.server.main import parse_args as server_args
 from twisted_chat.server.service import ChatService
-from twisted_chat.server.tap import Options, makeService
+from twisted_chat.server.tap import Options, clear_on_network, makeService
 
 
 def parse(*argv: str) -> Options:
@@ -135,3 +135,52 @@ def test_client_py_host_option() -> None:
     assert client_args(["5000"], "c") == ("127.0.0.1", 5000)
     assert client_args(["--host", "localhost", "5000"], "c") == ("localhost", 5000)
     assert client_args(["--host=::1", "5000"], "c") == ("::1", 5000)
+
+
+def test_several_listeners_and_tls_options_for_server_py(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    write_credentials(tmp_path / "credentials.txt")
+    monkeypatch.chdir(tmp_path)
+    argv = ["--tls-cert", "c:ert.pem", "--tls-key=key.pem", "--listen", "unix:chat.sock"]
+    options, _ = server_args([*argv, "5000", "60", "120"], "server.py")
+    assert options["ports"] == [
+        "ssl:5000:privateKey=key.pem:certKey=c\\:ert.pem",
+        "unix:chat.sock",
+    ]
+    with pytest.raises(SystemExit):
+        server_args(["--tls-cert", "cert.pem", "5000", "60", "120"], "server.py")
+
+
+def test_twistd_takes_several_ports(tmp_path: Path) -> None:
+    creds = write_credentials(tmp_path / "c.txt")
+    options = parse("--credentials", str(creds), "--port", "5000", "--port", "tcp:5001")
+    assert options["ports"] == ["tcp:5000", "tcp:5001"]
+    reactor = MemoryReactorClock()
+    service = makeService(options, reactor)
+    service.startService()
+    assert [listening[0] for listening in reactor.tcpServers] == [5000, 5001]
+    service.stopService()
+
+
+@pytest.mark.parametrize(
+    ("description", "warned"),
+    [
+        ("tcp:5000", "port 5000 (every interface)"),
+        ("tcp:5000:interface=0.0.0.0", "port 5000 (0.0.0.0)"),
+        ("tcp:port=5000:interface=192.0.2.7", "port 5000 (192.0.2.7)"),
+        ("tcp:5000:interface=127.0.0.1", None),
+        ("tcp6:5000:interface=\\:\\:1", None),
+        ("ssl:5000:privateKey=k.pem:certKey=c.pem", None),
+        ("unix:/run/chat.sock", None),
+    ],
+)
+def test_a_plain_listener_on_the_network_is_warned_of(description: str, warned: str | None) -> None:
+    assert clear_on_network(description) == warned
+
+
+def test_the_warning_reaches_the_log(tmp_path: Path) -> None:
+    creds = write_credentials(tmp_path / "c.txt")
+    with log_events() as events:
+        makeService(parse("--credentials", str(creds), "--port", "5000"), MemoryReactorClock())
+    assert any("passwords travel in clear on port 5000" in line for line in formatted(events))

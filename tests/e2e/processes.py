@@ -82,11 +82,14 @@ class ServerProcess:
         await self.process.exit_status()
 
 
-def client(name: str, port: int, use_pty: bool = False, interactive: bool = False) -> Process:
+def client(
+    name: str, port: int, use_pty: bool = False, interactive: bool = False, *extra: str
+) -> Process:
     """``client.py PORT`` on a pipe (or a pty). ``interactive``: answer login prompts
     line by line as a person would (``--interactive``), retrying after a refusal;
-    without it a piped client ends at the first refused login step."""
-    argv = [sys.executable, str(REPO / "client.py"), str(port)]
+    without it a piped client ends at the first refused login step. ``extra``: more
+    options (``--tls``, ``--ca CERT``)."""
+    argv = [sys.executable, str(REPO / "client.py"), str(port), *extra]
     if interactive:
         argv.append("--interactive")
     return spawn(name, argv, REPO, use_pty=use_pty)

@@ -11,6 +11,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from twisted_chat import wire
+from twisted_chat.client.tls import why_lost
 
 
 class ServerError(Exception):
@@ -31,7 +32,8 @@ class LinkListener(Protocol):
 
     def link_made(self, link: ServerLink) -> None: ...
     def event_received(self, event: wire.Frame) -> None: ...
-    def server_lost(self) -> None: ...
+    def server_lost(self, why: str) -> None:
+        """The link ended; ``why`` says so in one line for the user."""
 
 
 class ServerLink(LineReceiver):
@@ -45,8 +47,12 @@ class ServerLink(LineReceiver):
     MAX_LENGTH = wire.MAX_SERVER_LINE
     log = Logger()
 
-    def __init__(self, listener: LinkListener) -> None:
+    def __init__(self, listener: LinkListener, tls: bool = False) -> None:
         self._listener = listener
+        self.tls = tls
+        """The link runs over TLS (what a lost connection means depends on it)."""
+        self._answered = False
+        """The server has sent something: it speaks our protocol on this port."""
         self._next_id = 1
         self._pending: dict[int, Deferred[dict[str, Any]]] = {}
 
@@ -67,6 +73,7 @@ class ServerLink(LineReceiver):
         return d
 
     def lineReceived(self, line: bytes) -> None:
+        self._answered = True
         try:
             request_id, frame = wire.parse(line, wire.SERVER_FRAMES)
         except wire.FrameError as e:
@@ -94,4 +101,4 @@ class ServerLink(LineReceiver):
         pending, self._pending = self._pending, {}
         for d in pending.values():
             d.errback(ServerGone())
-        self._listener.server_lost()
+        self._listener.server_lost(why_lost(reason, self.tls, self._answered))

@@ -1,5 +1,6 @@
-"""``client.py PORT [--host HOST]``: wiring only. Connects to the server, joins the
-console, the session and the peer network, and exits with the session's status:
+"""``client.py PORT [--host HOST] [--tls [--ca CERT]]``: wiring only. Connects to the
+server (over TLS with ``--tls``), joins the console, the session and the peer network,
+and exits with the session's status:
 0 after logout or an idle timeout, 1 when locked out or the server goes away, 2 for
 wrong arguments."""
 
@@ -9,11 +10,12 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from twisted.conch.insults.insults import ServerProtocol
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.error import (
     ConnectError,
     ConnectionRefusedError,
@@ -21,6 +23,7 @@ from twisted.internet.error import (
     TCPTimedOutError,
     TimeoutError,
 )
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.stdio import StandardIO
 from twisted.internet.task import react
 from twisted.logger import (
@@ -31,15 +34,28 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
+from twisted_chat.client import tls
 from twisted_chat.client.console import PlainConsole, TerminalState
 from twisted_chat.client.link import ServerLink
 from twisted_chat.client.peer import PeerManager
 from twisted_chat.client.session import EXIT_FAILURE, ClientSession
 from twisted_chat.client.terminal import TerminalConsole
 
-USAGE = "usage: client.py [--host HOST] [--interactive] PORT"
+USAGE = "usage: client.py [--host HOST] [--tls [--ca CERT]] [--interactive] PORT"
 CONNECT_TIMEOUT = 10
 FLUSH_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    host: str = "127.0.0.1"
+    port: int = 0
+    interactive: bool = False
+    """Answer login prompts line by line on a pipe too, as on a terminal (for
+    expect-style drivers that read each prompt)."""
+    tls: bool = False
+    ca: str | None = None
+    """A certificate to trust instead of the system's store (a self-signed server)."""
 
 
 def usage_error(program: str, reason: str) -> NoReturn:
@@ -48,27 +64,27 @@ def usage_error(program: str, reason: str) -> NoReturn:
 
 
 def parse_args(argv: Sequence[str], program: str) -> tuple[str, int]:
-    host, port, _ = parse_options(argv, program)
-    return host, port
+    options = parse_options(argv, program)
+    return options.host, options.port
 
 
-def parse_options(argv: Sequence[str], program: str) -> tuple[str, int, bool]:
-    """(host, port, interactive): ``--interactive`` answers login prompts line by line
-    on a pipe too, as on a terminal (for expect-style drivers that read each prompt)."""
-    host = "127.0.0.1"
-    interactive = False
+def parse_options(argv: Sequence[str], program: str) -> ClientOptions:
+    """The command line, checked; usage errors exit 2."""
+    values: dict[str, str] = {}
+    flags: set[str] = set()
     positional: list[str] = []
     args = list(argv)
     while args:
         arg = args.pop(0)
-        if arg == "--interactive":
-            interactive = True
-        elif arg == "--host":
-            if not args:
-                usage_error(program, "--host needs a value")
-            host = args.pop(0)
-        elif arg.startswith("--host="):
-            host = arg.partition("=")[2]
+        name, has_value, value = arg.partition("=")
+        if arg in ("--interactive", "--tls"):
+            flags.add(arg)
+        elif name in ("--host", "--ca"):
+            if not has_value:
+                if not args:
+                    usage_error(program, f"{name} needs a value")
+                value = args.pop(0)
+            values[name] = value
         elif arg.startswith("-") and arg != "-":
             usage_error(program, f"unknown option {arg}")
         else:
@@ -78,9 +94,14 @@ def parse_options(argv: Sequence[str], program: str) -> tuple[str, int, bool]:
     port = positional[0]
     if not port.isdigit() or not 1024 <= int(port) <= 65535:
         usage_error(program, f"PORT must be a number from 1024 to 65535, not {port!r}")
+    host = values.get("--host", "127.0.0.1")
     if not host:
         usage_error(program, "--host needs a value")
-    return host, int(port), interactive
+    if "--ca" in values and "--tls" not in flags:
+        usage_error(program, "--ca is for --tls")
+    return ClientOptions(
+        host, int(port), "--interactive" in flags, "--tls" in flags, values.get("--ca")
+    )
 
 
 def connect_failure(error: Exception) -> str:
@@ -104,14 +125,8 @@ def start_logging() -> None:
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
-async def chat(
-    reactor: Any,
-    host: str,
-    port: int,
-    program: str,
-    terminal: TerminalState,
-    interactive_pipe: bool = False,
-) -> None:
+async def chat(reactor: Any, options: ClientOptions, program: str, terminal: TerminalState) -> None:
+    host, port = options.host, options.port
     reactor.addSystemEventTrigger("after", "shutdown", terminal.restore)
     interactive = terminal.is_tty and os.isatty(1)
     peers = PeerManager(reactor)
@@ -124,10 +139,20 @@ async def chat(
         )
     else:
         console = PlainConsole(terminal)
-    session = ClientSession(console, peers, scripted=not terminal.is_tty and not interactive_pipe)
-    endpoint = HostnameEndpoint(reactor, host.encode("idna"), port, timeout=CONNECT_TIMEOUT)
+    session = ClientSession(
+        console, peers, scripted=not terminal.is_tty and not options.interactive
+    )
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(
+        reactor, host.encode("idna"), port, timeout=CONNECT_TIMEOUT
+    )
+    if options.tls:
+        try:
+            endpoint = wrapClientTLS(tls.client_options(host, options.ca), endpoint)
+        except tls.TrustError as e:
+            print(f"{program}: {e}", file=sys.stderr)
+            raise SystemExit(EXIT_FAILURE) from None
     try:
-        link = await connectProtocol(endpoint, ServerLink(session))
+        link = await connectProtocol(endpoint, ServerLink(session, tls=options.tls))
     except (ConnectError, DNSLookupError) as e:
         print(
             f"{program}: cannot reach the chat server at {host}:{port}: {connect_failure(e)}",
@@ -155,14 +180,10 @@ async def chat(
 
 
 def run(argv: Sequence[str] | None = None, program: str = "chat-client") -> None:
-    host, port, interactive = parse_options(sys.argv[1:] if argv is None else argv, program)
+    options = parse_options(sys.argv[1:] if argv is None else argv, program)
     start_logging()
     terminal = TerminalState(0)
     try:
-        react(
-            lambda reactor: Deferred.fromCoroutine(
-                chat(reactor, host, port, program, terminal, interactive)
-            )
-        )
+        react(lambda reactor: Deferred.fromCoroutine(chat(reactor, options, program, terminal)))
     finally:
         terminal.restore()  # whatever happened: echo, line mode, blocking stdio

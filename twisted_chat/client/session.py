@@ -225,12 +225,12 @@ class ClientSession:
             case _:
                 self.log.debug("ignored a {kind} frame", kind=event.TYPE)
 
-    def server_lost(self) -> None:
+    def server_lost(self, why: str = "The connection to the server was lost.") -> None:
         if self.stage in (Stage.LEAVING, Stage.DONE):
             self._finish(EXIT_OK)  # expected (nothing, if already done)
             return
         self.peers.stop_all("quit")
-        self.display.show("The connection to the server was lost.")
+        self.display.show(why)
         self._finish(EXIT_FAILURE)
 
     # --- from the user ------------------------------------------------------------------

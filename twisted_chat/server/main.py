@@ -25,7 +25,12 @@ from twisted.python import usage
 
 from twisted_chat.server.tap import Options, build_service, non_negative, port_number, positive
 
-USAGE = "usage: server.py [-d] PORT BLOCK_DURATION TIMEOUT"
+USAGE = (
+    "usage: server.py [-d] [--tls-cert CERT --tls-key KEY] [--listen ENDPOINT]... "
+    "PORT BLOCK_DURATION TIMEOUT"
+)
+VALUED = ("--tls-cert", "--tls-key", "--listen")
+"""Options that take a value (the next argument, or after ``=``)."""
 
 
 def usage_error(program: str, reason: str) -> NoReturn:
@@ -36,12 +41,30 @@ def usage_error(program: str, reason: str) -> NoReturn:
 def parse_args(argv: Sequence[str], program: str) -> tuple[Options, bool]:
     """The handout's arguments as :class:`Options` (whose checks are the only ones);
     usage errors exit 2 with the argument they are about named."""
-    debug = "-d" in argv
-    positional = [arg for arg in argv if arg != "-d"]
-    if any(arg.startswith("-") and not _is_number(arg) for arg in positional):
-        usage_error(program, f"unknown option {next(a for a in positional if a[0] == '-')}")
+    debug = False
+    values: dict[str, list[str]] = {name: [] for name in VALUED}
+    positional: list[str] = []
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        name, has_value, value = arg.partition("=")
+        if arg == "-d":
+            debug = True
+        elif name in VALUED:
+            if not has_value:
+                if not args:
+                    usage_error(program, f"{name} needs a value")
+                value = args.pop(0)
+            values[name].append(value)
+        elif arg.startswith("-") and not _is_number(arg):
+            usage_error(program, f"unknown option {arg}")
+        else:
+            positional.append(arg)
     if len(positional) != 3:
         usage_error(program, f"expected 3 arguments, got {len(positional)}")
+    cert, key = values["--tls-cert"], values["--tls-key"]
+    if len(cert) > 1 or len(key) > 1 or len(cert) != len(key):
+        usage_error(program, "--tls-cert and --tls-key go together, once each")
     port, block, timeout = positional
     checks = (("PORT", port_number, port), ("BLOCK_DURATION", non_negative, block))
     for name, check, value in (*checks, ("TIMEOUT", positive, timeout)):
@@ -49,17 +72,28 @@ def parse_args(argv: Sequence[str], program: str) -> tuple[Options, bool]:
             check(value)  # the very checks Options applies, named by argument
         except (ValueError, usage.UsageError) as e:
             usage_error(program, f"{name}: {e}")
+    # With a certificate, the handout's PORT speaks TLS (the client: client.py PORT --tls).
+    listen = (
+        f"ssl:{port}:privateKey={_escaped(key[0])}:certKey={_escaped(cert[0])}" if cert else port
+    )
+    ports = [arg for endpoint in (listen, *values["--listen"]) for arg in ("--port", endpoint)]
     options = Options()
     try:
         options.parseOptions(
             [
-                *("--port", port, "--block-duration", block, "--timeout", timeout),
+                *ports,
+                *("--block-duration", block, "--timeout", timeout),
                 *("--credentials", "credentials.txt"),
             ]
         )
     except usage.UsageError as e:
         usage_error(program, str(e))
     return options, debug
+
+
+def _escaped(path: str) -> str:
+    """A file name inside an endpoint description, whose separators are colons."""
+    return path.replace("\\", "\\\\").replace(":", "\\:")
 
 
 def _is_number(text: str) -> bool:

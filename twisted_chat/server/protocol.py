@@ -40,6 +40,10 @@ from twisted_chat.server.output import TurnFlusher
 from twisted_chat.server.phases import Phase, Step, after
 from twisted_chat.server.policy import ConnectionPolicy
 
+TLS_RECORD = b"\x16\x03"
+"""How a TLS handshake starts (a handshake record, protocol version 3.x); every frame
+of ours starts with ``{``."""
+
 _REPLIED = object()
 """A handler's result meaning it sent its reply itself."""
 
@@ -87,6 +91,16 @@ class ChatServerProtocol(LineReceiver):
             self._send(wire.Error("refused", refusal))
             self._step(Step.CLOSE)
             self._lose_connection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.phase is Phase.HELLO and data[:2] == TLS_RECORD:
+            # A TLS client on a plain port: it cannot read an error frame, so close
+            # at once (it says "not a TLS port") instead of leaving it waiting.
+            self.log.info("a TLS handshake from {who} on a plain port", who=self.who())
+            self._step(Step.CLOSE)
+            self.transport.abortConnection()
+            return
+        super().dataReceived(data)
 
     def lineReceived(self, line: bytes) -> None:
         # Never return a value from here: LineReceiver stops delivering the rest of the

@@ -93,13 +93,6 @@ class Options(usage.Options):
     longdesc = "Run the twisted-chat instant-messaging server."
     optParameters = [
         [
-            "port",
-            "p",
-            DEFAULT_PORT,
-            "Port number (1024-65535) or Twisted endpoint description, "
-            "e.g. tcp:5000:interface=127.0.0.1.",
-        ],
-        [
             "block-duration",
             "b",
             DEFAULT_BLOCK_DURATION,
@@ -172,8 +165,23 @@ class Options(usage.Options):
         ],
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["ports"] = []
+
+    def opt_port(self, value: str) -> None:
+        """Where to listen: a port number (1024-65535) or a Twisted endpoint
+        description, e.g. tcp:5000:interface=127.0.0.1 or
+        ssl:5001:privateKey=key.pem:certKey=cert.pem (TLS). Repeat for several
+        listeners. [default: 5000]"""
+        self["ports"].append(port_description(value))
+
+    opt_p = opt_port
+
     def postOptions(self) -> None:
-        self["port"] = port_description(str(self["port"]))
+        if not self["ports"]:
+            self["ports"].append(port_description(DEFAULT_PORT))
+        self["port"] = self["ports"][0]
         credentials = Path(self["credentials"])
         if not credentials.is_file():
             raise usage.UsageError(f"credentials file {credentials} does not exist")
@@ -254,10 +262,36 @@ def build_service(options: usage.Options, reactor: Any) -> ChatService:
     chat_service = ChatService(parts.factory)
     StoresService(parts.closers).setServiceParent(chat_service)
     ChatRunning(parts.chat, reactor).setServiceParent(chat_service)
-    description = options["port"]
-    endpoint = serverFromString(turn_listening_reactor(reactor), with_backlog(description))
-    chat_service.add_listener(endpoint, description)
+    listening_reactor = turn_listening_reactor(reactor)
+    for description in options["ports"]:
+        endpoint = serverFromString(listening_reactor, with_backlog(description))
+        chat_service.add_listener(endpoint, description)
+        where = clear_on_network(description)
+        if where is not None:
+            Logger().warn(
+                "passwords travel in clear on {where}: listen with TLS "
+                "(--port ssl:PORT:privateKey=KEY:certKey=CERT) or on 127.0.0.1 only",
+                where=where,
+            )
     return chat_service
+
+
+LOOPBACK_INTERFACES = ("127.", "::1", "localhost")
+
+
+def clear_on_network(description: str) -> str | None:
+    """Where a listener takes plain (not TLS) connections from other machines, in
+    words; None for TLS, loopback-only or UNIX-socket listeners."""
+    kind, _, rest = description.partition(":")
+    if kind not in ("tcp", "tcp6"):
+        return None
+    # An endpoint description escapes the colons of an IPv6 address (interface=\:\:1).
+    fields = [f.replace("\0", ":") for f in rest.replace("\\:", "\0").split(":")]
+    interface = next((f.partition("=")[2] for f in fields if f.startswith("interface=")), "")
+    if interface.startswith(LOOPBACK_INTERFACES):
+        return None
+    port = next((f.partition("=")[2] for f in fields if f.startswith("port=")), fields[0])
+    return f"port {port} ({interface or 'every interface'})"
 
 
 def makeService(options: usage.Options, reactor: Any = None) -> ChatService:
