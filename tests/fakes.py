@@ -68,12 +68,17 @@ class ScriptedLink:
         raise AssertionError("no request is waiting for an answer")
 
 
+FAKE_FINGERPRINT = "ab" * 32
+
+
 class FakePeers:
+    fingerprint = FAKE_FINGERPRINT
+
     def __init__(self) -> None:
         self.events: PeerEvents | None = None
         self.sessions: set[str] = set()
-        self.expected: dict[str, str] = {}
-        self.connects: list[tuple[str, str, int, str]] = []
+        self.expected: dict[str, tuple[str, str]] = {}
+        self.connects: list[tuple[str, str, int, str, str]] = []
         self.sent: list[tuple[str, str]] = []
         self.stopped: list[tuple[str, str]] = []
         self.reachable = True
@@ -84,12 +89,17 @@ class FakePeers:
     def listen(self, me: str) -> Deferred[int]:
         return succeed(4321)
 
-    def expect(self, user: str, token: str) -> None:
-        self.expected[user] = token
+    def expect(self, user: str, token: str, fingerprint: str) -> None:
+        self.expected[user] = (token, fingerprint)
 
-    def connect(self, user: str, host: str, port: int, token: str) -> Deferred[None]:
-        self.connects.append((user, host, port, token))
+    def connect(
+        self, user: str, host: str, port: int, token: str, fingerprint: str
+    ) -> Deferred[None]:
+        self.connects.append((user, host, port, token, fingerprint))
         return Deferred()
+
+    def session_code(self, user: str) -> str | None:
+        return "0000 1111 2222 3333 4444" if user in self.sessions else None
 
     def has(self, user: str) -> bool:
         return user in self.sessions

@@ -125,7 +125,7 @@ class Connection:
             self.protocol.connectionLost(Failure(ConnectionDone()))
 
     def hello(self) -> dict[str, Any]:
-        return self.send("hello", version=1)
+        return self.send("hello", version=2)
 
     def login(self, user: str, password: str | None = None) -> dict[str, Any]:
         """hello + login + password; return the password reply."""

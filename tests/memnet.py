@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -15,13 +16,15 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
+from twisted.internet.protocol import Protocol
 from twisted.test.iosim import FakeTransport, IOPump, connect
 from zope.interface import implementer
 
 from tests.fakes import RecordingDisplay
 from tests.harness import HANDOUT_USERS, Server
 from twisted_chat.client.link import ServerLink
-from twisted_chat.client.peer import PeerManager
+from twisted_chat.client.peer import PeerManager, TLSClientEndpoint
+from twisted_chat.client.peertls import PeerTLS, make_identity
 from twisted_chat.client.session import ClientSession
 
 
@@ -58,15 +61,17 @@ class _ListenEndpoint:
 
 @implementer(IStreamClientEndpoint)
 class _ConnectEndpoint:
-    def __init__(self, network: MemoryNetwork, port: int) -> None:
+    def __init__(self, network: MemoryNetwork, port: int, source: str = "127.0.0.1") -> None:
         self._network = network
         self._port = port
+        self._source = source
+        """The address the connection comes from, as the listener sees it."""
 
     def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
         listener = self._network.listeners.get(self._port)
         if listener is None:
             return fail(ConnectionRefusedError())
-        address = IPv4Address("TCP", "127.0.0.1", self._port)
+        address = IPv4Address("TCP", self._source, self._port)
         server_side = listener.buildProtocol(address)
         if server_side is None:
             return fail(ConnectionRefusedError())
@@ -103,8 +108,8 @@ class MemoryNetwork:
     def listen_on(self, interface: str) -> IStreamServerEndpoint:
         return _ListenEndpoint(self)
 
-    def connect_to(self, host: str, port: int) -> IStreamClientEndpoint:
-        return _ConnectEndpoint(self, port)
+    def connect_to(self, host: str, port: int, source: str = "127.0.0.1") -> IStreamClientEndpoint:
+        return _ConnectEndpoint(self, port, source)
 
     def flush(self) -> None:
         """Move bytes and disconnections until nothing moves."""
@@ -172,3 +177,56 @@ def people(server: Server, *names: str) -> tuple[MemoryNetwork, dict[str, Person
     for person in everyone.values():
         person.sees()
     return network, everyone
+
+
+class RawPeer(Protocol):
+    """Someone connecting to a client's peer port on their own: over TLS (the only way
+    in), with a certificate of their own unless given one, saying what the test makes
+    them say."""
+
+    def __init__(self, network: MemoryNetwork) -> None:
+        self.network = network
+        self.received = b""
+        self.closed = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.closed = True
+
+    def send(self, data: bytes) -> list[bytes]:
+        """Send ``data``; the lines that came back."""
+        before = len(self.received)
+        assert self.transport is not None
+        self.transport.write(data)
+        self.network.flush()
+        return self.received[before:].splitlines()
+
+    def hang_up(self) -> None:
+        assert self.transport is not None
+        self.transport.loseConnection()
+        self.network.flush()
+
+
+def raw_peer(
+    network: MemoryNetwork, target: Person, source: str = "127.0.0.1", tls: PeerTLS | None = None
+) -> RawPeer | None:
+    """A connection to ``target``'s peer port from ``source`` (None: refused at once).
+    It pins ``target``'s certificate (a fingerprint is no secret) and shows ``tls``'s
+    own, by default a stranger's."""
+    port = target.peers.listening_port
+    assert port is not None
+    tls = tls or PeerTLS(make_identity())
+    endpoint = TLSClientEndpoint(
+        network.connect_to("127.0.0.1", port, source),
+        tls.connecting(target.peers.fingerprint),
+        network.clock,
+    )
+    peer = RawPeer(network)
+    refused: list[object] = []
+    connectProtocol(endpoint, peer).addErrback(refused.append)
+    if refused:
+        return None
+    network.flush()
+    return peer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fakes import FakePeers, RecordingDisplay, ScriptedLink
+from tests.fakes import FAKE_FINGERPRINT, FakePeers, RecordingDisplay, ScriptedLink
 from twisted_chat import wire
 from twisted_chat.client.session import WELCOME, ClientSession, Stage
 
@@ -22,7 +22,7 @@ class Client:
             self.session.line_entered(line)
 
     def logged_in(self, user: str = "hans") -> Client:
-        self.link.answer(version=1)
+        self.link.answer(version=2)
         self.type(user, "secret")
         self.link.answer(account="existing")
         self.link.answer(user=user)
@@ -38,9 +38,9 @@ def client() -> Client:
 
 
 def test_login_flow_prompts(client: Client) -> None:
-    assert client.link.sent() == [wire.Hello(1)]
+    assert client.link.sent() == [wire.Hello(wire.PROTOCOL_VERSION)]
     assert client.display.prompts == []
-    client.link.answer(version=1)
+    client.link.answer(version=2)
     assert client.display.prompts == [("Username: ", False)]
     client.type("hans")
     assert client.link.answer(account="existing") == wire.Login("hans")
@@ -48,14 +48,14 @@ def test_login_flow_prompts(client: Client) -> None:
     client.type("falcon*solo")
     assert client.link.answer(user="hans") == wire.Password("falcon*solo")
     assert client.display.take()[0] == WELCOME
-    assert client.link.answer() == wire.Listening(4321)
+    assert client.link.answer() == wire.Listening(4321, FAKE_FINGERPRINT)
     assert client.session.stage is Stage.ONLINE
 
 
 def test_lines_typed_ahead_wait_for_each_login_step(client: Client) -> None:
     client.type("hans", "falcon*solo", "whoelse")
-    assert client.link.sent() == [wire.Hello(1)]
-    client.link.answer(version=1)
+    assert client.link.sent() == [wire.Hello(wire.PROTOCOL_VERSION)]
+    client.link.answer(version=2)
     assert client.link.sent()[-1] == wire.Login("hans")
     client.link.answer(account="existing")
     assert client.link.sent()[-1] == wire.Password("falcon*solo")
@@ -64,7 +64,7 @@ def test_lines_typed_ahead_wait_for_each_login_step(client: Client) -> None:
 
 
 def test_new_user_is_asked_for_a_new_password(client: Client) -> None:
-    client.link.answer(version=1)
+    client.link.answer(version=2)
     client.type("jaba")
     client.link.answer(account="new")
     assert "This is a new user" in client.display.take()[0]
@@ -72,7 +72,7 @@ def test_new_user_is_asked_for_a_new_password(client: Client) -> None:
 
 
 def test_already_online_asks_for_a_username_again(client: Client) -> None:
-    client.link.answer(version=1)
+    client.link.answer(version=2)
     client.type("hans")
     client.link.fail("already-online", "hans is already logged in. Try another username.")
     assert client.display.take() == ["hans is already logged in. Try another username."]
@@ -81,7 +81,7 @@ def test_already_online_asks_for_a_username_again(client: Client) -> None:
 
 
 def test_wrong_password_asks_again_and_lock_exits_1(client: Client) -> None:
-    client.link.answer(version=1)
+    client.link.answer(version=2)
     client.type("hans", "a")
     client.link.answer(account="existing")
     client.link.fail("wrong-password", "Invalid password. Please try again (2 tries left).")
@@ -92,9 +92,9 @@ def test_wrong_password_asks_again_and_lock_exits_1(client: Client) -> None:
 
 
 def test_blank_username_is_asked_again_without_asking_the_server(client: Client) -> None:
-    client.link.answer(version=1)
+    client.link.answer(version=2)
     client.type("   ")
-    assert client.link.sent() == [wire.Hello(1)]
+    assert client.link.sent() == [wire.Hello(wire.PROTOCOL_VERSION)]
     assert client.display.prompts[-1] == ("Username: ", False)
 
 
@@ -199,14 +199,18 @@ def test_losing_the_server_exits_1_with_one_line() -> None:
 def test_end_of_input_logs_out_after_the_lines_before_it(client: Client) -> None:
     client.type("hans", "pw", "whoelse")
     client.session.input_closed()
-    client.link.answer(version=1)
+    client.link.answer(version=2)
     client.link.answer(account="existing")
     client.link.answer(user="hans")
-    assert client.link.sent()[-3:] == [wire.Listening(4321), wire.WhoElse(), wire.Logout()]
+    assert client.link.sent()[-3:] == [
+        wire.Listening(4321, FAKE_FINGERPRINT),
+        wire.WhoElse(),
+        wire.Logout(),
+    ]
 
 
 def test_end_of_input_before_login_exits_0(client: Client) -> None:
-    client.link.answer(version=1)
+    client.link.answer(version=2)
     client.session.input_closed()
     assert client.display.status == 0
 
@@ -221,7 +225,7 @@ def test_ctrl_c_when_online_logs_out_and_exits_130() -> None:
 
 
 def test_ctrl_c_before_login_exits_130(client: Client) -> None:
-    client.link.answer(version=1)
+    client.link.answer(version=2)
     client.type("hans")
     client.session.interrupted()
     assert client.display.status == 130

@@ -8,11 +8,10 @@ import gc
 from pathlib import Path
 
 import pytest
-from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransport
 
+from tests.fakes import FAKE_FINGERPRINT
 from tests.harness import Server
-from tests.memnet import MemoryNetwork, Person, people
+from tests.memnet import MemoryNetwork, Person, RawPeer, people, raw_peer
 from twisted_chat import wire
 from twisted_chat.client.peer import MAX_UNAUTHENTICATED, MAX_UNAUTHENTICATED_PER_ADDRESS
 
@@ -22,16 +21,9 @@ def server(tmp_path: Path) -> Server:
     return Server(tmp_path)
 
 
-def connect_raw(network: MemoryNetwork, target: Person, host: str) -> StringTransport | None:
-    """A raw TCP connection from ``host`` to ``target``'s peer port (None: refused)."""
-    (port,) = [p for p, f in network.listeners.items() if f.network is target.peers]  # type: ignore[attr-defined]
-    protocol = network.listeners[port].buildProtocol(IPv4Address("TCP", host, 40000))
-    if protocol is None:
-        return None
-    transport = StringTransport()
-    protocol.makeConnection(transport)
-    transport.protocol = protocol  # type: ignore[attr-defined]
-    return transport
+def connect_raw(network: MemoryNetwork, target: Person, host: str) -> RawPeer | None:
+    """A connection from ``host`` to ``target``'s peer port (None: refused at once)."""
+    return raw_peer(network, target, source=host)
 
 
 def test_idle_connections_do_not_block_a_real_private_session(server: Server) -> None:
@@ -57,13 +49,13 @@ def test_connections_that_said_hello_are_not_evicted_but_refused(server: Server)
     network, who = people(server, "luke")
     talkers = []
     for n in range(MAX_UNAUTHENTICATED_PER_ADDRESS):
-        transport = connect_raw(network, who["luke"], "203.0.113.9")
-        assert transport is not None
+        peer = connect_raw(network, who["luke"], "203.0.113.9")
+        assert peer is not None
         # Hellos for a user not (yet) approved: they wait for an approval.
-        transport.protocol.dataReceived(wire.encode(wire.PeerHello(1, f"user{n}", "t")))  # type: ignore[attr-defined]
-        talkers.append(transport)
+        peer.send(wire.encode(wire.PeerHello(2, f"user{n}", "t")))
+        talkers.append(peer)
     assert connect_raw(network, who["luke"], "203.0.113.9") is None
-    assert not any(t.disconnecting for t in talkers)
+    assert not any(t.closed for t in talkers)
 
 
 def test_a_second_hello_on_one_connection_is_refused(server: Server) -> None:
@@ -71,9 +63,9 @@ def test_a_second_hello_on_one_connection_is_refused(server: Server) -> None:
     network, who = people(server, "luke")
     attacker = connect_raw(network, who["luke"], "203.0.113.9")
     assert attacker is not None
-    attacker.protocol.dataReceived(wire.encode(wire.PeerHello(1, "", "")) * 1000)  # type: ignore[attr-defined]
-    assert attacker.disconnecting
-    assert b'"code":"refused"' in attacker.value()
+    attacker.send(wire.encode(wire.PeerHello(2, "", "")) * 1000)
+    assert attacker.closed
+    assert b'"code":"refused"' in attacker.received
     assert who["luke"].peers._awaiting == {}
 
 
@@ -84,8 +76,8 @@ def test_a_refusal_is_never_an_unhandled_error(
     for n in range(50):
         attacker = connect_raw(network, who["luke"], f"198.51.100.{n}")
         assert attacker is not None
-        attacker.protocol.dataReceived(wire.encode(wire.PeerHello(1, "vader", "guess")))  # type: ignore[attr-defined]
-        attacker.protocol.connectionLost(None)  # type: ignore[attr-defined]
+        attacker.send(wire.encode(wire.PeerHello(2, "vader", "guess")))
+        attacker.hang_up()
     gc.collect()  # an unhandled Deferred failure is logged when it is collected
     assert no_logged_failures == []
     assert who["luke"].sees() == []
@@ -124,6 +116,23 @@ def test_a_token_for_a_session_we_did_not_accept_is_not_expected(server: Server)
 @pytest.mark.parametrize("port", [0, 22, 1023, 65536])
 def test_the_server_refuses_a_privileged_peer_port(server: Server, port: int) -> None:
     hans = server.online("hans")
-    reply = hans.send("listening", port=port)
+    reply = hans.send("listening", port=port, fingerprint=FAKE_FINGERPRINT)
     assert reply["code"] == "bad-argument"
-    assert hans.send("listening", port=1024)["type"] == "ok"
+    assert hans.send("listening", port=1024, fingerprint=FAKE_FINGERPRINT)["type"] == "ok"
+
+
+@pytest.mark.parametrize("fingerprint", ["", "AB" * 32, "ab" * 31, "xy" * 32, "ab" * 33])
+def test_the_server_refuses_a_fingerprint_that_is_not_one(server: Server, fingerprint: str) -> None:
+    hans = server.online("hans")
+    reply = hans.send("listening", port=4000, fingerprint=fingerprint)
+    assert reply["code"] == "bad-argument"
+
+
+def test_a_client_without_a_peer_identity_cannot_ask_for_a_private_session(
+    server: Server,
+) -> None:
+    hans, luke = server.online("hans"), server.online("luke")
+    assert luke.send("listening", port=4000, fingerprint=FAKE_FINGERPRINT)["type"] == "ok"
+    reply = hans.send("startprivate", user="luke")  # hans sent no listening
+    assert reply["code"] == "no-peer-listener"
+    assert "Your client cannot take private sessions" in reply["text"]

@@ -6,14 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.testing import StringTransport
 
 from tests.harness import Server
-from tests.memnet import MemoryNetwork, Person, people
+from tests.memnet import MemoryNetwork, Person, RawPeer, people, raw_peer
 from twisted_chat import wire
 from twisted_chat.client.peer import HANDSHAKE_TIMEOUT, PeerProtocol
+from twisted_chat.client.peertls import PeerTLS
 
 TIMEOUT = 600.0
 TTL = 60.0
@@ -41,11 +40,18 @@ def test_sample_e7(server: Server) -> None:
     assert hans.sees() == ["Start private messaging with luke: waiting for luke to answer."]
     assert luke.sees() == ["hans would like to private message, enter y or n:"]
     luke.type("y")
+    code = hans.peers.session_code("luke")
     assert hans.sees() == [
         "luke accepts private messaging.",
         "Private messaging with luke started: type private luke <message>.",
+        f"Sealed end to end; session code {code}: luke sees the same code, or someone is "
+        "in the middle (compare them by voice).",
     ]
-    assert luke.sees() == ["Private messaging with hans started: type private hans <message>."]
+    assert luke.sees() == [
+        "Private messaging with hans started: type private hans <message>.",
+        f"Sealed end to end; session code {code}: hans sees the same code, or someone is "
+        "in the middle (compare them by voice).",
+    ]
     hans.type("private luke hey dude")
     assert luke.sees() == ["hans(private): hey dude"]
     luke.type("private hans hello man")
@@ -91,7 +97,7 @@ def test_yes_and_no_are_answers_only_while_a_request_waits(server: Server) -> No
     assert who["luke"].sees() == ["Error. Invalid command: y. Type help for the commands."]
     who["hans"].type("startprivate luke")
     who["luke"].type("whoelse", "yes")  # other commands in between stay commands
-    assert who["luke"].sees()[-2:] == [
+    assert who["luke"].sees()[-3:-1] == [
         "hans",
         "Private messaging with hans started: type private hans <message>.",
     ]
@@ -233,7 +239,8 @@ def test_a_vanished_peer_ends_the_session_with_a_clear_message(server: Server) -
     open_session(who["hans"], who["luke"])
     # luke's client dies: its connections close without any goodbye frame.
     for pump in network.pumps:
-        if pump.client is who["luke"].link or getattr(pump.server, "user", None) == "hans":
+        listening_side = getattr(pump.server, "wrappedProtocol", None)  # inside its TLS
+        if pump.client is who["luke"].link or getattr(listening_side, "user", None) == "hans":
             pump.serverIO.loseConnection()
     network.flush()
     assert "Private messaging with luke ended: the connection was lost." in who["hans"].sees()
@@ -255,81 +262,135 @@ def test_two_sessions_at_once_and_server_commands_alongside(server: Server) -> N
 # --- the listener refuses anyone without the right one-time token --------------------
 
 
-def raw_peer(network: MemoryNetwork, target: Person) -> StringTransport:
-    """A connection from an attacker's raw socket to ``target``'s peer port."""
-    (port,) = [p for p, f in network.listeners.items() if f.network is target.peers]  # type: ignore[attr-defined]
-    listener = network.listeners[port]
-    protocol = listener.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-    assert protocol is not None
-    transport = StringTransport()
-    protocol.makeConnection(transport)
-    transport.protocol = protocol  # type: ignore[attr-defined]
-    return transport
-
-
-def feed(transport: StringTransport, frame: bytes) -> list[bytes]:
-    transport.protocol.dataReceived(frame)  # type: ignore[attr-defined]
-    written: bytes = transport.value()
-    return written.splitlines()
+def stranger(network: MemoryNetwork, target: Person, tls: PeerTLS | None = None) -> RawPeer:
+    peer = raw_peer(network, target, tls=tls)
+    assert peer is not None
+    return peer
 
 
 @pytest.mark.parametrize(
     "hello",
     [
-        wire.encode(wire.PeerHello(1, "hans", "guessed")),  # approved user, wrong token
-        wire.encode(wire.PeerHello(1, "vader", "guessed")),  # a user never approved
+        wire.encode(wire.PeerHello(2, "hans", "guessed")),  # approved user, wrong token
+        wire.encode(wire.PeerHello(2, "vader", "guessed")),  # a user never approved
         wire.encode(wire.PrivateText("hi luke, I am hans")),  # no hello at all
-        b'{"type":"peer-hello","version":1,"user":"hans"}\n',  # no token
+        b'{"type":"peer-hello","version":2,"user":"hans"}\n',  # no token
         b"\xff\xfe garbage\n",
     ],
 )
 def test_forged_peer_connections_are_refused_quietly(server: Server, hello: bytes) -> None:
     network, who = people(server, "hans", "luke")
+    who["hans"].peers.connect = lambda *a: Deferred()  # type: ignore[method-assign]
     who["hans"].type("startprivate luke")
     who["luke"].type("y")  # approved: luke's client now expects hans with a token
     who["luke"].sees()
-    attacker = raw_peer(network, who["luke"])
-    feed(attacker, hello)
+    attacker = stranger(network, who["luke"])
+    attacker.send(hello)
     network.advance(HANDSHAKE_TIMEOUT)  # refused at once, or at the handshake deadline
-    assert b'"type":"error"' in attacker.value()
-    assert attacker.disconnecting
+    assert b'"type":"error"' in attacker.received
+    assert attacker.closed
     assert who["luke"].sees() == []
     assert not who["luke"].peers.has("vader")
 
 
-def test_a_token_works_once(server: Server) -> None:
-    network, who = people(server, "hans", "luke")
-    captured: list[tuple[str, str, int, str]] = []
+def capture_approval(who: dict[str, Person]) -> tuple[str, str]:
+    """hans asks luke, luke says yes, but hans's client does not connect: the test
+    has the token (and luke's fingerprint) to use as it likes."""
+    captured: list[tuple[str, str, int, str, str]] = []
 
-    def capture(user: str, host: str, port: int, token: str) -> Deferred[None]:
-        # hans's client never connects: we use the token ourselves
-        captured.append((user, host, port, token))
+    def capture(user: str, host: str, port: int, token: str, fingerprint: str) -> Deferred[None]:
+        captured.append((user, host, port, token, fingerprint))
         return Deferred()
 
     who["hans"].peers.connect = capture  # type: ignore[method-assign]
     who["hans"].type("startprivate luke")
     who["luke"].type("y")
-    (_user, _host, _port, token) = captured[0]
-    first = raw_peer(network, who["luke"])
-    assert feed(first, wire.encode(wire.PeerHello(1, "hans", token))) == [b'{"type":"ok"}']
-    first.protocol.connectionLost(None)  # type: ignore[attr-defined]
-    second = raw_peer(network, who["luke"])
-    assert feed(second, wire.encode(wire.PeerHello(1, "hans", token))) == []
+    (_user, _host, _port, token, fingerprint) = captured[0]
+    return token, fingerprint
+
+
+def test_a_token_works_once(server: Server) -> None:
+    network, who = people(server, "hans", "luke")
+    token, _ = capture_approval(who)
+    hans_certificate = who["hans"].peers.tls  # the right certificate: only the token is reused
+    first = stranger(network, who["luke"], hans_certificate)
+    assert first.send(wire.encode(wire.PeerHello(2, "hans", token))) == [b'{"type":"ok"}']
+    first.hang_up()
+    second = stranger(network, who["luke"], hans_certificate)
+    assert second.send(wire.encode(wire.PeerHello(2, "hans", token))) == []
     network.advance(HANDSHAKE_TIMEOUT)  # no approval for a second use ever comes
-    assert b'"code":"timeout"' in second.value()
-    assert second.disconnecting
+    assert b'"code":"timeout"' in second.received
+    assert second.closed
+
+
+def test_a_stolen_token_with_another_certificate_is_refused(server: Server) -> None:
+    """Whoever learnt the token (from a log, a screen, a server) still cannot be hans:
+    the certificate luke's client was told to expect is hans's."""
+    network, who = people(server, "hans", "luke")
+    token, _ = capture_approval(who)
+    who["luke"].sees()
+    thief = stranger(network, who["luke"])
+    thief.send(wire.encode(wire.PeerHello(2, "hans", token)))
+    assert b'"code":"refused"' in thief.received
+    assert thief.closed
+    assert not who["luke"].peers.has("hans")
+    assert who["luke"].sees() == []
+
+
+def test_a_listener_with_another_certificate_never_gets_the_token(server: Server) -> None:
+    """If hans is sent to someone else's listener (a lying server, a hijacked address),
+    the handshake fails on the pinned certificate before the token leaves hans."""
+    network, who = people(server, "hans", "luke", "vader")
+    vader_port = who["vader"].peers.listening_port
+    assert vader_port is not None
+    heard: list[bytes] = []
+    original = who["vader"].peers.admit
+
+    def admit(protocol: PeerProtocol) -> None:
+        heard.append(protocol.claimed_token.encode())
+        original(protocol)
+
+    who["vader"].peers.admit = admit  # type: ignore[method-assign]
+    hans_peers = who["hans"].peers
+    hans_peers._connect_to = lambda host, port: network.connect_to(host, vader_port)
+    who["hans"].type("startprivate luke")
+    who["luke"].type("y")
+    assert heard == []  # vader's client never saw a hello, let alone a token
+    assert not hans_peers.has("luke")
+    assert who["hans"].sees()[-1] == (
+        "Could not open private messaging with luke: its certificate is not the one the "
+        "server approved (someone else may have answered)"
+    )
+
+
+def test_both_users_see_the_same_session_code(server: Server) -> None:
+    _, who = people(server, "hans", "luke")
+    who["hans"].type("startprivate luke")
+    who["luke"].type("y")
+    codes = [
+        [
+            line.split("; session code ")[1].split(":")[0]
+            for line in who[user].sees()
+            if "; session code " in line
+        ]
+        for user in ("hans", "luke")
+    ]
+    assert len(codes[0]) == 1 and codes[0] == codes[1]
+    assert codes[0] == [who["hans"].peers.session_code("luke")]
+    assert codes[0] == [who["luke"].peers.session_code("hans")]
+    assert len(codes[0][0].replace(" ", "")) == 20
 
 
 def test_a_silent_peer_connection_is_dropped_after_the_handshake_time(server: Server) -> None:
     network, who = people(server, "hans", "luke")
-    attacker = raw_peer(network, who["luke"])
+    attacker = stranger(network, who["luke"])
     network.advance(HANDSHAKE_TIMEOUT)
-    assert attacker.disconnecting
-    assert b'"code":"timeout"' in attacker.value()
+    assert attacker.closed
+    assert b'"code":"timeout"' in attacker.received
 
 
 def test_an_oversized_peer_line_is_refused(server: Server) -> None:
     network, who = people(server, "hans", "luke")
-    attacker = raw_peer(network, who["luke"])
-    feed(attacker, b"x" * (PeerProtocol.MAX_LENGTH + 1))
-    assert attacker.disconnecting
+    attacker = stranger(network, who["luke"])
+    attacker.send(b"x" * (PeerProtocol.MAX_LENGTH + 1))
+    assert attacker.closed

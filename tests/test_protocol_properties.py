@@ -68,7 +68,7 @@ class ChatProtocolMachine(RuleBasedStateMachine):
     def log_in(self, client: Connection, user: str, right: bool) -> None:
         password = HANDOUT_USERS.get(user, "pw") if right else "wrong"
         for frame in (
-            {"type": "hello", "version": 1},
+            {"type": "hello", "version": 2},
             {"type": "login", "user": user},
             {"type": "password", "password": password},
         ):

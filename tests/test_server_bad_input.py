@@ -40,7 +40,7 @@ def test_bad_lines_get_an_error_frame_and_the_session_goes_on(
 
 def test_crlf_and_lf_clients_both_work(server: Server) -> None:
     connection = server.connect()
-    frames = connection.send_raw(b'{"type":"hello","version":1,"id":1}\r\n{"type":"ping","id":2}\n')
+    frames = connection.send_raw(b'{"type":"hello","version":2,"id":1}\r\n{"type":"ping","id":2}\n')
     assert [(f["type"], f["id"]) for f in frames] == [("ok", 1), ("ok", 2)]
 
 
@@ -49,7 +49,12 @@ def test_several_lines_in_one_chunk_are_all_handled(server: Server) -> None:
     chunk = b"".join(
         wire.encode(frame, n)
         for n, frame in enumerate(
-            [wire.Hello(1), wire.Login("hans"), wire.Password("falcon*solo"), wire.WhoElse()]
+            [
+                wire.Hello(wire.PROTOCOL_VERSION),
+                wire.Login("hans"),
+                wire.Password("falcon*solo"),
+                wire.WhoElse(),
+            ]
         )
     )
     frames = connection.send_raw(chunk)
@@ -58,7 +63,7 @@ def test_several_lines_in_one_chunk_are_all_handled(server: Server) -> None:
 
 def test_lines_split_across_chunks_are_reassembled(server: Server) -> None:
     connection = server.connect()
-    line = b'{"type":"hello","version":1,"id":"h"}\n'
+    line = b'{"type":"hello","version":2,"id":"h"}\n'
     frames = []
     for byte in line:
         frames += connection.send_raw(bytes([byte]))
@@ -81,7 +86,7 @@ def test_an_oversized_line_is_refused_and_the_connection_closed(server: Server) 
 
 def test_a_second_hello_or_login_while_online_is_an_error(server: Server) -> None:
     hans = server.online("hans")
-    assert hans.send("hello", version=1)["code"] == "bad-state"
+    assert hans.send("hello", version=2)["code"] == "bad-state"
     assert hans.send("login", user="yoda")["code"] == "bad-state"
     assert hans.send("whoelse")["type"] == "ok"
 
@@ -89,7 +94,7 @@ def test_a_second_hello_or_login_while_online_is_an_error(server: Server) -> Non
 def test_request_ids_are_echoed_as_given(server: Server) -> None:
     connection = server.connect()
     frames = connection.send_raw(
-        json.dumps({"type": "hello", "version": 1, "id": "a1"}).encode() + b"\n"
+        json.dumps({"type": "hello", "version": 2, "id": "a1"}).encode() + b"\n"
     )
     assert frames[0]["id"] == "a1"
 

@@ -17,13 +17,13 @@ def server(tmp_path: Path) -> Server:
 def test_hello_reports_version_and_limits(server: Server) -> None:
     reply = server.connect().hello()
     assert reply["type"] == "ok"
-    assert reply["version"] == 1
+    assert reply["version"] == 2
     assert reply["max_text"] == 1000
 
 
 def test_hello_with_another_version_is_refused_and_closed(server: Server) -> None:
     connection = server.connect()
-    reply = connection.send("hello", version=2)
+    reply = connection.send("hello", version=1)  # a client from before sealed sessions
     assert reply["code"] == "bad-state"
     assert connection.lost
 
@@ -188,7 +188,7 @@ def test_a_pipelined_login_is_served_in_order(server: Server) -> None:
     server.chat.accounts._run_blocking = slow  # type: ignore[attr-defined]
     connection = server.connect()
     frames = connection.send_raw(
-        b'{"type":"hello","version":1,"id":1}\n'
+        b'{"type":"hello","version":2,"id":1}\n'
         b'{"type":"login","user":"hans","id":2}\n'
         b'{"type":"password","password":"falcon*solo","id":3}\n'
     )

@@ -41,7 +41,7 @@ def test_server_frames_round_trip(frame: wire.Frame) -> None:
 
 
 def test_peer_frames_round_trip() -> None:
-    for frame in (wire.PeerHello(1, "hans", "t0k"), wire.PrivateText("hi"), wire.StopPrivate()):
+    for frame in (wire.PeerHello(2, "hans", "t0k"), wire.PrivateText("hi"), wire.StopPrivate()):
         assert wire.parse(wire.encode(frame)[:-1], wire.PEER_FRAMES)[1] == frame
 
 

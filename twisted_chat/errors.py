@@ -165,8 +165,13 @@ class NoPeerListener(ChatError):
 
     code = "no-peer-listener"
 
-    def __init__(self, user: str) -> None:
-        super().__init__(f"Error. {user} cannot take private sessions now.")
+    def __init__(self, user: str, yours: bool = False) -> None:
+        if yours:
+            super().__init__(
+                "Error. Your client cannot take private sessions: it has no peer listener."
+            )
+        else:
+            super().__init__(f"Error. {user} cannot take private sessions now.")
 
 
 class PrivateConflict(ChatError):

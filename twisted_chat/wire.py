@@ -21,8 +21,11 @@ from typing import Any, ClassVar
 
 import orjson
 
-PROTOCOL_VERSION = 1
-"""The version a peer announces in ``hello``; a server refuses any other."""
+PROTOCOL_VERSION = 2
+"""The version a client announces in ``hello`` (and a peer in ``peer-hello``); a server
+refuses any other. 2: private sessions over TLS, pinned by certificate fingerprints
+(``listening`` and ``private-accepted`` carry them); a version-1 client would connect
+in clear to a TLS listener."""
 
 DELIMITER = b"\n"
 
@@ -148,10 +151,13 @@ class AnswerPrivate(Frame):
 
 @dataclass(frozen=True)
 class Listening(Frame):
-    """The TCP port on which the sender's client accepts peer connections."""
+    """The TCP port on which the sender's client accepts peer connections (over TLS),
+    and the SHA-256 fingerprint of the certificate it presents there and when it
+    connects to a peer."""
 
     TYPE: ClassVar[str] = "listening"
     port: int
+    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -256,13 +262,15 @@ class PrivateAccepted(Frame):
     """A private session with ``user`` was approved.
 
     The requester gets the peer's ``host``/``port`` and connects; the accepter gets
-    ``port = 0`` and waits. Both get the same one-time ``token``."""
+    ``port = 0`` and waits. Both get the same one-time ``token``, and ``fingerprint``,
+    the other side's certificate fingerprint, which its TLS connection must show."""
 
     TYPE: ClassVar[str] = "private-accepted"
     user: str
     token: str
     host: str = ""
     port: int = 0
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True)

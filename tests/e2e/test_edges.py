@@ -280,7 +280,7 @@ async def test_idle_and_forged_peer_connections_do_not_stop_a_private_chat(
         for n in range(40):
             attacker = socket.create_connection(("127.0.0.1", peer_port), timeout=5)
             if n % 2:
-                hello = wire.PeerHello(1, "vader", "guessed-token")
+                hello = wire.PeerHello(2, "vader", "guessed-token")
                 attacker.sendall(wire.encode(hello))
             hoard.append(attacker)
         hans.send("startprivate luke")

@@ -5,7 +5,9 @@ peer connection), with every client's traffic to the server recorded by a proxy.
 from __future__ import annotations
 
 import json
+import re
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +16,44 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.protocols import portforward
 from twisted.python.failure import Failure
 
 from tests.e2e.processes import REPO, Process, ServerProcess, finish, sleep, spawn, start
+from twisted_chat.client.peer import TLSClientEndpoint
+from twisted_chat.client.peertls import PeerTLS, make_identity
 
 pytestmark = pytest.mark.e2e
 
 PASSWORDS = {"hans": "falcon*solo", "yoda": "wise@!man", "luke": "=hope+"}
 
 
+class RewritingProxyClient(portforward.ProxyClient):
+    """The server's side of the proxy: what the server sends, line by line, through
+    the factory's ``rewrite`` (a test playing a man in the middle of the server link)."""
+
+    def connectionMade(self) -> None:
+        self._partial = b""
+        super().connectionMade()
+
+    def dataReceived(self, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        rewrite = self.peer.factory.rewrite  # type: ignore[union-attr]
+        if lines:
+            super().dataReceived(b"".join(rewrite(line) + b"\n" for line in lines))
+
+
+class RewritingProxyClientFactory(portforward.ProxyClientFactory):
+    protocol = RewritingProxyClient
+
+
 class RecordingProxyServer(portforward.ProxyServer):
     """Forwards one client's bytes to the chat server, keeping a copy."""
+
+    clientProtocolFactory = RewritingProxyClientFactory
 
     def connectionMade(self) -> None:
         self.upstream = b""
@@ -49,18 +76,24 @@ class RecordingProxy(portforward.ProxyFactory):
     def __init__(self, host: str, port: int) -> None:
         super().__init__(host, port)
         self.connections: list[RecordingProxyServer] = []
+        self.rewrite: Callable[[bytes], bytes] = lambda line: line
+        """What the server's lines become on their way to the clients."""
 
     def sent_to_server(self) -> bytes:
         return b"".join(c.upstream for c in self.connections)
 
     def peer_port_of(self, user: str) -> int:
         """The peer port ``user``'s client announced to the server."""
+        return int(self.listening_of(user)["port"])
+
+    def listening_of(self, user: str) -> dict[str, Any]:
+        """The ``listening`` frame ``user``'s client sent (port and fingerprint)."""
         for connection in self.connections:
             frames = connection.frames()
             if {"type": "login", "user": user} in [
                 {k: v for k, v in f.items() if k != "id"} for f in frames
             ]:
-                return next(int(f["port"]) for f in frames if f["type"] == "listening")
+                return next(f for f in frames if f["type"] == "listening")
         raise AssertionError(f"{user} announced no peer port")
 
 
@@ -218,10 +251,15 @@ class Probe(Protocol):
         self.closed.callback(self.received)
 
 
-async def forge(port: int, frame: dict[str, object]) -> bytes:
-    """Connect to a peer port, send one frame, return all that comes back before close."""
+async def forge(port: int, fingerprint: str | None, frame: Mapping[str, object]) -> bytes:
+    """Connect to a peer port, send one frame, return all that comes back before close:
+    over TLS with a stranger's certificate, pinning ``fingerprint`` (a fingerprint is
+    no secret), or in clear (None)."""
     probe = Probe()
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    endpoint: IStreamClientEndpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    if fingerprint is not None:
+        stranger = PeerTLS(make_identity()).connecting(fingerprint)
+        endpoint = TLSClientEndpoint(endpoint, stranger, reactor)
     await connectProtocol(endpoint, probe)
     probe.transport.write(json.dumps(frame).encode() + b"\n")  # type: ignore[union-attr]
     return await probe.closed.addTimeout(15, reactor)
@@ -234,11 +272,15 @@ async def test_a_forged_peer_connection_is_refused(workdir: Path) -> None:
     try:
         await open_private(hans, luke, "hans", "luke")
         luke_port = r.proxy.peer_port_of("luke")
+        luke_fingerprint = r.proxy.listening_of("luke")["fingerprint"]
         # Someone who learned luke's port pretends to be hans, without the token.
-        wrong = {"type": "peer-hello", "version": 1, "user": "hans", "token": "guess"}
-        assert b'"code":"refused"' in await forge(luke_port, wrong)
+        wrong = {"type": "peer-hello", "version": 2, "user": "hans", "token": "guess"}
+        assert b'"code":"refused"' in await forge(luke_port, luke_fingerprint, wrong)
         # Or sends private text straight away, with no handshake at all.
-        assert b'"type":"error"' in await forge(luke_port, {"type": "private", "text": "boo"})
+        boo = {"type": "private", "text": "boo"}
+        assert b'"type":"error"' in await forge(luke_port, luke_fingerprint, boo)
+        # In clear, nothing is even read: the TLS handshake fails, no frame comes back.
+        assert b'"type"' not in await forge(luke_port, None, wrong)
         hans.send("private luke still fine")
         await luke.expect("hans(private): still fine")
         assert "guess" not in luke.output and "boo" not in luke.output
@@ -260,3 +302,68 @@ async def test_a_crashed_client_ends_its_private_sessions(workdir: Path) -> None
         await hans.expect("Error. Private messaging to luke not enabled.")
     finally:
         await close(r)
+
+
+class Tap(portforward.ProxyServer):
+    """A relay that keeps every byte it passes on: an eavesdropper on the path
+    between two clients."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.seen.append(data)  # type: ignore[attr-defined]
+        super().dataReceived(data)
+
+
+class TapClient(portforward.ProxyClient):
+    def dataReceived(self, data: bytes) -> None:
+        self.peer.factory.seen.append(data)  # type: ignore[union-attr]
+        super().dataReceived(data)
+
+
+class TapClientFactory(portforward.ProxyClientFactory):
+    protocol = TapClient
+
+
+Tap.clientProtocolFactory = TapClientFactory
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_eavesdropper_on_the_peer_path_sees_neither_text_nor_token(
+    workdir: Path,
+) -> None:
+    """The server link is rewritten so that hans reaches luke through a recording relay
+    (as anyone on the network path could): the private chat still works, and the
+    relay's copy holds no text, no token, no frame."""
+    r = await room(workdir, "hans", "luke")
+    hans, luke = r.clients["hans"], r.clients["luke"]
+    tap = portforward.ProxyFactory("127.0.0.1", r.proxy.peer_port_of("luke"))
+    tap.protocol = Tap
+    tap.seen = []  # type: ignore[attr-defined]
+    relay = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(tap)
+    relay_port = relay.getHost().port
+    tokens: list[str] = []
+
+    def through_the_tap(line: bytes) -> bytes:
+        frame = json.loads(line)
+        if frame.get("type") == "private-accepted" and frame.get("port"):
+            tokens.append(frame["token"])
+            frame["port"] = relay_port
+            return json.dumps(frame).encode()
+        return line
+
+    r.proxy.rewrite = through_the_tap
+    try:
+        await open_private(hans, luke, "hans", "luke")
+        hans.send("private luke the plans are in the droid")
+        await luke.expect("hans(private): the plans are in the droid")
+        luke.send("private hans understood")
+        await hans.expect("luke(private): understood")
+        codes = [re.findall(r"session code ([0-9a-f ]{24})", c.output) for c in (hans, luke)]
+        assert len(codes[0]) == 1
+        assert codes[0] == codes[1]  # the relay only relays: the code shows no one between
+        captured = b"".join(tap.seen)  # type: ignore[attr-defined]
+        assert len(captured) > 500 and tokens
+        for secret in (b"the plans", b"understood", tokens[0].encode(), b'"type"', b"hans"):
+            assert secret not in captured
+    finally:
+        await close(r)
+        await relay.stopListening()

@@ -16,6 +16,8 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 
+from twisted_chat import wire
+
 CHANNEL = "#bench"
 """The IRC channel every IRC user joins: joining it is "logging in with presence"."""
 
@@ -86,7 +88,7 @@ class ChatBenchClient(BenchClient):
 
     def connectionMade(self) -> None:
         self.transport.write(
-            b'{"type":"hello","version":1,"id":"hello"}\n'
+            wire.encode(wire.Hello(wire.PROTOCOL_VERSION), "hello")
             + json.dumps({"type": "login", "user": self.name, "id": "login"}).encode()
             + b"\n"
             + json.dumps({"type": "password", "password": self.password, "id": "pw"}).encode()

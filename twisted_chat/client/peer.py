@@ -1,10 +1,13 @@
 """Private sessions straight between clients.
 
-Every logged-in client listens on an OS-chosen port. When the server approves a session
-it hands both sides one one-time token; the requester connects and presents
-``peer-hello`` with its name and the token; the listener admits the connection only if
-that user was approved with that token, and only once. Anything else (a wrong, reused or
-missing token, garbage, silence) is refused and the user is not disturbed.
+Every logged-in client listens on an OS-chosen port, with TLS (``peertls``). When the
+server approves a session it hands both sides one one-time token and the other side's
+certificate fingerprint; the requester connects, pins the listener's certificate, and
+presents ``peer-hello`` with its name and the token, inside TLS; the listener admits
+the connection only if that user was approved with that token and the certificate the
+requester showed has the approved fingerprint, and only once. Anything else (a wrong,
+reused or missing token, another certificate, garbage, silence) is refused and the user
+is not disturbed.
 
 Each :class:`PeerProtocol` is a small state machine::
 
@@ -24,22 +27,34 @@ import hmac
 from collections.abc import Callable
 from typing import Any
 
+from OpenSSL import SSL
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    connectProtocol,
+)
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IListeningPort,
+    IOpenSSLClientConnectionCreator,
+    IProtocol,
+    IProtocolFactory,
     IReactorTime,
+    ISSLTransport,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from twisted_chat import wire
+from twisted_chat.client.peertls import PeerTLS, fingerprint_of, make_identity, session_code
 from twisted_chat.client.session import PeerEvents
 from twisted_chat.errors import ChatError
 from twisted_chat.text import check_text
@@ -85,7 +100,12 @@ class PeerProtocol(LineReceiver):
     log = Logger()
 
     def __init__(
-        self, network: PeerManager, user: str = "", token: str = "", host: str = ""
+        self,
+        network: PeerManager,
+        user: str = "",
+        token: str = "",
+        host: str = "",
+        fingerprint: str = "",
     ) -> None:
         self.network = network
         self.host = host
@@ -101,6 +121,9 @@ class PeerProtocol(LineReceiver):
         self.claimed_user = ""
         self.claimed_token = ""
         """What a connecting peer said in its ``peer-hello`` (listening side)."""
+        self.fingerprint = fingerprint
+        """The other side's certificate fingerprint: pinned when we connect; seen on
+        the connection when we listen."""
         self.said_hello = False
         self.quiet = False
         """Closed by our own user: no 'ended' notice for them."""
@@ -131,6 +154,7 @@ class PeerProtocol(LineReceiver):
                     self._refuse("refused", "A peer-hello needs a user and a token.")
                     return
                 self.claimed_user, self.claimed_token = frame.user, frame.token
+                self.fingerprint = self._certificate_seen() or ""
                 self.network.admit(self)
             case PeerState.HANDSHAKING, wire.Ok():
                 self._open()
@@ -155,6 +179,12 @@ class PeerProtocol(LineReceiver):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._refuse("line-too-long", "Line too long.")
+
+    def _certificate_seen(self) -> str | None:
+        """The fingerprint of the certificate the other side showed (None: no TLS)."""
+        if not ISSLTransport.providedBy(self.transport):
+            return None
+        return fingerprint_of(self.transport.getPeerCertificate())
 
     def admitted(self, ok: bool) -> None:
         """The peer network's verdict on our ``peer-hello`` (listening side)."""
@@ -184,6 +214,13 @@ class PeerProtocol(LineReceiver):
         was_open = self.state is PeerState.OPEN
         self.state = PeerState.CLOSED
         self._cancel_deadline()
+        if reason is not None and reason.check(SSL.Error) and "certificate" in str(reason.value):
+            self._fail(
+                PeerRefused(
+                    "its certificate is not the one the server approved "
+                    "(someone else may have answered)"
+                )
+            )
         self._fail(PeerRefused("the connection closed during the handshake"))
         self.network.lost(self, was_open)
 
@@ -252,8 +289,11 @@ class PeerManager:
         interface: str = "127.0.0.1",
         listen_on: Callable[[str], IStreamServerEndpoint] | None = None,
         connect_to: Callable[[str, int], IStreamClientEndpoint] | None = None,
+        tls: PeerTLS | None = None,
     ) -> None:
         self.clock: IReactorTime = reactor
+        self.tls = tls or PeerTLS(make_identity())
+        """This run's peer identity and the TLS contexts made from it."""
         self._listen_on = listen_on or (
             lambda interface: TCP4ServerEndpoint(reactor, 0, interface=interface)
         )
@@ -266,7 +306,8 @@ class PeerManager:
         who reaches the server can reach us too."""
         self.me = ""
         self._sessions: dict[str, PeerProtocol] = {}
-        self._expected: dict[str, tuple[str, IDelayedCall]] = {}
+        self._expected: dict[str, tuple[str, str, IDelayedCall]] = {}
+        """Approved users: (token, certificate fingerprint, the call that lapses it)."""
         self._authenticating: dict[PeerProtocol, None] = {}
         """Connections mid-handshake, oldest first (a dict: an ordered set)."""
         self._awaiting: dict[str, list[PeerProtocol]] = {}
@@ -286,21 +327,44 @@ class PeerManager:
             self._port = port
             return int(getattr(port.getHost(), "port", 0))
 
-        listening: Deferred[int] = endpoint.listen(_PeerFactory(self)).addCallback(bound)
+        factory = _PeerTLSFactory(self.tls.listening(), False, _PeerFactory(self), self.clock)
+        listening: Deferred[int] = endpoint.listen(factory).addCallback(bound)
         return listening
 
-    def expect(self, user: str, token: str) -> None:
+    @property
+    def fingerprint(self) -> str:
+        return self.tls.fingerprint
+
+    @property
+    def listening_port(self) -> int | None:
+        """The port peers reach us on (None: not listening)."""
+        return None if self._port is None else int(getattr(self._port.getHost(), "port", 0))
+
+    def session_code(self, user: str) -> str | None:
+        """The code both users of the session with ``user`` see (None: no session)."""
+        protocol = self._sessions.get(user)
+        if protocol is None or not protocol.fingerprint:
+            return None
+        return session_code(self.tls.fingerprint, protocol.fingerprint)
+
+    def expect(self, user: str, token: str, fingerprint: str) -> None:
         self._forget_expected(user)
         lapse = self.clock.callLater(TOKEN_LIFETIME, self._forget_expected, user)
-        self._expected[user] = (token, lapse)
+        self._expected[user] = (token, fingerprint, lapse)
         for protocol in self._awaiting.pop(user, []):
-            protocol.admitted(self._check(user, protocol.claimed_token))
+            protocol.admitted(self._check(protocol))
 
-    def connect(self, user: str, host: str, port: int, token: str) -> Deferred[None]:
+    def connect(
+        self, user: str, host: str, port: int, token: str, fingerprint: str
+    ) -> Deferred[None]:
         if user in self._sessions:
             return fail(PeerRefused(f"already in a private session with {user}"))
-        endpoint = self._connect_to(host, port)
-        protocol = PeerProtocol(self, user, token)
+        # The listener's certificate is pinned in the handshake; the hello (and its
+        # token) waits in TLS until the handshake is done.
+        endpoint = TLSClientEndpoint(
+            self._connect_to(host, port), self.tls.connecting(fingerprint), self.clock
+        )
+        protocol = PeerProtocol(self, user, token, fingerprint=fingerprint)
         connected: Deferred[None] = connectProtocol(endpoint, protocol).addCallback(
             lambda _: protocol.ready
         )
@@ -369,16 +433,26 @@ class PeerManager:
         else when one arrives (or never: the handshake deadline refuses it)."""
         user = protocol.claimed_user
         if user in self._expected or user in self._sessions:
-            protocol.admitted(self._check(user, protocol.claimed_token))
+            protocol.admitted(self._check(protocol))
         else:
             self._awaiting.setdefault(user, []).append(protocol)
 
-    def _check(self, user: str, token: str) -> bool:
-        """Whether ``token`` is the one approved for ``user``; a token works once."""
+    def _check(self, protocol: PeerProtocol) -> bool:
+        """Whether the peer's token is the one approved for the user it claims, and its
+        certificate the one approved for that user; a token works once."""
+        user = protocol.claimed_user
         expected = self._expected.get(user)
         if expected is None or user in self._sessions:
             return False
-        if not hmac.compare_digest(expected[0].encode(), token.encode()):
+        token, fingerprint, _ = expected
+        if not hmac.compare_digest(token.encode(), protocol.claimed_token.encode()):
+            return False
+        if not hmac.compare_digest(fingerprint.encode(), protocol.fingerprint.encode()):
+            self.log.warn(
+                "refused {user}'s peer connection: the right token with another certificate",
+                user=user,
+                security_event="peer-wrong-certificate",
+            )
             return False
         self._forget_expected(user)
         return True
@@ -406,8 +480,8 @@ class PeerManager:
 
     def _forget_expected(self, user: str) -> None:
         entry = self._expected.pop(user, None)
-        if entry is not None and entry[1].active():
-            entry[1].cancel()
+        if entry is not None and entry[2].active():
+            entry[2].cancel()
 
 
 class _PeerFactory(Factory):
@@ -419,6 +493,39 @@ class _PeerFactory(Factory):
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         return self.network.incoming(str(getattr(addr, "host", "?")))
+
+
+class _PeerTLSFactory(TLSMemoryBIOFactory):
+    """TLS around the peer factory, which may refuse a connection (``None``) before
+    any handshake work is done."""
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        inner = self.wrappedFactory.buildProtocol(addr)
+        if inner is None:
+            return None
+        return self.protocol(self, inner)
+
+
+@implementer(IStreamClientEndpoint)
+class TLSClientEndpoint:
+    """``wrapClientTLS``, on our clock: TLS gathers small writes until the clock's next
+    turn, so it must be the clock this client runs on (a test's, too)."""
+
+    def __init__(
+        self, endpoint: IStreamClientEndpoint, creator: IOpenSSLClientConnectionCreator, clock: Any
+    ) -> None:
+        self._endpoint = endpoint
+        self._creator = creator
+        self._clock = clock
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        wrapping = TLSMemoryBIOFactory(self._creator, True, protocolFactory, self._clock)
+
+        def unwrapped(protocol: Any) -> IProtocol:
+            inner: IProtocol = protocol.wrappedProtocol
+            return inner
+
+        return self._endpoint.connect(wrapping).addCallback(unwrapped)
 
 
 class _Unbound:

@@ -65,14 +65,25 @@ class PeerNetwork(Protocol):
     def bind(self, events: PeerEvents) -> None:
         """Report openings, texts and closings to ``events``."""
 
+    @property
+    def fingerprint(self) -> str:
+        """The fingerprint of the certificate this client shows its peers."""
+
     def listen(self, me: str) -> Deferred[int]:
         """Start accepting peers for user ``me``; fires with the port."""
 
-    def expect(self, user: str, token: str) -> None:
-        """``user`` will connect presenting ``token`` (once)."""
+    def expect(self, user: str, token: str, fingerprint: str) -> None:
+        """``user`` will connect presenting ``token`` (once), over TLS with the
+        certificate whose fingerprint is ``fingerprint``."""
 
-    def connect(self, user: str, host: str, port: int, token: str) -> Deferred[None]:
-        """Connect to ``user``'s client and authenticate with ``token``."""
+    def connect(
+        self, user: str, host: str, port: int, token: str, fingerprint: str
+    ) -> Deferred[None]:
+        """Connect to ``user``'s client, whose certificate must have ``fingerprint``,
+        and authenticate with ``token``."""
+
+    def session_code(self, user: str) -> str | None:
+        """The code both users of the session with ``user`` can compare aloud."""
 
     def has(self, user: str) -> bool: ...
 
@@ -347,7 +358,7 @@ class ClientSession:
         )
 
     def _listening(self, port: int) -> None:
-        self._request(wire.Listening(port)).addErrback(self._show_error)
+        self._request(wire.Listening(port, self.peers.fingerprint)).addErrback(self._show_error)
 
     def _no_listener(self, failure: Failure) -> None:
         self.log.failure("cannot listen for peers", failure)
@@ -493,7 +504,7 @@ class ClientSession:
                 return
             self._accepted.discard(user)
             self.known_users.add(user)
-            self.peers.expect(user, event.token)
+            self.peers.expect(user, event.token, event.fingerprint)
             return
         # Connect only where a request of ours was answered, and never to a privileged
         # port: else whoever controls the approval picks a target for our client.
@@ -515,7 +526,9 @@ class ClientSession:
                 f"Could not open private messaging with {user}: {failure.getErrorMessage()}"
             )
 
-        self.peers.connect(user, event.host, event.port, event.token).addErrback(failed)
+        self.peers.connect(user, event.host, event.port, event.token, event.fingerprint).addErrback(
+            failed
+        )
 
     def _private(self, user: str, text: str) -> None:
         if user == self.user:
@@ -558,6 +571,15 @@ class ClientSession:
 
     def peer_opened(self, user: str) -> None:
         self.display.show(f"Private messaging with {user} started: type private {user} <message>.")
+        self._show_code(user)
+
+    def _show_code(self, user: str) -> None:
+        code = self.peers.session_code(user)
+        if code is not None:
+            self.display.show(
+                f"Sealed end to end; session code {code}: {user} sees the same code, "
+                "or someone is in the middle (compare them by voice)."
+            )
 
     def peer_text(self, user: str, text: str) -> None:
         self.known_users.add(user)

@@ -44,13 +44,13 @@ def run(avatar: Session, frame: wire.Frame, peer_ip: str | None) -> Reply:
         case wire.AnswerPrivate(user=user, accept=accept):
             avatar.answer_private(names.normalise(user), accept)
             return {}
-        case wire.Listening(port=port):
+        case wire.Listening(port=port, fingerprint=fingerprint):
             if peer_ip is None:
                 raise BadArgument(
                     "Error. Private sessions need a TCP connection to the server: "
                     "there is no address to give your partner."
                 )
-            avatar.listening(peer_ip, port)
+            avatar.listening(peer_ip, port, fingerprint)
             return {}
         case wire.Activity():
             avatar.activity()

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from twisted_chat import wire
+from twisted_chat.certs import is_fingerprint
 from twisted_chat.errors import (
     AlreadyBlocked,
     AlreadyOnline,
@@ -196,6 +197,7 @@ class Session:
         "_held",
         "mind",
         "name",
+        "peer_fingerprint",
         "peer_host",
         "peer_port",
         "server",
@@ -211,6 +213,8 @@ class Session:
         self.peer_host = ""
         self.peer_port = 0
         """Where this user's client accepts private-session connections (0: nowhere)."""
+        self.peer_fingerprint = ""
+        """The certificate this user's client shows its peers (SHA-256, hex)."""
         self._held: list[wire.Frame] | None = None
         """Events waiting while offline mail is read (see Chat.begin)."""
         self.unacknowledged: Sequence[StoredMessage] = ()
@@ -334,14 +338,18 @@ class Session:
 
     # --- private sessions -----------------------------------------------------------
 
-    def listening(self, host: str, port: int) -> None:
-        """Record where our client accepts peers. Not user activity."""
+    def listening(self, host: str, port: int, fingerprint: str) -> None:
+        """Record where our client accepts peers, and the certificate it shows them.
+        Not user activity."""
         # Never a privileged port: the server hands this address to other users'
         # clients, which connect to it (an ssh or mail port would make them a weapon).
         if not 1024 <= port <= 65535:
             raise BadArgument("Error. A peer port is a number from 1024 to 65535.")
+        if not is_fingerprint(fingerprint):
+            raise BadArgument("Error. A peer fingerprint is 64 lowercase hex digits (SHA-256).")
         self.peer_host = host
         self.peer_port = port
+        self.peer_fingerprint = fingerprint
 
     def start_private(self, user: str) -> None:
         self.touch()
@@ -395,6 +403,8 @@ class PrivateBroker:
             )
         if not peer.peer_port:
             raise NoPeerListener(target)
+        if not requester.peer_fingerprint:
+            raise NoPeerListener(me, yours=True)
         key = (me, target)
         self._pending[key] = server.clock.callLater(self.ttl, self._lapse, key)
         self._by_user.setdefault(me, set()).add(key)
@@ -412,8 +422,12 @@ class PrivateBroker:
             asker.deliver(wire.PrivateDeclined(target.name))
             return
         token = secrets.token_urlsafe(24)
-        asker.deliver(wire.PrivateAccepted(target.name, token, target.peer_host, target.peer_port))
-        target.deliver(wire.PrivateAccepted(requester, token))
+        asker.deliver(
+            wire.PrivateAccepted(
+                target.name, token, target.peer_host, target.peer_port, target.peer_fingerprint
+            )
+        )
+        target.deliver(wire.PrivateAccepted(requester, token, fingerprint=asker.peer_fingerprint))
         self.log.info("private session approved: {a} -> {b}", a=requester, b=target.name)
 
     def user_left(self, user: str) -> None:
