@@ -37,6 +37,15 @@ def run_inline(f: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
     return maybeDeferred(f, *args, **kwargs)
 
 
+def verified(accounts: Any, user: str, password: str) -> bool:
+    """What ``accounts.verify`` answers, once it has (inline in these tests)."""
+    results: list[object] = []
+    accounts.verify(user, password).addBoth(results.append)
+    (result,) = results
+    assert isinstance(result, bool), result
+    return result
+
+
 def write_credentials(path: Path, users: dict[str, str] = HANDOUT_USERS) -> Path:
     # Like the handout's file: no newline after the last line.
     path.write_text("\n".join(f"{u} {p}" for u, p in users.items()), encoding="utf-8")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred
 
-from tests.harness import run_inline, write_credentials
+from tests.harness import run_inline, verified, write_credentials
 from twisted_chat.errors import UsernameTaken
 from twisted_chat.server.accounts import CredentialsFile, parse_credentials
 
@@ -18,9 +18,9 @@ from twisted_chat.server.accounts import CredentialsFile, parse_credentials
 def test_parses_the_handout_file_without_a_final_newline(tmp_path: Path) -> None:
     accounts = CredentialsFile(write_credentials(tmp_path / "c.txt"), run_inline)
     assert len(accounts) == 10
-    assert accounts.verify("r2d2", "do*!@#dedo")
-    assert not accounts.verify("r2d2", "do*!@#ded")
-    assert not accounts.verify("nobody", "x")
+    assert verified(accounts, "r2d2", "do*!@#dedo")
+    assert not verified(accounts, "r2d2", "do*!@#ded")
+    assert not verified(accounts, "nobody", "x")
 
 
 def test_a_double_space_does_not_make_an_empty_password() -> None:
@@ -45,10 +45,10 @@ def test_create_appends_a_line_after_a_missing_final_newline(tmp_path: Path) -> 
     accounts = CredentialsFile(path, run_inline)
     accounts.create("jaba", "hutt")
     assert path.read_text() == "hans solo\njaba hutt\n"
-    assert accounts.verify("jaba", "hutt")
+    assert verified(accounts, "jaba", "hutt")
     accounts.create("boba", "fett")
     assert path.read_text() == "hans solo\njaba hutt\nboba fett\n"
-    assert CredentialsFile(path, run_inline).verify("boba", "fett")
+    assert verified(CredentialsFile(path, run_inline), "boba", "fett")
 
 
 def test_create_keeps_lines_added_by_hand_meanwhile(tmp_path: Path) -> None:
@@ -145,7 +145,7 @@ def test_a_watched_file_is_read_again_after_a_change(tmp_path: Path) -> None:
     assert not accounts.exists("lando")  # no news from the watcher yet: not read
     accounts.changed()
     accounts.refresh()
-    assert accounts.verify("lando", "calrissian")
+    assert verified(accounts, "lando", "calrissian")
     assert runner.calls == 2
 
 
@@ -178,7 +178,7 @@ def test_a_failed_re_read_is_tried_again_at_the_next_login(tmp_path: Path) -> No
     accounts.watched()
     path.rename(tmp_path / "elsewhere.txt")
     accounts.refresh()  # the file is gone: logged, accounts kept
-    assert accounts.verify("hans", "solo")
+    assert verified(accounts, "hans", "solo")
     (tmp_path / "elsewhere.txt").rename(path)
     accounts.refresh()
     assert runner.calls == 2

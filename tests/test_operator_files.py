@@ -15,7 +15,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
 
-from tests.harness import Server, run_inline, write_credentials
+from tests.harness import Server, run_inline, verified, write_credentials
 from tests.logcapture import LogEvent, formatted, log_events
 from twisted_chat.interfaces import StoredMessage
 from twisted_chat.server import accounts as accounts_module
@@ -49,7 +49,7 @@ def test_a_bom_does_not_hand_the_first_account_to_anyone(tmp_path: Path) -> None
     path = tmp_path / "c.txt"
     path.write_bytes(b"\xef\xbb\xbfhans solo\r\nyoda wise\r\n")  # as Notepad saves it
     accounts = CredentialsFile(path, run_inline)
-    assert accounts.exists("hans") and accounts.verify("hans", "solo")
+    assert accounts.exists("hans") and verified(accounts, "hans", "solo")
     assert not accounts.exists("\ufeffhans")
 
 
@@ -132,7 +132,7 @@ def test_a_hand_append_racing_a_creation_is_not_written_twice(tmp_path: Path) ->
     assert reply["code"] == "username-taken"
     text = server.credentials.read_text()
     assert text.count("jaba ") == 1 and "jaba byhand" in text
-    assert CredentialsFile(server.credentials, run_inline).verify("jaba", "byhand")
+    assert verified(CredentialsFile(server.credentials, run_inline), "jaba", "byhand")
 
 
 def test_an_append_does_not_read_an_unchanged_file(

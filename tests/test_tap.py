@@ -184,3 +184,14 @@ def test_the_warning_reaches_the_log(tmp_path: Path) -> None:
     with log_events() as events:
         makeService(parse("--credentials", str(creds), "--port", "5000"), MemoryReactorClock())
     assert any("passwords travel in clear on port 5000" in line for line in formatted(events))
+
+
+def test_server_py_hashes_new_passwords_on_request(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    write_credentials(tmp_path / "credentials.txt")
+    monkeypatch.chdir(tmp_path)
+    options, _ = server_args(["--hash-new-passwords", "5000", "60", "120"], "server.py")
+    assert options["hash-new-passwords"]
+    plain, _ = server_args(["5000", "60", "120"], "server.py")
+    assert not plain["hash-new-passwords"]

@@ -41,8 +41,9 @@ class IAccountStore(Interface):
     def exists(user: str) -> bool:
         """Whether ``user`` has an account."""
 
-    def verify(user: str, password: str) -> bool:
-        """Whether ``password`` is ``user``'s password (constant-time comparison)."""
+    def verify(user: str, password: str) -> Deferred[bool]:
+        """Whether ``password`` is ``user``'s password: a constant-time comparison, or
+        a hash check off the reactor thread (which may fail with ``ServerBusy``)."""
 
     def new_account_problem(user: str) -> str | None:
         """Why no account may be created as ``user`` now (a refused or look-alike

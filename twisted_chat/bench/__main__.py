@@ -24,6 +24,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--targets", default="ours,words,ngircd")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--hashed",
+        action="store_true",
+        help="store our accounts as argon2id hashes (logins then cost a hash check)",
+    )
+    parser.add_argument(
         "--phase-limit",
         type=float,
         default=DEFAULT_PHASE_LIMIT,

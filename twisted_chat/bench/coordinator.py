@@ -22,7 +22,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.python.failure import Failure
 
 from twisted_chat import launch
-from twisted_chat.bench.targets import TARGETS, Target
+from twisted_chat.bench.targets import TARGETS, OurServer, Target
 
 DEFAULT_PHASE_LIMIT = 300.0
 """Seconds any one phase may take before it is cut short (and says so)."""
@@ -329,6 +329,8 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
     unfinished: dict[str, str] = {}
     for key in args.targets.split(","):
         target = TARGETS[key](reactor)
+        if isinstance(target, OurServer):
+            target.hashed = args.hashed
         why_not = target.available()
         if why_not:
             say(f"{target.name}: {why_not}")
@@ -360,6 +362,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         f"users {args.users}, direct messages {args.messages} ({args.window} in flight), "
         f"broadcast rounds {args.rounds}, seed {args.seed}; flood limits raised on every "
         "server that has them; twisted-chat's durable storage on"
+        + ("; twisted-chat's accounts stored as argon2id hashes" if args.hashed else "")
     )
     if results:
         say(table(results))

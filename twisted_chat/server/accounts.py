@@ -7,7 +7,6 @@ space (a double space gives an empty password) and compares with ``==``.
 from __future__ import annotations
 
 import fcntl
-import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from twisted_chat.errors import (
     UsernameTaken,
 )
 from twisted_chat.interfaces import IAccountStore
-from twisted_chat.server import names
+from twisted_chat.server import names, passwords
 from twisted_chat.text import forbidden_character
 
 BlockingRunner = Callable[..., Deferred[Any]]
@@ -124,6 +123,12 @@ def parse_credentials(data: bytes, source: str) -> ParsedCredentials:
         if user in parsed.accounts:
             parsed.problems.append(f"{where}: {user} appears again; the first line for it is used")
             continue
+        if passwords.is_hash(password):
+            unusable = passwords.hash_problem(password)
+            if unusable is not None:
+                # Never taken as a password in clear: whoever typed the text would log in.
+                parsed.problems.append(f"{where}: {unusable}; line skipped")
+                continue
         problem = names.new_name_problem(user)
         look = names.skeleton(user)
         if problem is None and look in skeletons:
@@ -153,9 +158,18 @@ class CredentialsFile:
 
     log = Logger()
 
-    def __init__(self, path: Path, run_blocking: BlockingRunner = deferToThread) -> None:
+    def __init__(
+        self,
+        path: Path,
+        run_blocking: BlockingRunner = deferToThread,
+        check_hash: passwords.HashCheck = passwords.check_inline,
+        hash_new: bool = False,
+    ) -> None:
         self.path = path
         self._run_blocking = run_blocking
+        self._check_hash = check_hash
+        self.hash_new = hash_new
+        """New accounts are written with an argon2id hash, not the password."""
         remove_stale_temp_files(path)
         data = path.read_bytes()
         self._signature = _signature(path)
@@ -206,11 +220,13 @@ class CredentialsFile:
     def exists(self, user: str) -> bool:
         return user in self._accounts
 
-    def verify(self, user: str, password: str) -> bool:
+    def verify(self, user: str, password: str) -> Deferred[bool]:
         stored = self._accounts.get(user)
         if stored is None:
-            return False
-        return hmac.compare_digest(stored.encode("utf-8"), password.encode("utf-8"))
+            return succeed(False)
+        if passwords.is_hash(stored):
+            return self._check_hash(stored, password)
+        return succeed(passwords.matches_clear(stored, password))
 
     def new_account_problem(self, user: str) -> str | None:
         """Why no account may be created as ``user`` now, or None."""
@@ -296,12 +312,12 @@ class CredentialsFile:
         # Reserve the name now: a second client creating it while we write loses (§14.6).
         self._creating[user] = look
 
-        def written(result: tuple[tuple[int, int, int], ParsedCredentials | None]) -> None:
-            signature, reread = result
+        def written(result: tuple[tuple[int, int, int], ParsedCredentials | None, str]) -> None:
+            signature, reread, stored = result
             if reread is not None:  # the file had changed: take in what it holds now
                 self._use(reread)
             self._signature = signature
-            self._accounts[user] = password
+            self._accounts[user] = stored
             self._skeletons.setdefault(look, user)
             self.log.info("account {user} created", user=user)
 
@@ -310,8 +326,10 @@ class CredentialsFile:
             return result
 
         def locked() -> Deferred[None]:
-            d: Deferred[tuple[tuple[int, int, int], ParsedCredentials | None]] = self._run_blocking(
-                append_account, self.path, user, password, self._signature
+            d: Deferred[tuple[tuple[int, int, int], ParsedCredentials | None, str]] = (
+                self._run_blocking(
+                    append_account, self.path, user, password, self._signature, self.hash_new
+                )
             )
             return d.addCallback(written)
 
@@ -339,9 +357,10 @@ def _writable(path: Path) -> bool:
 
 
 def append_account(
-    path: Path, user: str, password: str, known: tuple[int, int, int]
-) -> tuple[tuple[int, int, int], ParsedCredentials | None]:
-    """Append ``user password`` to ``path`` durably (runs in a worker thread).
+    path: Path, user: str, password: str, known: tuple[int, int, int], hash_new: bool = False
+) -> tuple[tuple[int, int, int], ParsedCredentials | None, str]:
+    """Append ``user password`` to ``path`` durably (runs in a worker thread); with
+    ``hash_new``, ``user`` and an argon2id hash of the password.
 
     Under an exclusive ``flock`` (several servers sharing the file take turns): if the
     file is not as we last knew it (``known``), it is read again and the name must still
@@ -349,22 +368,26 @@ def append_account(
     file, or a hand edit). The line is one ``write``, then ``fsync``; if either fails,
     the file is cut back to its old size, so a failed creation leaves no half account.
 
-    Returns the file's new signature and, if it had changed, what it held before our
-    line, parsed (here, off the reactor thread)."""
+    If the file was replaced while we waited for the lock (``chat-server
+    hash-credentials`` renames a converted copy over it), the new one is opened and
+    locked instead: a line appended to the old one would be lost.
+
+    Returns the file's new signature, what it held before our line if it had changed
+    (parsed here, off the reactor thread), and the password field written."""
     if not _writable(path):
         raise AccountsReadOnly()
-    fd = os.open(path, os.O_RDWR | os.O_APPEND)  # follows a symlink; keeps owner and mode
+    stored = passwords.make_hash(password) if hash_new else password
+    fd = open_locked(path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         status = os.fstat(fd)
         reread: ParsedCredentials | None = None
         if _signature_of(status) != known:
-            reread = parse_credentials(_read_all(fd, status.st_size), str(path))
+            reread = parse_credentials(read_all(fd, status.st_size), str(path))
             if user in reread.accounts:
                 raise UsernameTaken(user)
         size = status.st_size
         last = os.pread(fd, 1, size - 1) if size else b"\n"
-        line = f"{user} {password}\n".encode()
+        line = f"{user} {stored}\n".encode()
         payload = line if last == b"\n" else b"\n" + line
         try:
             written = os.write(fd, payload)
@@ -374,12 +397,27 @@ def append_account(
         except Exception:
             os.ftruncate(fd, size)  # no half line, no account the user was told failed
             raise
-        return _signature_of(os.fstat(fd)), reread
+        return _signature_of(os.fstat(fd)), reread, stored
     finally:
         os.close(fd)  # releases the flock
 
 
-def _read_all(fd: int, size: int) -> bytes:
+def open_locked(path: Path) -> int:
+    """The file open for appending, under an exclusive ``flock``, and still the file
+    at ``path`` (not one renamed away while we waited)."""
+    for _ in range(10):
+        fd = os.open(path, os.O_RDWR | os.O_APPEND)  # follows a symlink; keeps owner, mode
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except OSError:
+            pass
+        os.close(fd)
+    raise OSError(f"{path} keeps being replaced; try again")
+
+
+def read_all(fd: int, size: int) -> bytes:
     chunks = []
     offset = 0
     while offset < size:

@@ -10,7 +10,7 @@ from typing import Any
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -104,17 +104,28 @@ class LockoutPasswordChecker:
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[Any]:
         user = _text(credentials.username)
         password = _text(credentials.password)
+        # The lock is checked before the password: a locked name costs no hash check,
+        # so guessing costs the guesser, not the server.
         if self._throttle.is_locked(user):
             return fail(AccountLocked(just_now=False))
         if not self._accounts.exists(user):
             return fail(UnauthorizedLogin(f"no account {user}"))
-        if self._accounts.verify(user, password):
-            self._throttle.succeeded(user)
-            return succeed(user)
-        remaining = self._throttle.failed(user)
-        if remaining == 0:
-            return fail(AccountLocked(just_now=True))
-        return fail(WrongPassword(remaining))
+
+        def checked(right: bool) -> str:
+            if self._throttle.is_locked(user):
+                # Locked while this check waited (guesses in parallel): even the right
+                # password does not get in now.
+                raise AccountLocked(just_now=False)
+            if right:
+                self._throttle.succeeded(user)
+                return user
+            remaining = self._throttle.failed(user)
+            if remaining == 0:
+                raise AccountLocked(just_now=True)
+            raise WrongPassword(remaining)
+
+        verified: Deferred[Any] = self._accounts.verify(user, password).addCallback(checked)
+        return verified
 
 
 def _text(value: bytes | str) -> str:

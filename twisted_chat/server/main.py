@@ -23,11 +23,12 @@ from twisted.logger import (
 )
 from twisted.python import usage
 
+from twisted_chat.server import hashfile
 from twisted_chat.server.tap import Options, build_service, non_negative, port_number, positive
 
 USAGE = (
     "usage: server.py [-d] [--tls-cert CERT --tls-key KEY] [--listen ENDPOINT]... "
-    "PORT BLOCK_DURATION TIMEOUT"
+    "[--hash-new-passwords] PORT BLOCK_DURATION TIMEOUT   (or: server.py hash-credentials FILE)"
 )
 VALUED = ("--tls-cert", "--tls-key", "--listen")
 """Options that take a value (the next argument, or after ``=``)."""
@@ -43,6 +44,7 @@ def parse_args(argv: Sequence[str], program: str) -> tuple[Options, bool]:
     usage errors exit 2 with the argument they are about named."""
     debug = False
     values: dict[str, list[str]] = {name: [] for name in VALUED}
+    flags: list[str] = []
     positional: list[str] = []
     args = list(argv)
     while args:
@@ -50,6 +52,8 @@ def parse_args(argv: Sequence[str], program: str) -> tuple[Options, bool]:
         name, has_value, value = arg.partition("=")
         if arg == "-d":
             debug = True
+        elif arg == "--hash-new-passwords":
+            flags.append(arg)
         elif name in VALUED:
             if not has_value:
                 if not args:
@@ -84,6 +88,7 @@ def parse_args(argv: Sequence[str], program: str) -> tuple[Options, bool]:
                 *ports,
                 *("--block-duration", block, "--timeout", timeout),
                 *("--credentials", "credentials.txt"),
+                *flags,
             ]
         )
     except usage.UsageError as e:
@@ -129,6 +134,10 @@ async def serve(reactor: Any, options: Options) -> None:
 
 
 def run(argv: Sequence[str] | None = None, program: str = "chat-server") -> None:
-    options, debug = parse_args(sys.argv[1:] if argv is None else argv, program)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["hash-credentials"]:
+        hashfile.run(args[1:], program)
+        return
+    options, debug = parse_args(args, program)
     start_logging(debug)
     react(lambda reactor: Deferred.fromCoroutine(serve(reactor, options)))

@@ -24,6 +24,7 @@ from twisted_chat.server.auth import LockoutPasswordChecker, LoginThrottle
 from twisted_chat.server.core import DEFAULT_PRIVATE_REQUEST_TTL, Chat, ChatRealm
 from twisted_chat.server.limits import Limits, fit_descriptor_limit
 from twisted_chat.server.output import turn_listening_reactor
+from twisted_chat.server.passwords import HashCheck, HashChecker, check_inline
 from twisted_chat.server.protocol import ChatServerFactory
 from twisted_chat.server.service import ChatRunning, ChatService, StoresService
 from twisted_chat.server.sqlite_store import SqliteState, StateFileError
@@ -158,6 +159,13 @@ class Options(usage.Options):
     ]
     optFlags = [
         [
+            "hash-new-passwords",
+            None,
+            "Write accounts created from now on with an argon2id hash of the password "
+            "instead of the password (existing lines keep working; chat-server "
+            "hash-credentials FILE converts a whole file).",
+        ],
+        [
             "in-memory",
             None,
             "Keep offline messages and block lists in memory only (lost at exit), "
@@ -219,11 +227,23 @@ def build_parts(
     """The domain, its stores and the protocol factory, from parsed options; nothing
     listens. ``run_blocking`` runs file work off the reactor thread (tests run it
     inline). A file the operator must fix raises ``UsageError`` with one line."""
+    closers: list[Callable[[], object]] = []
+    check_hash: HashCheck
+    if run_blocking is deferToThread:
+        checker = HashChecker(clock)
+        check_hash = checker
+        closers.append(checker.stop)
+    else:  # a test's: hash checks run where it runs everything else
+        check_hash = check_inline
     try:
-        accounts = CredentialsFile(Path(options["credentials"]), run_blocking)
+        accounts = CredentialsFile(
+            Path(options["credentials"]),
+            run_blocking,
+            check_hash,
+            hash_new=options["hash-new-passwords"],
+        )
     except OSError as e:
         raise usage.UsageError(f"cannot read credentials: {e}") from e
-    closers: list[Callable[[], object]] = []
     blocks: IBlockStore
     mailbox: IMailbox
     if options["in-memory"]:

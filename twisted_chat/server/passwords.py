@@ -1,0 +1,145 @@
+"""Passwords stored as argon2id hashes, checked off the reactor thread.
+
+``credentials.txt`` stays the handout's ``username password`` file. A password field
+that is an argon2id hash in the standard PHC form (``$argon2id$v=19$m=…,t=…,p=…$salt$
+hash``, what ``argon2-cffi``, libsodium and most password tools write) is checked
+against the hash; any other field is a password in clear, compared in constant time.
+
+Why argon2id: it is the first choice of OWASP's password storage guidance and of RFC
+9106, it is memory-hard (a GPU farm gains little), and its PHC string carries its own
+parameters, so hashes made by other tools work. We hash with OWASP's smallest
+recommended setting (19 MiB, 2 passes, 1 lane: about 30 ms on our machine), which
+bounds what a flood of logins can take from the server, and we refuse to *check*
+hashes whose parameters would let a hostile file take more (:data:`MAX_MEMORY_KIB`).
+
+A check costs 30 ms of a core, so it runs in a small thread pool of its own (argon2
+releases the GIL), never in the reactor thread; at most :data:`MAX_WAITING` checks
+wait for it, and past that a login is told to try again rather than queued without
+bound.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+import argon2
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from twisted_chat.errors import ChatError
+
+HASH_PREFIX = "$argon2id$"
+HASHER = argon2.PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+"""New hashes: OWASP's minimum for argon2id (m = 19 MiB, t = 2, p = 1)."""
+
+MAX_MEMORY_KIB = 256 * 1024
+MAX_TIME_COST = 16
+MAX_PARALLELISM = 8
+"""A stored hash asking for more than these is refused: one login must not be able to
+take gigabytes or seconds of the server because of a line in a file."""
+
+THREADS = 2
+"""Checks at once: the machine's cores, so that logins never starve the reactor."""
+MAX_WAITING = 64
+"""Checks queued at most; more logins at once are told to retry."""
+
+
+class ServerBusy(ChatError):
+    code = "busy"
+
+    def __init__(self) -> None:
+        super().__init__("The server is busy checking passwords. Try again in a moment.")
+
+
+def hash_problem(stored: str) -> str | None:
+    """Why ``stored``, which starts like an argon2id hash, cannot be used; None if it
+    can (it is then checked as a hash)."""
+    try:
+        parameters = argon2.extract_parameters(stored)
+    except InvalidHashError:
+        return "an $argon2id$ field that is not a valid argon2id hash"
+    if parameters.type is not argon2.Type.ID:
+        return "a hash that is not argon2id"
+    if (
+        parameters.memory_cost > MAX_MEMORY_KIB
+        or parameters.time_cost > MAX_TIME_COST
+        or parameters.parallelism > MAX_PARALLELISM
+    ):
+        return (
+            f"an argon2id hash too costly to check (m={parameters.memory_cost} KiB, "
+            f"t={parameters.time_cost}, p={parameters.parallelism}; at most "
+            f"m={MAX_MEMORY_KIB}, t={MAX_TIME_COST}, p={MAX_PARALLELISM})"
+        )
+    return None
+
+
+def is_hash(stored: str) -> bool:
+    """Whether a password field is an argon2id hash (checked by :func:`hash_problem`
+    when the file is read, so a field that passes here is a usable one)."""
+    return stored.startswith(HASH_PREFIX)
+
+
+def make_hash(password: str) -> str:
+    """A new argon2id hash of ``password`` (30 ms of a core: call it off the reactor)."""
+    return HASHER.hash(password)
+
+
+def matches_hash(stored: str, password: str) -> bool:
+    """Whether ``password`` is the one ``stored`` was made from (blocking)."""
+    try:
+        return bool(HASHER.verify(stored, password))
+    except VerifyMismatchError:
+        return False
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def matches_clear(stored: str, password: str) -> bool:
+    return hmac.compare_digest(stored.encode("utf-8"), password.encode("utf-8"))
+
+
+HashCheck = Callable[[str, str], Deferred[bool]]
+"""Checks a password against a stored hash, off the reactor thread."""
+
+
+class HashChecker:
+    """Hash checks in a bounded pool of threads of their own, a bounded queue before
+    it. Start it with the server and :meth:`stop` it with the server."""
+
+    def __init__(self, reactor: Any, threads: int = THREADS, waiting: int = MAX_WAITING) -> None:
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="password-checks")
+        self._capacity = threads + waiting
+        self._in_flight = 0
+        self._started = False
+
+    def __call__(self, stored: str, password: str) -> Deferred[bool]:
+        if self._in_flight >= self._capacity:
+            return fail(ServerBusy())
+        if not self._started:
+            self._pool.start()
+            self._started = True
+        self._in_flight += 1
+
+        def done(result: object) -> object:
+            self._in_flight -= 1
+            return result
+
+        checked: Deferred[bool] = deferToThreadPool(
+            self._reactor, self._pool, matches_hash, stored, password
+        )
+        return checked.addBoth(done)
+
+    def stop(self) -> None:
+        if self._started:
+            self._pool.stop()
+            self._started = False
+
+
+def check_inline(stored: str, password: str) -> Deferred[bool]:
+    """A :data:`HashCheck` that runs at once, in this thread (tests, tools)."""
+    return succeed(matches_hash(stored, password))
