@@ -144,7 +144,7 @@ def test_an_append_does_not_read_an_unchanged_file(
     def never(*_: object) -> bytes:
         raise AssertionError("the whole file was read for an append")
 
-    monkeypatch.setattr(accounts_module, "_read_all", never)
+    monkeypatch.setattr(accounts_module, "read_all", never)
     monkeypatch.setattr(Path, "read_bytes", never)
     accounts.create("jaba", "hutt")
     accounts.create("boba", "fett")

@@ -394,3 +394,16 @@ def test_an_oversized_peer_line_is_refused(server: Server) -> None:
     attacker = stranger(network, who["luke"])
     attacker.send(b"x" * (PeerProtocol.MAX_LENGTH + 1))
     assert attacker.closed
+
+
+def test_the_session_code_on_request(server: Server) -> None:
+    _, who = people(server, "hans", "luke")
+    open_session(who["hans"], who["luke"])
+    who["hans"].type("fingerprint luke")
+    who["luke"].type("fingerprint hans")
+    (hans_line,) = who["hans"].sees()
+    (luke_line,) = who["luke"].sees()
+    code = who["hans"].peers.session_code("luke")
+    assert code is not None and code in hans_line and code in luke_line
+    who["hans"].type("fingerprint yoda")
+    assert who["hans"].sees() == ["Error. There is no private session with yoda."]

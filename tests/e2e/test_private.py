@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from tests.e2e.processes import REPO, Process, ServerProcess, finish, sleep, spawn, start
 from twisted_chat.client.peer import TLSClientEndpoint
 from twisted_chat.client.peertls import PeerTLS, make_identity
+from twisted_chat.launch import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -367,3 +368,36 @@ async def test_an_eavesdropper_on_the_peer_path_sees_neither_text_nor_token(
     finally:
         await close(r)
         await relay.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stolen_token_is_refused_without_the_approved_certificate(
+    workdir: Path,
+) -> None:
+    """A thief who reads hans's approval (token, luke's port and fingerprint) and gets
+    to luke first still cannot be hans: luke's client expects hans's certificate."""
+    r = await room(workdir, "hans", "luke")
+    hans, luke = r.clients["hans"], r.clients["luke"]
+    stolen: list[str] = []
+
+    def divert(line: bytes) -> bytes:
+        frame = json.loads(line)
+        if frame.get("type") == "private-accepted" and frame.get("port"):
+            stolen.append(frame["token"])
+            frame["port"] = free_port()  # hans's own client connects nowhere
+            return json.dumps(frame).encode()
+        return line
+
+    r.proxy.rewrite = divert
+    try:
+        hans.send("startprivate luke")
+        await luke.expect("hans would like to private message, enter y or n:")
+        luke.send("y")
+        await hans.expect("Could not open private messaging with luke")
+        hello = {"type": "peer-hello", "version": 2, "user": "hans", "token": stolen[0]}
+        listening = r.proxy.listening_of("luke")
+        reply = await forge(int(listening["port"]), str(listening["fingerprint"]), hello)
+        assert b'"code":"refused"' in reply
+        assert "Private messaging with hans started" not in luke.output
+    finally:
+        await close(r)

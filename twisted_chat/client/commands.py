@@ -41,6 +41,11 @@ COMMANDS: dict[str, CommandSpec] = {
             "private", ("user", "message"), "send a private message, straight to the user's client"
         ),
         CommandSpec("stopprivate", ("user",), "end a private chat"),
+        CommandSpec(
+            "fingerprint",
+            ("user",),
+            "show a private chat's session code, to compare aloud with the user",
+        ),
         CommandSpec("logout", (), "log out and quit"),
         CommandSpec("help", (), "show this list"),
     )

@@ -413,6 +413,11 @@ class ClientSession:
             self._private(command.user, command.text)
         elif name == "stopprivate":
             self._stop_private(command.user)
+        elif name == "fingerprint":
+            if self.peers.has(command.user):
+                self._show_code(command.user)
+            else:
+                self.display.show(f"Error. There is no private session with {command.user}.")
 
     def _send(self, frame: wire.Frame, done: Any, *args: Any) -> None:
         self._request(frame).addCallback(done, *args).addErrback(self._show_error)
