@@ -54,10 +54,13 @@ def is_fingerprint(text: str) -> bool:
 
 
 def self_signed(
-    names: Sequence[str], days: float = 365, common_name: str = "twisted-chat"
+    names: Sequence[str],
+    days: float = 365,
+    common_name: str = "twisted-chat",
+    starting: datetime.datetime | None = None,
 ) -> Identity:
     """A P-256 key and a certificate for ``names`` (host names or IP addresses), valid
-    from a minute ago for ``days``."""
+    for ``days`` from ``starting`` (by default a minute ago)."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     alternatives: list[x509.GeneralName] = []
@@ -66,15 +69,15 @@ def self_signed(
             alternatives.append(x509.IPAddress(ipaddress.ip_address(name)))
         except ValueError:
             alternatives.append(x509.DNSName(name))
-    now = datetime.datetime.now(datetime.UTC)
+    start = starting or datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=days))
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
     )
     if alternatives:

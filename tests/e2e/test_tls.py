@@ -3,6 +3,7 @@ self-signed certificate, and every way it must refuse, each in one line."""
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import cast
 
@@ -117,6 +118,24 @@ async def test_a_certificate_that_is_not_trusted_ends_the_client_in_one_line(
         system = client("system", port, False, False, "--tls")  # self-signed: not trusted
         await refused_with(
             system,
+            "TLS: the server's certificate is not trusted (certificate verify failed); "
+            "not connecting",
+        )
+    finally:
+        await finish(server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_expired_certificate_is_refused(workdir: Path) -> None:
+    long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=30)
+    expired = self_signed(["127.0.0.1"], days=1, starting=long_ago)
+    write_identity(expired, workdir / "key.pem", workdir / "cert.pem")
+    server, (port,) = await server_on(workdir, TLS)
+    try:
+        ca = str(workdir / "cert.pem")
+        late = client("late", port, False, False, "--tls", "--ca", ca)
+        await refused_with(
+            late,
             "TLS: the server's certificate is not trusted (certificate verify failed); "
             "not connecting",
         )
