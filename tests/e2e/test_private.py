@@ -22,6 +22,7 @@ from twisted.protocols import portforward
 from twisted.python.failure import Failure
 
 from tests.e2e.processes import REPO, Process, ServerProcess, finish, sleep, spawn, start
+from tests.e2e.taps import Tap
 from twisted_chat.client.peer import TLSClientEndpoint
 from twisted_chat.client.peertls import PeerTLS, make_identity
 from twisted_chat.launch import free_port
@@ -305,28 +306,6 @@ async def test_a_crashed_client_ends_its_private_sessions(workdir: Path) -> None
         await close(r)
 
 
-class Tap(portforward.ProxyServer):
-    """A relay that keeps every byte it passes on: an eavesdropper on the path
-    between two clients."""
-
-    def dataReceived(self, data: bytes) -> None:
-        self.factory.seen.append(data)  # type: ignore[attr-defined]
-        super().dataReceived(data)
-
-
-class TapClient(portforward.ProxyClient):
-    def dataReceived(self, data: bytes) -> None:
-        self.peer.factory.seen.append(data)  # type: ignore[union-attr]
-        super().dataReceived(data)
-
-
-class TapClientFactory(portforward.ProxyClientFactory):
-    protocol = TapClient
-
-
-Tap.clientProtocolFactory = TapClientFactory
-
-
 @pytest_twisted.ensureDeferred
 async def test_an_eavesdropper_on_the_peer_path_sees_neither_text_nor_token(
     workdir: Path,
@@ -336,11 +315,8 @@ async def test_an_eavesdropper_on_the_peer_path_sees_neither_text_nor_token(
     relay's copy holds no text, no token, no frame."""
     r = await room(workdir, "hans", "luke")
     hans, luke = r.clients["hans"], r.clients["luke"]
-    tap = portforward.ProxyFactory("127.0.0.1", r.proxy.peer_port_of("luke"))
-    tap.protocol = Tap
-    tap.seen = []  # type: ignore[attr-defined]
-    relay = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(tap)
-    relay_port = relay.getHost().port
+    tap = Tap(r.proxy.peer_port_of("luke"))
+    relay_port = tap.start()
     tokens: list[str] = []
 
     def through_the_tap(line: bytes) -> bytes:
@@ -361,13 +337,13 @@ async def test_an_eavesdropper_on_the_peer_path_sees_neither_text_nor_token(
         codes = [re.findall(r"session code ([0-9a-f ]{24})", c.output) for c in (hans, luke)]
         assert len(codes[0]) == 1
         assert codes[0] == codes[1]  # the relay only relays: the code shows no one between
-        captured = b"".join(tap.seen)  # type: ignore[attr-defined]
+        captured = tap.captured()
         assert len(captured) > 500 and tokens
         for secret in (b"the plans", b"understood", tokens[0].encode(), b'"type"', b"hans"):
             assert secret not in captured
     finally:
         await close(r)
-        await relay.stopListening()
+        await tap.stop()
 
 
 @pytest_twisted.ensureDeferred

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from typing import cast
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
-from twisted.internet.address import IPv4Address
-from twisted.protocols import portforward
 
 from tests.e2e.processes import Process, client, finish, spawn
+from tests.e2e.taps import Tap
 from twisted_chat import launch
 from twisted_chat.certs import self_signed, write_identity
 from twisted_chat.launch import LISTENING, twistd_command
@@ -52,38 +49,12 @@ async def refused_with(process: Process, line: str) -> None:
     assert "Traceback" not in process.errors
 
 
-class Tap(portforward.ProxyServer):
-    """A relay that keeps a copy of every byte it passes on: an eavesdropper on the
-    path between a client and the server."""
-
-    def dataReceived(self, data: bytes) -> None:
-        self.factory.seen.append(data)  # type: ignore[attr-defined]
-        super().dataReceived(data)
-
-
-class TapClient(portforward.ProxyClient):
-    def dataReceived(self, data: bytes) -> None:
-        self.peer.factory.seen.append(data)  # type: ignore[union-attr]
-        super().dataReceived(data)
-
-
-class TapClientFactory(portforward.ProxyClientFactory):
-    protocol = TapClient
-
-
-Tap.clientProtocolFactory = TapClientFactory
-
-
 @pytest_twisted.ensureDeferred
 async def test_users_chat_over_tls_trusting_a_self_signed_certificate(workdir: Path) -> None:
     server, (port,) = await server_on(workdir, TLS)
-    tap = portforward.ProxyFactory("127.0.0.1", port)
-    tap.protocol = Tap
-    tap.seen = []  # type: ignore[attr-defined]
-    relay = reactor.listenTCP(0, tap, interface="127.0.0.1")  # type: ignore[arg-type]
+    tap = Tap(port)
     ca = ("--tls", "--ca", str(workdir / "cert.pem"))
-    relay_port = cast(IPv4Address, relay.getHost()).port
-    hans = client("hans", relay_port, False, True, *ca)  # through the tap
+    hans = client("hans", tap.start(), False, True, *ca)  # through the tap
     luke = client("luke", port, False, True, *ca)
     try:
         for user, password, process in (("hans", "falcon*solo", hans), ("luke", "=hope+", luke)):
@@ -103,57 +74,41 @@ async def test_users_chat_over_tls_trusting_a_self_signed_certificate(workdir: P
         await finish(hans, luke, server)
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_certificate_that_is_not_trusted_ends_the_client_in_one_line(
-    workdir: Path,
-) -> None:
-    server, (port,) = await server_on(workdir, TLS)
-    try:
-        wrong = client("wrong", port, False, False, "--tls", "--ca", str(workdir / "other.pem"))
-        await refused_with(
-            wrong,
-            "TLS: the server's certificate is not trusted (certificate verify failed); "
-            "not connecting",
-        )
-        system = client("system", port, False, False, "--tls")  # self-signed: not trusted
-        await refused_with(
-            system,
-            "TLS: the server's certificate is not trusted (certificate verify failed); "
-            "not connecting",
-        )
-    finally:
-        await finish(server)
+NOT_TRUSTED = (
+    "TLS: the server's certificate is not trusted (certificate verify failed); not connecting"
+)
+LONG_AGO = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=30)
 
 
-@pytest_twisted.ensureDeferred
-async def test_an_expired_certificate_is_refused(workdir: Path) -> None:
-    long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=30)
-    expired = self_signed(["127.0.0.1"], days=1, starting=long_ago)
-    write_identity(expired, workdir / "key.pem", workdir / "cert.pem")
-    server, (port,) = await server_on(workdir, TLS)
-    try:
-        ca = str(workdir / "cert.pem")
-        late = client("late", port, False, False, "--tls", "--ca", ca)
-        await refused_with(
-            late,
-            "TLS: the server's certificate is not trusted (certificate verify failed); "
-            "not connecting",
-        )
-    finally:
-        await finish(server)
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_certificate_for_another_name_is_refused(workdir: Path) -> None:
-    write_identity(self_signed(["chat.example"]), workdir / "key.pem", workdir / "cert.pem")
-    server, (port,) = await server_on(workdir, TLS)
-    try:
-        dialled = client("dialled", port, False, False, "--tls", "--ca", str(workdir / "cert.pem"))
-        await refused_with(
-            dialled,
+@pytest.mark.parametrize(
+    ("served", "trusted", "line"),
+    [
+        ("good", "other", NOT_TRUSTED),  # --ca names another certificate
+        ("good", None, NOT_TRUSTED),  # self-signed: not in the system's store
+        ("expired", "served", NOT_TRUSTED),
+        (
+            "elsewhere",
+            "served",
             "TLS: the server's certificate is not for 127.0.0.1, the name you dialled; "
             "not connecting",
+        ),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_certificate_that_will_not_do_ends_the_client_in_one_line(
+    workdir: Path, served: str, trusted: str | None, line: str
+) -> None:
+    if served == "expired":
+        expired = self_signed(["127.0.0.1"], days=1, starting=LONG_AGO)
+        write_identity(expired, workdir / "key.pem", workdir / "cert.pem")
+    elif served == "elsewhere":
+        write_identity(self_signed(["chat.example"]), workdir / "key.pem", workdir / "cert.pem")
+    server, (port,) = await server_on(workdir, TLS)
+    try:
+        ca = {"other": ["--ca", str(workdir / "other.pem")], None: []}.get(
+            trusted, ["--ca", str(workdir / "cert.pem")]
         )
+        await refused_with(client("refused", port, False, False, "--tls", *ca), line)
     finally:
         await finish(server)
 
