@@ -10,6 +10,7 @@ import select
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
 import time
 from pathlib import Path
@@ -64,8 +65,13 @@ class SyncServer:
 class PtyClient:
     """``client.py`` with a pseudo-terminal as its standard input, output and error."""
 
-    def __init__(self, port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, port: int, env: dict[str, str] | None = None, stdout_to_pipe: bool = False
+    ) -> None:
+        """``stdout_to_pipe``: keys from the terminal, output to a file (as with
+        ``client.py PORT | tee log``); read it with :meth:`piped_output`."""
         self.master, self.slave = os.openpty()
+        self._output = tempfile.TemporaryFile() if stdout_to_pipe else None  # noqa: SIM115 (closed in close)
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
         self.settings_before = termios.tcgetattr(self.slave)
         self.screen = pyte.Screen(COLUMNS, ROWS)
@@ -74,7 +80,7 @@ class PtyClient:
         self.process = subprocess.Popen(
             [sys.executable, str(REPO / "client.py"), str(port)],
             stdin=self.slave,
-            stdout=self.slave,
+            stdout=self._output if self._output is not None else self.slave,
             stderr=self.slave,
             cwd=REPO,
             env={**environment(TERM="xterm"), **(env or {})},
@@ -95,6 +101,11 @@ class PtyClient:
                 self.stream.feed(data)
             elif left <= 0:
                 return
+
+    def piped_output(self) -> bytes:
+        assert self._output is not None
+        self._output.seek(0)
+        return self._output.read()
 
     def lines(self) -> list[str]:
         return [line.rstrip() for line in self.screen.display]
@@ -142,6 +153,8 @@ class PtyClient:
             self.process.wait(WAIT)
         os.close(self.master)
         os.close(self.slave)
+        if self._output is not None:
+            self._output.close()
 
 
 class PipeClient:

@@ -137,3 +137,41 @@ def test_no_colour_when_no_color_is_set(server: SyncServer) -> None:
     finally:
         plain.close()
         coloured.close()
+
+
+@pytest.mark.parametrize("term", ["dumb", ""])
+def test_a_dumb_terminal_gets_plain_lines_without_one_escape_byte(
+    server: SyncServer, term: str
+) -> None:
+    dumb = PtyClient(server.port, env={"TERM": term})
+    luke = PipeClient(server.port, "luke", "=hope+")
+    try:
+        dumb.log_in("hans", "falcon*solo")
+        luke.send("message hans \x1b[31mred?")  # refused by the server: control character
+        luke.send("message hans plain words")
+        dumb.wait_for("luke: plain words")
+        dumb.type("whoelse\r")
+        dumb.wait_for("luke")
+        dumb.type("logout\r")
+        assert dumb.exit_status() == 0
+        assert b"\x1b" not in dumb.raw, dumb.raw
+    finally:
+        dumb.close()
+        luke.close()
+
+
+def test_piped_output_has_no_escape_byte_even_from_a_terminal(server: SyncServer) -> None:
+    """``client.py PORT | tee log``: keys from a terminal, output to a file."""
+    piped = PtyClient(server.port, stdout_to_pipe=True)
+    try:
+        piped.type("hans\r")
+        piped.pump(0.5)
+        piped.type("falcon*solo\r")
+        piped.type("whoelse\r")
+        piped.type("logout\r")
+        assert piped.exit_status() == 0
+        output = piped.piped_output()
+        assert b"Welcome" in output and b"You have logged out." in output
+        assert b"\x1b" not in output and b"\r" not in output, output
+    finally:
+        piped.close()

@@ -77,8 +77,12 @@ class PlainConsole(LineReceiver):
     delimiter = b"\n"
     MAX_LENGTH = MAX_TYPED_LINE
 
-    def __init__(self, terminal: TerminalState) -> None:
+    def __init__(self, terminal: TerminalState, redraw: bool = False) -> None:
         self.terminal = terminal
+        self.redraw = redraw
+        """Output goes to a terminal that understands cursor codes: a prompt may be
+        cleared and drawn again below an incoming line. Off for a pipe, a file, or
+        ``TERM=dumb``: then every byte written is plain text, one line per event."""
         self.session: ClientSession | None = None
         self.finished: Deferred[int] = Deferred()
         self._closed: Deferred[None] = Deferred()
@@ -93,7 +97,8 @@ class PlainConsole(LineReceiver):
             self._secret = False
             if self.terminal.is_tty:
                 self.terminal.echo(True)
-                self._write("\n")  # the Enter the user typed was not echoed
+                if self.redraw:
+                    self._write("\n")  # the Enter the user typed was not echoed
         if self.session is not None:
             self.session.line_entered(text)
 
@@ -123,18 +128,18 @@ class PlainConsole(LineReceiver):
     # --- Display ----------------------------------------------------------------------
 
     def show(self, text: str, style: str = "") -> None:
-        if self.terminal.is_tty and self._prompt:
+        if self.redraw and self._prompt:
             self._write("\r\x1b[K")  # clear the prompt we drew; it comes back below
         self._write(visible(text) + "\n")  # never obey a control character from others
-        if self.terminal.is_tty and self._prompt and not self._secret:
+        if self.redraw and self._prompt and not self._secret:
             self._write(self._prompt)
 
     def ask(self, prompt: str, secret: bool = False) -> None:
         self._secret = secret
         if secret:
             self.terminal.echo(False)
-        # On a pipe only the login prompts are written; the command prompt is noise there.
-        self._prompt = prompt if self.terminal.is_tty or prompt.strip() != ">" else ""
+        # Plain output gets only the login prompts; the command prompt is noise there.
+        self._prompt = prompt if self.redraw or prompt.strip() != ">" else ""
         if self._prompt:
             self._write(self._prompt)
 

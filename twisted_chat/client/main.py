@@ -118,6 +118,11 @@ def connect_failure(error: Exception) -> str:
     return str(error) or error.__class__.__name__
 
 
+def capable_terminal(fd: int) -> bool:
+    """Whether ``fd`` is a terminal that understands cursor and colour codes."""
+    return os.isatty(fd) and os.environ.get("TERM", "") not in ("", "dumb")
+
+
 def start_logging() -> None:
     # No debug output on the client (spec §10): only real errors, to stderr.
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.error)
@@ -128,7 +133,9 @@ def start_logging() -> None:
 async def chat(reactor: Any, options: ClientOptions, program: str, terminal: TerminalState) -> None:
     host, port = options.host, options.port
     reactor.addSystemEventTrigger("after", "shutdown", terminal.restore)
-    interactive = terminal.is_tty and os.isatty(1)
+    # The line editor only where it can draw: typed keys from a terminal, output to a
+    # terminal that knows cursor codes. Anywhere else, plain lines (no escape byte).
+    interactive = terminal.is_tty and capable_terminal(1)
     peers = PeerManager(reactor)
     console: TerminalConsole | PlainConsole
     if interactive:
@@ -138,7 +145,7 @@ async def chat(reactor: Any, options: ClientOptions, program: str, terminal: Ter
             columns=terminal.columns(),
         )
     else:
-        console = PlainConsole(terminal)
+        console = PlainConsole(terminal, redraw=False)
     session = ClientSession(
         console, peers, scripted=not terminal.is_tty and not options.interactive
     )
