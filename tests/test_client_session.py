@@ -229,3 +229,33 @@ def test_ctrl_c_before_login_exits_130(client: Client) -> None:
     client.type("hans")
     client.session.interrupted()
     assert client.display.status == 130
+
+
+@pytest.mark.parametrize("closed_as", ["logout", "lost"])
+def test_a_partner_who_leaves_is_one_line_whichever_news_comes_first(
+    client: Client, closed_as: str
+) -> None:
+    client.logged_in()
+    client.peers.sessions.add("luke")
+    client.session.event_received(wire.Presence("luke", False))  # the server's news first
+    assert client.display.take() == []
+    client.peers.sessions.discard("luke")
+    client.session.peer_closed("luke", closed_as)
+    assert client.display.take() == ["luke logged out; private messaging with luke ended."]
+
+
+def test_a_partner_who_logs_out_then_the_servers_news_is_one_line(client: Client) -> None:
+    client.logged_in()
+    client.session.peer_closed("luke", "logout")  # the peer's goodbye first
+    client.session.event_received(wire.Presence("luke", False))
+    assert client.display.take() == ["luke logged out; private messaging with luke ended."]
+    client.session.event_received(wire.Presence("luke", True))
+    client.session.event_received(wire.Presence("luke", False))  # a later logout is said
+    assert client.display.take() == ["luke logged in", "luke logged out"]
+
+
+def test_y_or_n_with_nothing_to_answer_says_so(client: Client) -> None:
+    client.logged_in()
+    client.type("y", "n", "yes")
+    assert client.display.take() == ["There is no private messaging request to answer."] * 3
+    assert client.link.requests == []

@@ -198,3 +198,21 @@ def test_a_pipelined_login_is_served_in_order(server: Server) -> None:
     frames = connection.received()
     assert [(f["id"], f["type"]) for f in frames] == [(2, "ok"), (3, "ok")]
     assert server.chat.is_online("hans")
+
+
+@pytest.mark.parametrize(
+    ("duration", "said"), [("60", "60 s"), ("90", "90 s"), ("300", "5 min"), ("150", "2 min 30 s")]
+)
+def test_a_lockout_says_for_how_long(tmp_path: Path, duration: str, said: str) -> None:
+    server = Server(tmp_path, "--block-duration", duration)
+    replies = [server.connect().login("yoda", guess) for guess in ("a", "b", "c")]
+    assert replies[-1]["text"] == (
+        f"Invalid password. Your account has been blocked for {said}. Please try again later."
+    )
+    server.advance(30)
+    later = server.connect().login("yoda", "wise@!man")
+    left = {"60": "30 s", "90": "60 s", "300": "4 min 30 s", "150": "2 min"}[duration]
+    assert later["text"] == (
+        f"Your account is blocked due to multiple login failures for {left}. "
+        "Please try again later."
+    )

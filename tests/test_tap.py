@@ -195,3 +195,11 @@ def test_server_py_hashes_new_passwords_on_request(
     assert options["hash-new-passwords"]
     plain, _ = server_args(["5000", "60", "120"], "server.py")
     assert not plain["hash-new-passwords"]
+
+
+def test_client_py_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        client_args(["--help"], "client.py")
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: client.py") and "--tls" in out and "Exit status" in out

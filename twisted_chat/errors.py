@@ -66,13 +66,27 @@ class WrongPassword(ChatError, UnauthorizedLogin):
 class AccountLocked(ChatError, UnauthorizedLogin):
     code = "locked"
 
-    def __init__(self, just_now: bool) -> None:
+    def __init__(self, just_now: bool, seconds: float = 0) -> None:
+        """``seconds``: how long the lock still lasts (0: not said)."""
+        left = f" for {_seconds(seconds)}" if seconds > 0 else ""
         if just_now:
-            text = "Invalid password. Your account has been blocked. Please try again later."
+            text = f"Invalid password. Your account has been blocked{left}. Please try again later."
         else:
-            text = "Your account is blocked due to multiple login failures. Please try again later."
+            text = (
+                f"Your account is blocked due to multiple login failures{left}. "
+                "Please try again later."
+            )
         super().__init__(text)
         self.just_now = just_now
+
+
+def _seconds(seconds: float) -> str:
+    """A duration as people say it: "60 s", "5 min", "2 min 30 s"."""
+    whole = max(1, round(seconds))
+    minutes, rest = divmod(whole, 60)
+    if whole < 120:
+        return f"{whole} s"
+    return f"{minutes} min" + (f" {rest} s" if rest else "")
 
 
 class NoSuchUser(ChatError):

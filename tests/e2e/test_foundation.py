@@ -73,7 +73,7 @@ async def test_lockout_from_every_client_then_expiry(workdir: Path) -> None:
         first.send("wrong2")
         await first.expect("Invalid password. Please try again")
         first.send("wrong3")
-        await first.expect("Your account has been blocked. Please try again later.")
+        await first.expect("Your account has been blocked for 2 s. Please try again later.")
         assert await first.exit_status() == 1
         second = server.client("yoda-2")
         await second.expect("Username: ")

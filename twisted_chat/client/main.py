@@ -42,6 +42,18 @@ from twisted_chat.client.session import EXIT_FAILURE, ClientSession
 from twisted_chat.client.terminal import TerminalConsole
 
 USAGE = "usage: client.py [--host HOST] [--tls [--ca CERT]] [--interactive] PORT"
+HELP = f"""{USAGE}
+
+Connect to the twisted-chat server on PORT and chat. Type help once logged in.
+
+  --host HOST     the server's host name or address [default: 127.0.0.1]
+  --tls           speak TLS to the server, checking its certificate and name
+  --ca CERT       with --tls: trust this certificate (a self-signed server)
+  --interactive   on a pipe, prompt again after a refused login step
+  -h, --help      show this and exit
+
+Exit status: 0 after logout or an idle timeout, 1 when locked out, refused or the
+server goes away, 2 for wrong arguments, 130 after Ctrl-C."""
 CONNECT_TIMEOUT = 10
 FLUSH_TIMEOUT = 2.0
 
@@ -77,6 +89,9 @@ def parse_options(argv: Sequence[str], program: str) -> ClientOptions:
     while args:
         arg = args.pop(0)
         name, has_value, value = arg.partition("=")
+        if arg in ("-h", "--help"):
+            print(HELP.replace("client.py", program))
+            raise SystemExit(0)
         if arg in ("--interactive", "--tls"):
             flags.add(arg)
         elif name in ("--host", "--ca"):

@@ -164,6 +164,12 @@ class ClientSession:
         """Users whose request we accepted: only their approval makes us expect a peer."""
         self.known_users: set[str] = set()
         """Names seen this run (presence, whoelse, messages): for completion."""
+        self._gone: set[str] = set()
+        """Users the server said logged out while their private session was still
+        open: its end, when it comes, says both in one line."""
+        self._left_privately: set[str] = set()
+        """Users whose private session ended with their logout, already said in one
+        line: the server's ``logged out`` notice for them is not repeated."""
 
     # --- from the server link ------------------------------------------------------
 
@@ -192,6 +198,14 @@ class ClientSession:
         match event:
             case wire.Presence(user=user, online=online):
                 self.known_users.add(user)
+                if not online and user in self._left_privately:
+                    self._left_privately.discard(user)  # said with the session's end
+                    return
+                if not online and self.peers.has(user):
+                    # One line for one departure: the private session's end, about to
+                    # come on the other connection, says both.
+                    self._gone.add(user)
+                    return
                 self.display.show(f"{user} logged {'in' if online else 'out'}", "presence")
             case wire.Message(sender=sender, text=text, sent=sent, stored=stored):
                 self.known_users.add(sender)
@@ -371,8 +385,12 @@ class ClientSession:
         if not stripped:
             return
         word, _, rest = stripped.partition(" ")
-        if word.lower() in _YES | _NO and self._answer_private(word.lower() in _YES, rest):
-            return
+        if word.lower() in _YES | _NO:
+            if not self._askers and not rest.strip():
+                self.display.show("There is no private messaging request to answer.", "error")
+                return
+            if self._answer_private(word.lower() in _YES, rest):
+                return
         try:
             command = parse_command(stripped)
         except CommandError as e:
@@ -595,7 +613,10 @@ class ClientSession:
             return
         if reason == "stop":
             self.display.show(f"{user} stopped private messaging.")
-        elif reason in ("logout", "timeout", "quit"):
+        elif reason in ("logout", "timeout", "quit") or user in self._gone:
+            if user not in self._gone:
+                self._left_privately.add(user)  # the server's notice, still to come
+            self._gone.discard(user)
             self.display.show(f"{user} logged out; private messaging with {user} ended.")
         else:
             self.display.show(f"Private messaging with {user} ended: the connection was lost.")

@@ -81,6 +81,13 @@ class LoginThrottle:
             return 0
         return remaining
 
+    def seconds_left(self, user: str) -> float:
+        """How long ``user``'s lock still lasts (0 if not locked)."""
+        entry = self._failures.get(user)
+        if entry is None:
+            return 0.0
+        return max(0.0, entry.locked_until - self._clock.seconds())
+
     def succeeded(self, user: str) -> None:
         self._failures.pop(user, None)
 
@@ -107,7 +114,7 @@ class LockoutPasswordChecker:
         # The lock is checked before the password: a locked name costs no hash check,
         # so guessing costs the guesser, not the server.
         if self._throttle.is_locked(user):
-            return fail(AccountLocked(just_now=False))
+            return fail(AccountLocked(False, self._throttle.seconds_left(user)))
         if not self._accounts.exists(user):
             return fail(UnauthorizedLogin(f"no account {user}"))
 
@@ -115,13 +122,13 @@ class LockoutPasswordChecker:
             if self._throttle.is_locked(user):
                 # Locked while this check waited (guesses in parallel): even the right
                 # password does not get in now.
-                raise AccountLocked(just_now=False)
+                raise AccountLocked(False, self._throttle.seconds_left(user))
             if right:
                 self._throttle.succeeded(user)
                 return user
             remaining = self._throttle.failed(user)
             if remaining == 0:
-                raise AccountLocked(just_now=True)
+                raise AccountLocked(True, self._throttle.seconds_left(user))
             raise WrongPassword(remaining)
 
         verified: Deferred[Any] = self._accounts.verify(user, password).addCallback(checked)
