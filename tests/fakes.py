@@ -104,6 +104,9 @@ class FakePeers:
     def has(self, user: str) -> bool:
         return user in self.sessions
 
+    def open_sessions(self) -> list[str]:
+        return sorted(self.sessions)
+
     def send(self, user: str, text: str) -> bool:
         if not self.reachable:
             self.sessions.discard(user)

@@ -202,8 +202,9 @@ def test_end_of_input_logs_out_after_the_lines_before_it(client: Client) -> None
     client.link.answer(version=2)
     client.link.answer(account="existing")
     client.link.answer(user="hans")
-    assert client.link.sent()[-3:] == [
+    assert client.link.sent()[-4:] == [
         wire.Listening(4321, FAKE_FINGERPRINT),
+        wire.Accounts(),  # the names to complete, asked for at login
         wire.WhoElse(),
         wire.Logout(),
     ]

@@ -122,3 +122,19 @@ def test_visible_window_scrolls_to_keep_the_cursor_in_view() -> None:
     wide = typed("中" * 30)
     shown, back = visible_window("> ", wide, 40)
     assert text_width(shown) <= 37
+
+
+def test_completion_asks_which_names_fit_the_command() -> None:
+    editor = LineEditor()
+    asked: list[str] = []
+
+    def names_for(command: str) -> list[str]:
+        asked.append(command)
+        return {"unblock": ["vader"], "message": ["luke", "leia"]}.get(command, [])
+
+    editor.set("unblock ")
+    assert editor.complete(names_for) == []
+    assert editor.text == "unblock vader "
+    editor.set("message l")
+    assert editor.complete(names_for) == ["leia", "luke"]
+    assert asked == ["unblock", "message"]

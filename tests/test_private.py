@@ -240,7 +240,7 @@ def test_a_vanished_peer_ends_the_session_with_a_clear_message(server: Server) -
     network.flush()
     assert "Private messaging with luke ended: the connection was lost." in who["hans"].sees()
     who["hans"].type("private luke are you there")
-    assert who["hans"].sees() == ["Error. Private messaging to luke not enabled."]
+    assert who["hans"].sees() == ["Error. luke is offline."]
 
 
 def test_two_sessions_at_once_and_server_commands_alongside(server: Server) -> None:
@@ -402,3 +402,32 @@ def test_the_session_code_on_request(server: Server) -> None:
     assert code is not None and code in hans_line and code in luke_line
     who["hans"].type("fingerprint yoda")
     assert who["hans"].sees() == ["Error. There is no private session with yoda."]
+
+
+def test_private_and_stopprivate_say_who_is_not_a_user_or_offline(server: Server) -> None:
+    _, who = people(server, "hans", "luke", "yoda")
+    who["hans"].type("private bob hi", "stopprivate bob")
+    assert who["hans"].sees() == ["Error. bob is not a user.", "Error. bob is not a user."]
+    who["yoda"].type("logout")
+    who["hans"].sees()
+    who["hans"].type("private yoda hi", "stopprivate yoda", "private luke hi")
+    assert who["hans"].sees() == [
+        "Error. yoda is offline.",
+        "Error. yoda is offline.",
+        "Error. Private messaging to luke not enabled.",  # online, no session yet
+    ]
+
+
+def test_completion_offers_what_fits_each_command(server: Server) -> None:
+    _, who = people(server, "hans", "luke", "yoda")
+    hans = who["hans"]
+    open_session(hans, who["luke"])
+    hans.type("block vader")
+    hans.sees()
+    session = hans.session
+    assert session.names_for("private") == ["luke"]
+    assert session.names_for("stopprivate") == ["luke"]
+    assert session.names_for("unblock") == ["vader"]
+    assert session.names_for("startprivate") == ["luke", "yoda"]
+    assert "palpatine" in session.names_for("message")  # every account, online or not
+    assert "hans" not in session.names_for("message")

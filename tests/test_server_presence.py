@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Server
+from tests.harness import HANDOUT_USERS, Server
+from twisted_chat import wire
 
 TIMEOUT = 120.0
 
@@ -167,3 +168,18 @@ def test_shutdown_sends_each_user_one_event_and_no_presence(server: Server) -> N
         assert users[user].lost
     assert server.chat.online == {}
     assert server.clock.getDelayedCalls() == []
+
+
+def test_accounts_lists_names_online_and_blocked_and_is_bounded(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = server.everyone("hans", "yoda", "vader")
+    users["hans"].send("block", user="vader")
+    users["vader"].send("block", user="hans")  # vader hides from hans
+    reply = users["hans"].send("accounts")
+    assert reply["users"] == sorted(HANDOUT_USERS) and reply["truncated"] is False
+    assert reply["online"] == ["yoda"]
+    assert reply["blocked"] == ["vader"]
+    monkeypatch.setattr(wire, "MAX_ACCOUNT_NAMES", 3)
+    bounded = users["yoda"].send("accounts")
+    assert bounded["users"] == sorted(HANDOUT_USERS)[:3] and bounded["truncated"] is True

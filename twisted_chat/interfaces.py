@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
@@ -44,6 +45,9 @@ class IAccountStore(Interface):
     def verify(user: str, password: str) -> Deferred[bool]:
         """Whether ``password`` is ``user``'s password: a constant-time comparison, or
         a hash check off the reactor thread (which may fail with ``ServerBusy``)."""
+
+    def names() -> Sequence[str]:
+        """Every account name, sorted (kept so between changes, not sorted per call)."""
 
     def new_account_problem(user: str) -> str | None:
         """Why no account may be created as ``user`` now (a refused or look-alike

@@ -102,6 +102,19 @@ class WhoElse(Frame):
 
 
 @dataclass(frozen=True)
+class Accounts(Frame):
+    """Which usernames exist (for completion and for checking a name before use), and
+    whom the sender blocks. Not user activity."""
+
+    TYPE: ClassVar[str] = "accounts"
+
+
+MAX_ACCOUNT_NAMES = 10_000
+"""Names an ``accounts`` reply lists at most (then ``truncated`` is true): about
+200 KB, bounded however many accounts a server holds."""
+
+
+@dataclass(frozen=True)
 class WhoElseSince(Frame):
     TYPE: ClassVar[str] = "whoelsesince"
     seconds: int
@@ -333,6 +346,7 @@ CLIENT_REQUESTS = _table(
     Password,
     WhoElse,
     WhoElseSince,
+    Accounts,
     SendMessage,
     SendBroadcast,
     Block,

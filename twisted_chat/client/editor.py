@@ -7,7 +7,7 @@ Pure (no I/O, no Twisted), so every key's effect is unit-tested directly.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from twisted_chat.client.commands import COMMANDS
 
@@ -138,7 +138,7 @@ class LineEditor:
 
     # --- completion ---------------------------------------------------------------------
 
-    def complete(self, users: Iterable[str]) -> list[str]:
+    def complete(self, users: Iterable[str] | Callable[[str], Iterable[str]]) -> list[str]:
         """Tab: complete the word before the cursor. Inserts what all candidates share;
         returns the candidates when that leaves a choice (to be shown to the user)."""
         word, candidates = completions(self.before, users)
@@ -154,15 +154,18 @@ class LineEditor:
         return candidates
 
 
-def completions(before: str, users: Iterable[str]) -> tuple[str, list[str]]:
+def completions(
+    before: str, users: Iterable[str] | Callable[[str], Iterable[str]]
+) -> tuple[str, list[str]]:
     """The word being completed and its candidates: command names for the first word,
-    usernames for the second word of a command that takes a user."""
+    usernames for the second word of a command that takes a user. ``users`` is either
+    the names, or what gives the names that fit a command (``names_for(command)``)."""
     words = before.split(" ")
     word = words[-1]
     if len(words) == 1:
         pool: Iterable[str] = COMMANDS
     elif len(words) == 2 and words[0] in COMMANDS and COMMANDS[words[0]].takes_user:
-        pool = users
+        pool = users(words[0]) if callable(users) else users
     else:
         return word, []
     return word, sorted({c for c in pool if c.startswith(word)})

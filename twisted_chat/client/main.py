@@ -156,7 +156,7 @@ async def chat(reactor: Any, options: ClientOptions, program: str, terminal: Ter
     if interactive:
         console = TerminalConsole(
             colour=not os.environ.get("NO_COLOR"),  # https://no-color.org
-            users=lambda: session.known_users,
+            names_for=lambda command: session.names_for(command),
             columns=terminal.columns(),
         )
     else:

@@ -373,6 +373,9 @@ class PeerManager:
     def has(self, user: str) -> bool:
         return user in self._sessions
 
+    def open_sessions(self) -> list[str]:
+        return sorted(self._sessions)
+
     def send(self, user: str, text: str) -> bool:
         protocol = self._sessions.get(user)
         if protocol is None:

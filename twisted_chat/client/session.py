@@ -87,6 +87,9 @@ class PeerNetwork(Protocol):
 
     def has(self, user: str) -> bool: ...
 
+    def open_sessions(self) -> list[str]:
+        """The users we have a private session with."""
+
     def send(self, user: str, text: str) -> bool:
         """Send a private message; False if the connection is gone."""
 
@@ -164,6 +167,15 @@ class ClientSession:
         """Users whose request we accepted: only their approval makes us expect a peer."""
         self.known_users: set[str] = set()
         """Names seen this run (presence, whoelse, messages): for completion."""
+        self.accounts: set[str] | None = None
+        """Every account name, from the server at login (None: not known, or more than
+        it lists): "not a user" is said only when this is known."""
+        self.online: set[str] = set()
+        """Who else is online, as we can see (from login on, kept by presence)."""
+        self.offline: set[str] = set()
+        """Users seen logging out and not back in since."""
+        self.blocked: set[str] = set()
+        """Users we block (for completing ``unblock``)."""
         self._gone: set[str] = set()
         """Users the server said logged out while their private session was still
         open: its end, when it comes, says both in one line."""
@@ -198,6 +210,10 @@ class ClientSession:
         match event:
             case wire.Presence(user=user, online=online):
                 self.known_users.add(user)
+                if self.accounts is not None:
+                    self.accounts.add(user)  # created since we asked
+                (self.online if online else self.offline).add(user)
+                (self.offline if online else self.online).discard(user)
                 if not online and user in self._left_privately:
                     self._left_privately.discard(user)  # said with the session's end
                     return
@@ -353,6 +369,8 @@ class ClientSession:
             self.display.show(WELCOME)
             self.display.show("Type help for the commands.")
             self.peers.listen(self.user).addCallbacks(self._listening, self._no_listener)
+            # Names to complete, and to tell "not a user" from "offline", from the start.
+            self._request(wire.Accounts()).addCallbacks(self._directory, self._show_error)
             self.display.ask("> ")
             self._drain()
 
@@ -370,6 +388,37 @@ class ClientSession:
         self._request(wire.Password(password)).addCallback(welcomed).addErrback(refused).addErrback(
             self._unexpected
         )
+
+    def _directory(self, result: dict[str, Any]) -> None:
+        users = [u for u in result.get("users", []) if isinstance(u, str)]
+        self.known_users.update(users)
+        if not result.get("truncated"):
+            self.accounts = set(users)
+        self.online.update(u for u in result.get("online", []) if isinstance(u, str))
+        self.blocked.update(u for u in result.get("blocked", []) if isinstance(u, str))
+
+    def names_for(self, command: str) -> list[str]:
+        """The names that make sense after ``command`` (Tab completion): anyone for
+        ``message`` and ``block``, those we block for ``unblock``, online users for
+        ``startprivate``, our private sessions for ``private`` and ``stopprivate``."""
+        if command in ("private", "stopprivate", "fingerprint"):
+            pool: set[str] = set(self.peers.open_sessions())
+        elif command == "unblock":
+            pool = set(self.blocked)
+        elif command == "startprivate":
+            pool = set(self.online)
+        else:
+            pool = set(self.accounts or self.known_users)
+        pool.discard(self.user)
+        return sorted(pool)
+
+    def _not_reachable(self, user: str) -> str | None:
+        """Why ``user`` cannot be reached privately, when we know: not a user, offline."""
+        if self.accounts is not None and user not in self.accounts:
+            return f"Error. {user} is not a user."
+        if user in self.offline:
+            return f"Error. {user} is offline."
+        return None
 
     def _listening(self, port: int) -> None:
         self._request(wire.Listening(port, self.peers.fingerprint)).addErrback(self._show_error)
@@ -422,9 +471,9 @@ class ClientSession:
                 f"Nobody else was online in the last {seconds} seconds.",
             )
         elif name == "block":
-            self._send(wire.Block(command.user), self._confirm, f"{command.user} is blocked")
+            self._send(wire.Block(command.user), self._blocked, command.user, True)
         elif name == "unblock":
-            self._send(wire.Unblock(command.user), self._confirm, f"{command.user} is unblocked")
+            self._send(wire.Unblock(command.user), self._blocked, command.user, False)
         elif name == "startprivate":
             self._start_private(command.user)
         elif name == "private":
@@ -456,6 +505,10 @@ class ClientSession:
 
     def _confirm(self, _: dict[str, Any], text: str) -> None:
         self.display.show(text)
+
+    def _blocked(self, _: dict[str, Any], user: str, blocked: bool) -> None:
+        (self.blocked.add if blocked else self.blocked.discard)(user)
+        self.display.show(f"{user} is {'blocked' if blocked else 'unblocked'}")
 
     def _logout(self) -> None:
         self._move(Stage.LEAVING)
@@ -557,7 +610,8 @@ class ClientSession:
         if user == self.user:
             self.display.show("Error. You cannot private message yourself.")
         elif not self.peers.has(user):
-            self.display.show(f"Error. Private messaging to {user} not enabled.")
+            why = self._not_reachable(user) or f"Error. Private messaging to {user} not enabled."
+            self.display.show(why)
         elif len(text) > wire.MAX_TEXT_CHARS:
             self.display.show(
                 f"Error. The message has {len(text)} characters; the limit is "
@@ -579,7 +633,8 @@ class ClientSession:
         if user == self.user:
             self.display.show("Error. You cannot stop a private session with yourself.")
         elif not self.peers.has(user):
-            self.display.show(f"Error. There is no private session with {user}.")
+            why = self._not_reachable(user) or f"Error. There is no private session with {user}."
+            self.display.show(why)
         else:
             self.peers.stop(user)
             self.display.show(f"Private messaging with {user} stopped.")

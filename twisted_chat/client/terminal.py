@@ -57,10 +57,13 @@ class TerminalConsole(insults.TerminalProtocol):
         users: Callable[[], Iterable[str]] = lambda: (),
         clock: Callable[[], float] = time.time,
         columns: int = 80,
+        names_for: Callable[[str], Iterable[str]] | None = None,
     ) -> None:
         self.colour = colour
         self.users = users
         """Names to complete after commands that take a user."""
+        self.names_for = names_for
+        """If given, the names that fit each command (``ClientSession.names_for``)."""
         self.clock = clock
         self.columns = columns
         self.session: ClientSession | None = None
@@ -118,7 +121,7 @@ class TerminalConsole(insults.TerminalProtocol):
     def _complete(self) -> None:
         if self.secret:
             return
-        choices = self.editor.complete(self.users())
+        choices = self.editor.complete(self.names_for or self.users())
         if choices:
             self._write_line(visible("  ".join(choices)), stamp=False)
 

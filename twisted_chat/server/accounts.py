@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,6 +174,8 @@ class CredentialsFile:
         data = path.read_bytes()
         self._signature = _signature(path)
         self._accounts: dict[str, str] = {}
+        self._sorted_names: list[str] | None = None
+        """:meth:`names`, sorted once after each change."""
         self._skeletons: dict[str, str] = {}
         """See :attr:`ParsedCredentials.skeletons`; kept in step with each creation."""
         self._use(parse_credentials(data, str(path)))
@@ -202,6 +204,7 @@ class CredentialsFile:
             self.log.warn("{note}", note=note, security_event="credentials-name")
         self._accounts = parsed.accounts
         self._skeletons = parsed.skeletons
+        self._sorted_names = None
 
     def watched(self) -> None:
         """From now on :meth:`changed` is called after every change to the file (see
@@ -219,6 +222,11 @@ class CredentialsFile:
 
     def exists(self, user: str) -> bool:
         return user in self._accounts
+
+    def names(self) -> Sequence[str]:
+        if self._sorted_names is None:
+            self._sorted_names = sorted(self._accounts)
+        return self._sorted_names
 
     def verify(self, user: str, password: str) -> Deferred[bool]:
         stored = self._accounts.get(user)
@@ -318,6 +326,7 @@ class CredentialsFile:
                 self._use(reread)
             self._signature = signature
             self._accounts[user] = stored
+            self._sorted_names = None
             self._skeletons.setdefault(look, user)
             self.log.info("account {user} created", user=user)
 

@@ -27,6 +27,8 @@ def run(avatar: Session, frame: wire.Frame, peer_ip: str | None) -> Reply:
             return {"users": avatar.whoelse()}
         case wire.WhoElseSince(seconds=seconds):
             return {"users": avatar.whoelsesince(seconds)}
+        case wire.Accounts():
+            return avatar.accounts()
         case wire.SendMessage(to=to, text=text):
             stored = avatar.message(names.normalise(to), text)
             if stored is None:

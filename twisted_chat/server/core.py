@@ -260,6 +260,9 @@ class Session:
 
     def whoelse(self) -> list[str]:
         self.touch()
+        return self._others_online()
+
+    def _others_online(self) -> list[str]:
         me = self.name
         is_blocked = self.server.blocks.is_blocked
         return sorted(u for u in self.server.online if u != me and not is_blocked(u, me))
@@ -275,6 +278,20 @@ class Session:
         names.discard(self.name)
         is_blocked = server.blocks.is_blocked
         return sorted(u for u in names if not is_blocked(u, self.name))
+
+    def accounts(self) -> dict[str, object]:
+        """The account names (sorted, at most ``wire.MAX_ACCOUNT_NAMES``), who else is
+        online (as ``whoelse``), and whom we block: what a client needs to complete
+        names and to say "not a user" or "offline" without asking each time. The
+        names are the store's, kept sorted between changes: no sort per call."""
+        names = self.server.accounts.names()
+        listed = names[: wire.MAX_ACCOUNT_NAMES]
+        return {
+            "users": listed,
+            "truncated": len(names) > len(listed),
+            "online": self._others_online(),
+            "blocked": sorted(self.server.blocks.blocked_by(self.name)),
+        }
 
     # --- messaging --------------------------------------------------------------------
 
