@@ -260,3 +260,11 @@ def test_y_or_n_with_nothing_to_answer_says_so(client: Client) -> None:
     client.type("y", "n", "yes")
     assert client.display.take() == ["There is no private messaging request to answer."] * 3
     assert client.link.requests == []
+
+
+def test_the_idle_warning_is_shown(client: Client) -> None:
+    client.logged_in()
+    client.session.event_received(wire.IdleWarning(10.0))
+    assert client.display.take() == [
+        "You will be logged out for inactivity in 10 s unless you type a command."
+    ]

@@ -100,7 +100,10 @@ def test_idle_user_is_logged_out_at_the_timeout_and_others_are_told(server: Serv
     assert server.chat.is_online("hans")
     assert users["yoda"].events() == []
     server.advance(0.01)
-    assert users["hans"].events() == [{"type": "logged-out", "reason": "timeout"}]
+    assert users["hans"].events() == [
+        {"type": "idle-warning", "seconds": 10.0},  # at timeout - 10 s
+        {"type": "logged-out", "reason": "timeout"},
+    ]
     assert users["hans"].lost
     assert users["yoda"].events() == [presence("hans", False)]
 
@@ -183,3 +186,25 @@ def test_accounts_lists_names_online_and_blocked_and_is_bounded(
     monkeypatch.setattr(wire, "MAX_ACCOUNT_NAMES", 3)
     bounded = users["yoda"].send("accounts")
     assert bounded["users"] == sorted(HANDOUT_USERS)[:3] and bounded["truncated"] is True
+
+
+def test_an_idle_warning_comes_ten_seconds_before_and_activity_cancels_it(server: Server) -> None:
+    hans = server.online("hans")
+    server.advance(TIMEOUT - 10 - 0.01)
+    assert hans.events() == []
+    server.advance(0.01)
+    assert hans.events() == [{"type": "idle-warning", "seconds": 10.0}]
+    hans.send("whoelse")  # the user is back: a whole timeout again
+    server.advance(TIMEOUT - 10 - 0.01)
+    assert hans.events() == [] and server.chat.is_online("hans")
+    server.advance(10.01)
+    assert hans.events() == [{"type": "idle-warning", "seconds": 10.0}]
+    server.advance(10)
+    assert not server.chat.is_online("hans")
+
+
+def test_no_warning_when_the_timeout_is_too_short_for_one(tmp_path: Path) -> None:
+    server = Server(tmp_path, "--timeout", "15")
+    hans = server.online("hans")
+    server.advance(15)
+    assert hans.events() == [{"type": "logged-out", "reason": "timeout"}]

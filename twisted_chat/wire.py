@@ -303,6 +303,14 @@ class PrivateExpired(Frame):
 
 
 @dataclass(frozen=True)
+class IdleWarning(Frame):
+    """The session ends for inactivity in ``seconds`` unless the user does something."""
+
+    TYPE: ClassVar[str] = "idle-warning"
+    seconds: float
+
+
+@dataclass(frozen=True)
 class LoggedOut(Frame):
     """The server ends this session (``reason``: ``logout``, ``timeout``, ...);
     the connection closes after this frame."""
@@ -371,6 +379,7 @@ SERVER_FRAMES = _table(
     PrivateAccepted,
     PrivateDeclined,
     PrivateExpired,
+    IdleWarning,
     LoggedOut,
     Ping,
 )

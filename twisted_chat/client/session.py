@@ -259,6 +259,12 @@ class ClientSession:
                     self.display.show(
                         f"The private messaging request with {user} lapsed unanswered."
                     )
+            case wire.IdleWarning(seconds=seconds):
+                self.display.show(
+                    f"You will be logged out for inactivity in {seconds:.0f} s "
+                    "unless you type a command.",
+                    "error",
+                )
             case wire.LoggedOut(reason=reason):
                 self._logged_out(reason)
             case wire.Error(text=text):

@@ -43,6 +43,10 @@ from twisted_chat.interfaces import (
 )
 from twisted_chat.text import check_text
 
+IDLE_WARNING = 10.0
+"""Seconds before an idle logout that the user is warned (when the timeout is at
+least twice that: a warning at once would be noise)."""
+
 DEFAULT_PRIVATE_REQUEST_TTL = 60.0
 """Seconds a private-session request waits for a y/n before it lapses."""
 
@@ -114,7 +118,7 @@ class Chat:
         Reading the mail may wait on the disk; events for this user that come meanwhile
         are held and follow the mail, so nothing overtakes an older message."""
         session.hold()
-        session.timer = self.clock.callLater(self.timeout, self._expire, session)
+        session.timer = self.clock.callLater(self.quiet_before_warning, self._idle, session)
         self._announce(session.name, online=True)
         self.log.info("{user} logged in", user=session.name)
         user = session.name
@@ -166,7 +170,18 @@ class Chat:
             session.mind.end_session("shutdown")
         self.log.info("server stopping: ended {count} sessions", count=len(sessions))
 
-    def _expire(self, session: Session) -> None:
+    @property
+    def quiet_before_warning(self) -> float:
+        """Idle seconds before the warning (or, with a short timeout, the logout)."""
+        return self.timeout - IDLE_WARNING if self.timeout >= 2 * IDLE_WARNING else self.timeout
+
+    def _idle(self, session: Session) -> None:
+        """The idle timer fired: warn first, when there is room; log out after."""
+        if not session.warned and self.timeout >= 2 * IDLE_WARNING:
+            session.warned = True
+            session.timer = self.clock.callLater(IDLE_WARNING, self._idle, session)
+            session.deliver(wire.IdleWarning(IDLE_WARNING))
+            return
         session.timer = None
         session.mind.end_session("timeout")
         self.detach(session, "timeout")
@@ -203,6 +218,7 @@ class Session:
         "server",
         "timer",
         "unacknowledged",
+        "warned",
     )
 
     def __init__(self, server: Chat, name: str, mind: IChatClient) -> None:
@@ -210,6 +226,8 @@ class Session:
         self.name = name
         self.mind = mind
         self.timer: IDelayedCall | None = None
+        self.warned = False
+        """The user was told the idle logout is near; the timer then runs to it."""
         self.peer_host = ""
         self.peer_port = 0
         """Where this user's client accepts private-session connections (0: nowhere)."""
@@ -247,7 +265,8 @@ class Session:
     def touch(self) -> None:
         """The user did something: restart the idle timer (reset, not recreated)."""
         if self.timer is not None and self.timer.active():
-            self.timer.reset(self.server.timeout)
+            self.timer.reset(self.server.quiet_before_warning)
+            self.warned = False
 
     def logout(self) -> None:
         """cred's logout callable; also the ``logout`` command."""
