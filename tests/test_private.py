@@ -212,7 +212,10 @@ def test_an_idle_timeout_ends_private_sessions(tmp_path: Path) -> None:
     network.advance(50)
     who["luke"].type("whoelse")  # luke stays active
     network.advance(50)
-    assert who["hans"].sees() == ["You have been logged out due to inactivity."]
+    assert who["hans"].sees() == [
+        "You will be logged out for inactivity in 10 s unless you type a command.",
+        "You have been logged out due to inactivity.",
+    ]
     assert who["hans"].display.status == 0
     assert who["luke"].sees()[-1:] == ["hans logged out; private messaging with hans ended."]
     assert "hans logged out" not in who["luke"].sees()
