@@ -130,11 +130,16 @@ def test_ctrl_d_on_an_empty_line_ends_input_and_deletes_otherwise() -> None:
     assert screen.session.events == ["input_closed"]
 
 
-def test_ctrl_c_interrupts() -> None:
+def test_ctrl_c_clears_a_line_and_on_an_empty_line_interrupts() -> None:
     screen = Screen()
     screen.type("half a line", b"\x03")
-    assert screen.session.events == ["interrupted"]
+    assert screen.session.events == []  # the line is cleared, as shells do
     assert screen.console.editor.text == ""
+    assert "(Ctrl-C cleared the line; on an empty line it logs out)" in screen.shown()
+    screen.type("again", b"\x03")
+    assert screen.shown().count("(Ctrl-C cleared the line; on an empty line it logs out)") == 1
+    screen.type(b"\x03")
+    assert screen.session.events == ["interrupted"]
 
 
 def test_history_with_the_arrow_keys() -> None:
@@ -181,3 +186,52 @@ def test_closing_does_not_reset_the_users_screen() -> None:
     console.close()
     assert transport.value() == b""  # no "\x1bc" full reset
     assert transport.disconnecting
+
+
+def keys(protocol: ServerProtocol, data: bytes) -> None:
+    protocol.dataReceived(data)
+
+
+@pytest.mark.parametrize(
+    ("typed", "text", "cursor"),
+    [
+        (b"one two three\x1bb", "one two three", 8),  # Alt-b
+        (b"one two three\x1bb\x1bb\x1bf", "one two three", 7),  # Alt-b Alt-b Alt-f
+        (b"one two three\x1b[1;5D\x1b[1;5D", "one two three", 4),  # Ctrl-← Ctrl-←
+        (b"one two three\x01\x1b[1;5C", "one two three", 3),  # Ctrl-A Ctrl-→
+        (b"one two three\x01\x1bd", " two three", 0),  # Alt-d
+        (b"one two three\x17\x01\x19 ", "three one two ", 6),  # Ctrl-W, Ctrl-A, Ctrl-Y
+        (b"one two\x15x\x19", "xone two", 8),  # Ctrl-U then Ctrl-Y puts it back
+        (b"one two\x01\x0b\x19\x19", "one twoone two", 14),  # Ctrl-K, Ctrl-Y twice
+        (b"one two\x1b\x7f", "one ", 4),  # Alt-Backspace
+    ],
+)
+def test_readline_keys_key_by_key(typed: bytes, text: str, cursor: int) -> None:
+    protocol, _, console = real_terminal(colour=False)
+    keys(protocol, typed)
+    assert (console.editor.text, console.editor.cursor) == (text, cursor)
+
+
+def test_ctrl_r_searches_history_backwards_as_you_type() -> None:
+    protocol, transport, console = real_terminal(colour=False)
+    console.ask("> ")
+    for line in (b"message luke hi", b"whoelse", b"message yoda hello", b"block vader"):
+        keys(protocol, line + b"\r")
+    keys(protocol, b"\x12mess")
+    assert console.editor.text == "message yoda hello"
+    assert b"(reverse-i-search)'mess': message yoda hello" in transport.value()
+    keys(protocol, b"\x12")  # an older match
+    assert console.editor.text == "message luke hi"
+    keys(protocol, b"\x1b[C")  # any other key: keep the line found, edit it
+    assert console.editor.search is None and console.editor.text == "message luke hi"
+    keys(protocol, b"\x05\x15\x12who\x07")  # Ctrl-G: back to the line before the search
+    assert console.editor.text == "" and console.editor.search is None
+    keys(protocol, b"\x12vad\r")  # Enter: run the line found
+    assert console.session.lines[-1] == "block vader"  # type: ignore[union-attr]
+
+
+def test_ctrl_l_clears_the_screen_and_redraws_the_line() -> None:
+    screen = Screen()
+    screen.console.show("an old line")
+    screen.type("half typed", b"\x0c")
+    assert screen.shown() == ["> half typed"]

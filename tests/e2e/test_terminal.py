@@ -80,7 +80,9 @@ def test_ctrl_d_restores_the_terminal_and_exits_0(hans: PtyClient) -> None:
 
 def test_ctrl_c_restores_the_terminal_and_exits_130(hans: PtyClient) -> None:
     hans.log_in("hans", "falcon*solo")
-    hans.type("half a line\x03")
+    hans.type("half a line\x03")  # clears the line, as shells do
+    hans.wait_for("(Ctrl-C cleared the line; on an empty line it logs out)")
+    hans.type("\x03")  # on the empty line: leave
     assert hans.exit_status() == 130
     assert "Interrupted: you have logged out." in hans.text()
     assert hans.terminal_restored()

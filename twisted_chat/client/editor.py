@@ -36,6 +36,13 @@ class LineEditor:
         self._browsing: int | None = None
         """Index into history while ↑/↓ browse it; None when editing a new line."""
         self._draft: list[str] = []
+        self.killed = ""
+        """What the last Ctrl-U/K/W or Alt-d removed: Ctrl-Y puts it back."""
+        self.search: str | None = None
+        """Ctrl-R: the text searched for in history (None: not searching)."""
+        self._found: int | None = None
+        """Ctrl-R: the index of the history line shown, while searching."""
+        self._before_search: tuple[list[str], int] = ([], 0)
 
     @property
     def text(self) -> str:
@@ -84,24 +91,99 @@ class LineEditor:
     def end(self) -> None:
         self.cursor = len(self.chars)
 
+    def _kill(self, start: int, end: int) -> None:
+        if end > start:
+            self.killed = "".join(self.chars[start:end])
+            del self.chars[start:end]
+            self.cursor = start
+
     def kill_before(self) -> None:
         """Ctrl-U: delete from the start of the line to the cursor."""
-        del self.chars[: self.cursor]
-        self.cursor = 0
+        self._kill(0, self.cursor)
 
     def kill_after(self) -> None:
         """Ctrl-K: delete from the cursor to the end of the line."""
-        del self.chars[self.cursor :]
+        self._kill(self.cursor, len(self.chars))
 
     def kill_word(self) -> None:
         """Ctrl-W: delete the word before the cursor (and the spaces after it)."""
+        self._kill(self._word_start(), self.cursor)
+
+    def kill_word_after(self) -> None:
+        """Alt-d: delete from the cursor to the end of the next word."""
+        self._kill(self.cursor, self._word_end())
+
+    def yank(self) -> None:
+        """Ctrl-Y: insert what the last kill removed."""
+        self.insert(self.killed)
+
+    def word_left(self) -> None:
+        """Alt-b, Ctrl-←: to the start of this word, or of the one before."""
+        self.cursor = self._word_start()
+
+    def word_right(self) -> None:
+        """Alt-f, Ctrl-→: to the end of this word, or of the next."""
+        self.cursor = self._word_end()
+
+    def _word_start(self) -> int:
         start = self.cursor
         while start > 0 and self.chars[start - 1] == " ":
             start -= 1
         while start > 0 and self.chars[start - 1] != " ":
             start -= 1
-        del self.chars[start : self.cursor]
-        self.cursor = start
+        return start
+
+    def _word_end(self) -> int:
+        end = self.cursor
+        while end < len(self.chars) and self.chars[end] == " ":
+            end += 1
+        while end < len(self.chars) and self.chars[end] != " ":
+            end += 1
+        return end
+
+    # --- reverse search (Ctrl-R) ---------------------------------------------------------
+
+    def search_start(self) -> None:
+        """Ctrl-R: search history backwards as the user types; Ctrl-R again finds an
+        older match."""
+        if self.search is not None:
+            self._find(self._found)
+            return
+        self.search = ""
+        self._found = None
+        self._before_search = (list(self.chars), self.cursor)
+
+    def search_type(self, text: str) -> None:
+        assert self.search is not None
+        self.search += text
+        self._find(None if self._found is None else self._found + 1)
+
+    def search_erase(self) -> None:
+        assert self.search is not None
+        self.search = self.search[:-1]
+        self._find(None)
+
+    def _find(self, before: int | None) -> None:
+        """Show the newest history line above ``before`` holding the search text."""
+        assert self.search is not None
+        start = len(self.history) if before is None else before
+        for index in range(start - 1, -1, -1):
+            if self.search in self.history[index]:
+                self._found = index
+                self.set(self.history[index])
+                self.cursor = self.history[index].index(self.search)
+                return
+
+    def search_accept(self) -> None:
+        """Keep the line found, and edit it."""
+        self.search = None
+        self._found = None
+
+    def search_cancel(self) -> None:
+        """Ctrl-G, Esc: back to the line as it was before the search."""
+        self.chars, self.cursor = self._before_search
+        self.search = None
+        self._found = None
 
     # --- history ------------------------------------------------------------------------
 

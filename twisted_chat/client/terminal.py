@@ -36,6 +36,18 @@ STYLES = {
 }
 
 
+ALT = b"[ALT]"
+"""insults' modifier for a key pressed with Alt (Esc then the key), set on
+``ServerProtocol`` with setattr, out of the type checker's sight."""
+
+WORD_MOVES = {
+    b"\x1b[1;5D": "word_left",  # Ctrl-←
+    b"\x1b[1;3D": "word_left",  # Alt-←
+    b"\x1b[1;5C": "word_right",  # Ctrl-→
+    b"\x1b[1;3C": "word_right",  # Alt-→
+}
+
+
 def _key(name: str) -> bytes:
     """insults' keyID for a function key (``ServerProtocol.UP_ARROW`` and friends are
     set with setattr, out of the type checker's sight; their values are these)."""
@@ -88,7 +100,9 @@ class TerminalConsole(insults.TerminalProtocol):
             b"\x17": self.editor.kill_word,
             b"\x03": self._interrupt,
             b"\x04": self._ctrl_d,
-            b"\x0c": lambda: None,  # Ctrl-L: just redraw
+            b"\x0c": self._clear_screen,
+            b"\x19": self.editor.yank,
+            b"\x12": self.editor.search_start,
             _key("LEFT_ARROW"): self.editor.left,
             _key("RIGHT_ARROW"): self.editor.right,
             _key("HOME"): self.editor.home,
@@ -97,17 +111,61 @@ class TerminalConsole(insults.TerminalProtocol):
             _key("UP_ARROW"): self.editor.history_back,
             _key("DOWN_ARROW"): self.editor.history_forward,
         }
+        self._alt_keys: dict[object, Callable[[], None]] = {
+            b"b": self.editor.word_left,
+            b"f": self.editor.word_right,
+            b"d": self.editor.kill_word_after,
+            b"\x7f": self.editor.kill_word,  # Alt-Backspace, as in readline
+        }
+        self._told_ctrl_c = False
 
     # --- keys ---------------------------------------------------------------------------
 
     def keystrokeReceived(self, keyID: object, modifier: object) -> None:
-        handler = self._keys.get(keyID)
+        if self.editor.search is not None and self._searching(keyID, modifier):
+            self._draw_input()
+            return
+        handler = (
+            self._alt_keys.get(keyID) if modifier == ALT else None
+        ) or self._keys.get(keyID)
         if handler is not None:
             handler()
         elif isinstance(keyID, bytes) and len(keyID) == 1 and modifier is None and keyID >= b" ":
             # A character, or one byte of a UTF-8 sequence: decode incrementally.
             self.editor.insert(self._decoder.decode(keyID))
         self._draw_input()
+
+    def unhandledControlSequence(self, seq: bytes) -> None:
+        """Keys insults does not name: Ctrl-← and Ctrl-→ (and Alt-←/→) move by word."""
+        move = WORD_MOVES.get(seq)
+        if move is not None:
+            getattr(self.editor, move)()
+            self._draw_input()
+
+    def _searching(self, keyID: object, modifier: object) -> bool:
+        """A key during Ctrl-R: True if the search took it (else it ends the search,
+        keeping the line found, and the key does what it always does)."""
+        editor = self.editor
+        if keyID in (b"\x07", b"\x1b") or (keyID == b"g" and modifier is not None):
+            editor.search_cancel()  # Ctrl-G, Esc: back to the line before the search
+            return True
+        if keyID == b"\x12":
+            editor.search_start()  # an older match
+            return True
+        if keyID in (b"\x7f", b"\x08"):
+            editor.search_erase()
+            return True
+        if isinstance(keyID, bytes) and len(keyID) == 1 and modifier is None and keyID >= b" ":
+            editor.search_type(self._decoder.decode(keyID))
+            return True
+        editor.search_accept()
+        return False
+
+    def _clear_screen(self) -> None:
+        """Ctrl-L: a clean screen, with the input line at the top."""
+        if self.terminal is not None:
+            self.terminal.eraseDisplay()
+            self.terminal.cursorHome()
 
     def _enter(self) -> None:
         line = self.editor.submit(remember=not self.secret)
@@ -126,7 +184,15 @@ class TerminalConsole(insults.TerminalProtocol):
             self._write_line(visible("  ".join(choices)), stamp=False)
 
     def _interrupt(self) -> None:
-        self.editor.submit(remember=False)
+        """Ctrl-C clears a line being typed, as shells do; on an empty line it leaves."""
+        if self.editor.search is not None:
+            self.editor.search_cancel()
+        if self.editor.chars:
+            self.editor.submit(remember=False)
+            if not self._told_ctrl_c:
+                self._told_ctrl_c = True
+                self._write_line("(Ctrl-C cleared the line; on an empty line it logs out)", False)
+            return
         self._write_line("^C", stamp=False)
         if self.session is not None:
             self.session.interrupted()
@@ -199,8 +265,11 @@ class TerminalConsole(insults.TerminalProtocol):
         if self.secret:
             self.terminal.write(self.prompt.encode("utf-8"))
             return
-        shown, back = visible_window(self.prompt, self.editor, self.columns)
-        self.terminal.write((self.prompt + shown).encode("utf-8"))
+        prompt = self.prompt
+        if self.editor.search is not None:
+            prompt = f"(reverse-i-search)'{visible(self.editor.search)}': "
+        shown, back = visible_window(prompt, self.editor, self.columns)
+        self.terminal.write((prompt + shown).encode("utf-8"))
         if back:
             self.terminal.cursorBackward(back)
 
