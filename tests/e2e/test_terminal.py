@@ -177,3 +177,26 @@ def test_piped_output_has_no_escape_byte_even_from_a_terminal(server: SyncServer
         assert b"\x1b" not in output and b"\r" not in output, output
     finally:
         piped.close()
+
+
+def test_history_survives_a_restart_without_secrets(server: SyncServer, tmp_path: Path) -> None:
+    state = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    first = PtyClient(server.port, env=state)
+    try:
+        first.log_in("hans", "falcon*solo")
+        first.type("whoelse\r")
+        first.type("private luke nobody should keep this\r")
+        first.type("logout\r")
+        assert first.exit_status() == 0
+    finally:
+        first.close()
+    (kept,) = (tmp_path / "state" / "twisted-chat").iterdir()
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert kept.read_text() == "whoelse\nlogout\n"  # no username, password or private text
+    second = PtyClient(server.port, env=state)
+    try:
+        second.log_in("hans", "falcon*solo")
+        second.type("\x1b[A\x1b[A")  # ↑ ↑: the last run's commands
+        second.wait_for("> whoelse")
+    finally:
+        second.close()

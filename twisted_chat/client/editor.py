@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 from twisted_chat.client.commands import COMMANDS
 
-MAX_HISTORY = 500
+MAX_HISTORY = 1000
 
 
 def char_width(char: str) -> int:

@@ -34,7 +34,7 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
-from twisted_chat.client import tls
+from twisted_chat.client import history, tls
 from twisted_chat.client.console import PlainConsole, TerminalState
 from twisted_chat.client.link import ServerLink
 from twisted_chat.client.peer import PeerManager
@@ -50,6 +50,9 @@ Connect to the twisted-chat server on PORT and chat. Type help once logged in.
   --tls           speak TLS to the server, checking its certificate and name
   --ca CERT       with --tls: trust this certificate (a self-signed server)
   --interactive   on a pipe, prompt again after a refused login step
+  --keep-private-history
+                  keep private messages in the history file too (by default they
+                  are not written there)
   -h, --help      show this and exit
 
 Exit status: 0 after logout or an idle timeout, 1 when locked out, refused or the
@@ -68,6 +71,8 @@ class ClientOptions:
     tls: bool = False
     ca: str | None = None
     """A certificate to trust instead of the system's store (a self-signed server)."""
+    keep_private_history: bool = False
+    """``private`` lines are kept in the history file too."""
 
 
 def usage_error(program: str, reason: str) -> NoReturn:
@@ -92,7 +97,7 @@ def parse_options(argv: Sequence[str], program: str) -> ClientOptions:
         if arg in ("-h", "--help"):
             print(HELP.replace("client.py", program))
             raise SystemExit(0)
-        if arg in ("--interactive", "--tls"):
+        if arg in ("--interactive", "--tls", "--keep-private-history"):
             flags.add(arg)
         elif name in ("--host", "--ca"):
             if not has_value:
@@ -115,7 +120,12 @@ def parse_options(argv: Sequence[str], program: str) -> ClientOptions:
     if "--ca" in values and "--tls" not in flags:
         usage_error(program, "--ca is for --tls")
     return ClientOptions(
-        host, int(port), "--interactive" in flags, "--tls" in flags, values.get("--ca")
+        host,
+        int(port),
+        "--interactive" in flags,
+        "--tls" in flags,
+        values.get("--ca"),
+        "--keep-private-history" in flags,
     )
 
 
@@ -157,6 +167,8 @@ async def chat(reactor: Any, options: ClientOptions, program: str, terminal: Ter
         console = TerminalConsole(
             colour=not os.environ.get("NO_COLOR"),  # https://no-color.org
             names_for=lambda command: session.names_for(command),
+            history_file=lambda user: history.history_path(host, port, user),
+            keep_private=options.keep_private_history,
             columns=terminal.columns(),
         )
     else:

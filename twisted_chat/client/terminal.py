@@ -16,12 +16,14 @@ from __future__ import annotations
 import codecs
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from twisted.conch.insults import insults
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from twisted_chat.client import history
 from twisted_chat.client.editor import LineEditor, visible_window
 from twisted_chat.client.session import ClientSession
 from twisted_chat.text import visible
@@ -70,12 +72,19 @@ class TerminalConsole(insults.TerminalProtocol):
         clock: Callable[[], float] = time.time,
         columns: int = 80,
         names_for: Callable[[str], Iterable[str]] | None = None,
+        history_file: Callable[[str], Path] | None = None,
+        keep_private: bool = False,
     ) -> None:
         self.colour = colour
         self.users = users
         """Names to complete after commands that take a user."""
         self.names_for = names_for
         """If given, the names that fit each command (``ClientSession.names_for``)."""
+        self.history_file = history_file
+        """Where a user's history is kept between runs (by username), if anywhere."""
+        self.keep_private = keep_private
+        """``private`` lines go into history too (the user asked for it)."""
+        self._history_path: Path | None = None
         self.clock = clock
         self.columns = columns
         self.session: ClientSession | None = None
@@ -125,9 +134,7 @@ class TerminalConsole(insults.TerminalProtocol):
         if self.editor.search is not None and self._searching(keyID, modifier):
             self._draw_input()
             return
-        handler = (
-            self._alt_keys.get(keyID) if modifier == ALT else None
-        ) or self._keys.get(keyID)
+        handler = (self._alt_keys.get(keyID) if modifier == ALT else None) or self._keys.get(keyID)
         if handler is not None:
             handler()
         elif isinstance(keyID, bytes) and len(keyID) == 1 and modifier is None and keyID >= b" ":
@@ -168,7 +175,11 @@ class TerminalConsole(insults.TerminalProtocol):
             self.terminal.cursorHome()
 
     def _enter(self) -> None:
-        line = self.editor.submit(remember=not self.secret)
+        # Only commands are remembered: never a username or a password, and never
+        # private text unless the user asked for it.
+        commanding = self._commanding()
+        remember = commanding and history.remembered(self.editor.text, self.keep_private)
+        line = self.editor.submit(remember=remember)
         echoed = self.prompt + ("" if self.secret else line)
         self._write_line(echoed, stamp=False)  # what was typed stays in the scrollback
         if self.secret:
@@ -214,9 +225,31 @@ class TerminalConsole(insults.TerminalProtocol):
     def ask(self, prompt: str, secret: bool = False) -> None:
         self.prompt = prompt
         self.secret = secret
+        if self._commanding() and self._history_path is None:
+            self._load_history()
         self._draw_input()
 
+    def _commanding(self) -> bool:
+        """The command prompt is up (not a login prompt)."""
+        return not self.secret and self.prompt.strip() == ">"
+
+    def _load_history(self) -> None:
+        user = getattr(self.session, "user", "")
+        if self.history_file is None or not user:
+            return
+        self._history_path = self.history_file(user)
+        self.editor.history[:0] = history.load(self._history_path)
+
+    def _save_history(self) -> None:
+        if self._history_path is None:
+            return
+        try:
+            history.save(self._history_path, self.editor.history)
+        except OSError as e:
+            self._write_line(f"(history not saved: {e.strerror or e})", stamp=False)
+
     def finish(self, status: int) -> None:
+        self._save_history()
         self.prompt = ""
         self.editor.submit(remember=False)
         self._draw_input()
