@@ -268,3 +268,38 @@ def test_the_idle_warning_is_shown(client: Client) -> None:
     assert client.display.take() == [
         "You will be logged out for inactivity in 10 s unless you type a command."
     ]
+
+
+def test_a_new_account_asks_for_the_password_twice(client: Client) -> None:
+    client.link.answer(version=2)
+    client.type("jaba")
+    client.link.answer(account="new")
+    assert client.display.prompts[-1] == ("New password: ", True)
+    client.type("hutt")
+    assert client.display.prompts[-1] == ("Repeat the new password: ", True)
+    client.type("hutq")  # a typo
+    assert client.display.take()[-1] == "The two passwords differ. Enter the new password again."
+    assert client.display.prompts[-1] == ("New password: ", True)
+    assert wire.Password("hutt") not in client.link.sent()
+    client.type("hutt", "hutt")
+    assert client.link.sent()[-1] == wire.Password("hutt")
+
+
+def test_a_refused_new_password_is_asked_for_as_a_new_one_again(client: Client) -> None:
+    client.link.answer(version=2)
+    client.type("jaba")
+    client.link.answer(account="new")
+    client.type("two words?", "two words?")
+    client.link.fail("invalid-password", "Error. A password cannot contain spaces.")
+    assert client.display.prompts[-1] == ("New password: ", True)
+
+
+def test_a_script_creates_an_account_with_the_password_once() -> None:
+    display, link = RecordingDisplay(), ScriptedLink()
+    session = ClientSession(display, FakePeers(), scripted=True)
+    session.link_made(link)
+    link.answer(version=2)
+    session.line_entered("jaba")
+    link.answer(account="new")
+    session.line_entered("hutt")
+    assert link.sent()[-1] == wire.Password("hutt")

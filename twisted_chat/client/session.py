@@ -176,6 +176,10 @@ class ClientSession:
         """Users seen logging out and not back in since."""
         self.blocked: set[str] = set()
         """Users we block (for completing ``unblock``)."""
+        self._new_account = False
+        """The username asked for is a new account (its password creates it)."""
+        self._first_password: str | None = None
+        """A new account's password typed once, waiting to be typed again."""
         self._gone: set[str] = set()
         """Users the server said logged out while their private session was still
         open: its end, when it comes, says both in one line."""
@@ -347,11 +351,10 @@ class ClientSession:
             if not self._move(Stage.PASSWORD):
                 return
             self.user = user
-            if result.get("account") == "new":
+            self._new_account = result.get("account") == "new"
+            if self._new_account:
                 self.display.show(f"This is a new user. Enter a password to create {user}.")
-                self.display.ask("New password: ", secret=True)
-            else:
-                self.display.ask("Password: ", secret=True)
+            self._ask_password()
             self._drain()
 
         def refused(failure: Failure) -> None:
@@ -366,7 +369,24 @@ class ClientSession:
             self._unexpected
         )
 
+    def _ask_password(self) -> None:
+        """The password prompt, saying what it is for (a new account's, or the one)."""
+        self._first_password = None
+        self.display.ask("New password: " if self._new_account else "Password: ", secret=True)
+
     def _password_entered(self, password: str) -> None:
+        # A person creating an account types the password twice: a typo would lock
+        # them out of the account they just made. (A script, on a pipe, types once.)
+        if self._new_account and not self.scripted:
+            if self._first_password is None:
+                self._first_password = password
+                self.display.ask("Repeat the new password: ", secret=True)
+                return
+            if password != self._first_password:
+                self.display.show("The two passwords differ. Enter the new password again.")
+                self._ask_password()
+                return
+        self._first_password = None
         self._move(Stage.CHECKING_PASSWORD)
 
         def welcomed(_: dict[str, Any]) -> None:
@@ -388,7 +408,7 @@ class ClientSession:
             elif error.code in ("already-online", "username-taken"):
                 self._ask_username()
             elif self._move(Stage.PASSWORD):
-                self.display.ask("Password: ", secret=True)
+                self._ask_password()  # "New password: " again for a new account
                 self._drain()
 
         self._request(wire.Password(password)).addCallback(welcomed).addErrback(refused).addErrback(
