@@ -130,7 +130,9 @@ def test_replies_are_shown_clearly() -> None:
         "luke",
         "yoda",
         "No other users are online.",
+        "\u2192 luke: hi",  # what we said, as a chat line
         "luke is offline; they will get the message when they log in.",
+        "\u2192 all: hi",
         "Your message could not be delivered to some recipients.",
         "luke is blocked",
     ]

@@ -55,10 +55,11 @@ def test_sample_e7(server: Server) -> None:
     hans.type("private luke hey dude")
     assert luke.sees() == ["hans(private): hey dude"]
     luke.type("private hans hello man")
-    assert hans.sees() == ["luke(private): hello man"]
+    assert hans.sees() == ["\u2192 luke (private): hey dude", "luke(private): hello man"]
     hans.type("message yoda force is strong", "message luke now via server")
     assert yoda.sees() == ["hans: force is strong"]
-    assert luke.sees() == ["hans: now via server"]
+    assert luke.sees() == ["\u2192 hans (private): hello man", "hans: now via server"]
+    assert hans.sees() == ["\u2192 yoda: force is strong", "\u2192 luke: now via server"]
     hans.type("logout")
     # Two connections (server and peer) tell of it; luke is told once.
     assert luke.sees() == ["hans logged out; private messaging with hans ended."]
@@ -71,7 +72,10 @@ def test_private_messages_never_pass_through_the_server(server: Server) -> None:
     open_session(who["hans"], who["luke"])
     who["hans"].type("private luke the secret plans")
     who["luke"].type("private hans received")
-    assert who["luke"].sees() == ["hans(private): the secret plans"]
+    assert who["luke"].sees() == [
+        "hans(private): the secret plans",
+        "\u2192 hans (private): received",
+    ]
     everything = b"".join(who["hans"].server_saw + who["luke"].server_saw)
     assert b"secret plans" not in everything and b"received" not in everything
     # ... but the server was told that both were active, and nothing more.

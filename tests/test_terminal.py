@@ -235,3 +235,11 @@ def test_ctrl_l_clears_the_screen_and_redraws_the_line() -> None:
     screen.console.show("an old line")
     screen.type("half typed", b"\x0c")
     assert screen.shown() == ["> half typed"]
+
+
+def test_chat_lines_are_not_echoed_as_commands_other_commands_are() -> None:
+    screen = Screen()
+    screen.type("message luke hi", b"\r", "whoelse", b"\r")
+    assert screen.session.lines == ["message luke hi", "whoelse"]
+    assert "> message luke hi" not in screen.shown()  # the session shows "→ luke: hi"
+    assert "> whoelse" in screen.shown()

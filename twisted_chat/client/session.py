@@ -483,10 +483,13 @@ class ClientSession:
         elif name == "message":
             self.known_users.add(command.user)
             self._send(
-                wire.SendMessage(command.user, command.text), self._message_sent, command.user
+                wire.SendMessage(command.user, command.text),
+                self._message_sent,
+                command.user,
+                command.text,
             )
         elif name == "broadcast":
-            self._send(wire.SendBroadcast(command.text), self._broadcast_sent)
+            self._send(wire.SendBroadcast(command.text), self._broadcast_sent, command.text)
         elif name == "whoelse":
             self._send(wire.WhoElse(), self._show_users, "No other users are online.")
         elif name == "whoelsesince":
@@ -515,11 +518,14 @@ class ClientSession:
     def _send(self, frame: wire.Frame, done: Any, *args: Any) -> None:
         self._request(frame).addCallback(done, *args).addErrback(self._show_error)
 
-    def _message_sent(self, result: dict[str, Any], user: str) -> None:
+    def _message_sent(self, result: dict[str, Any], user: str, text: str) -> None:
+        # What we said, as a chat line (the conversation reads as one), once accepted.
+        self.display.show(f"\u2192 {user}: {text}", "own")
         if result.get("stored"):
             self.display.show(f"{user} is offline; they will get the message when they log in.")
 
-    def _broadcast_sent(self, result: dict[str, Any]) -> None:
+    def _broadcast_sent(self, result: dict[str, Any], text: str) -> None:
+        self.display.show(f"\u2192 all: {text}", "own")
         if result.get("skipped"):
             self.display.show("Your message could not be delivered to some recipients.")
 
@@ -653,6 +659,7 @@ class ClientSession:
                 f"Error. {user} is no longer reachable; private messaging with {user} ended."
             )
         else:
+            self.display.show(f"\u2192 {user} (private): {text}", "own")
             self._tell_server_active()
 
     def _stop_private(self, user: str) -> None:

@@ -35,7 +35,11 @@ STYLES = {
     "presence": "\x1b[32m",  # green
     "time": "\x1b[2m",  # dim
     "sender": "\x1b[1m",  # bold
+    "own": "\x1b[36m",  # cyan: what we said
 }
+
+CHAT_COMMANDS = frozenset({"message", "broadcast", "private"})
+"""Commands whose line is shown as a chat line instead of being echoed."""
 
 
 ALT = b"[ALT]"
@@ -180,8 +184,10 @@ class TerminalConsole(insults.TerminalProtocol):
         commanding = self._commanding()
         remember = commanding and history.remembered(self.editor.text, self.keep_private)
         line = self.editor.submit(remember=remember)
-        echoed = self.prompt + ("" if self.secret else line)
-        self._write_line(echoed, stamp=False)  # what was typed stays in the scrollback
+        # What was typed stays in the scrollback, but for chat: the session shows what
+        # was said as a chat line ("→ luke: hi"), so a conversation reads as one.
+        if not (commanding and line.split(" ", 1)[0] in CHAT_COMMANDS):
+            self._write_line(self.prompt + ("" if self.secret else line), stamp=False)
         if self.secret:
             self.secret = False
         if self.session is not None:
