@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from twisted_chat.client.editor import LineEditor, char_width, text_width, visible_window
+from twisted_chat.client.editor import LineEditor, char_width, text_width, visible_window, wrap
 
 
 def typed(text: str, cursor: int | None = None) -> LineEditor:
@@ -138,3 +138,26 @@ def test_completion_asks_which_names_fit_the_command() -> None:
     editor.set("message l")
     assert editor.complete(names_for) == ["leia", "luke"]
     assert asked == ["unblock", "message"]
+
+
+@pytest.mark.parametrize(
+    ("text", "width", "lines"),
+    [
+        (
+            "message <user> <message>  send a message",
+            20,
+            ["message <user>", "<message>  send a", "message"],
+        ),
+        ("short", 20, ["short"]),
+        ("abcdefghijkl xy", 5, ["abcde", "fghij", "kl xy"]),
+        ("中文中文中文 ok", 6, ["中文中", "文中文", "ok"]),
+        ("", 10, [""]),
+    ],
+)
+def test_wrap_breaks_between_words_by_display_width(
+    text: str, width: int, lines: list[str]
+) -> None:
+    from twisted_chat.client.editor import text_width
+
+    assert wrap(text, width) == lines
+    assert all(text_width(line) <= width for line in lines)

@@ -243,3 +243,13 @@ def test_chat_lines_are_not_echoed_as_commands_other_commands_are() -> None:
     assert screen.session.lines == ["message luke hi", "whoelse"]
     assert "> message luke hi" not in screen.shown()  # the session shows "→ luke: hi"
     assert "> whoelse" in screen.shown()
+
+
+def test_help_in_a_narrow_window_breaks_between_words() -> None:
+    screen = Screen()
+    screen.console.terminal_size(40)
+    screen.console.show("message <user> <message>  send a message; kept for later if offline")
+    shown = [line for line in screen.shown() if line != ">"]
+    assert all(len(line) <= 40 for line in shown)
+    words = " ".join(shown).replace("[12:", "").split()
+    assert "offline" in words and "late" not in words  # no word cut in two

@@ -282,3 +282,32 @@ def visible_window(prompt: str, editor: LineEditor, columns: int) -> tuple[str, 
     end = max(end, editor.cursor)
     shown = "".join(chars[start:end])
     return shown, text_width("".join(chars[editor.cursor : end]))
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines at most ``width`` columns wide, broken between words (a word
+    wider than a line is broken where it must). Display widths count: a CJK character
+    takes two columns."""
+    width = max(1, width)
+    lines: list[str] = []
+    line, used = "", 0
+    for word in text.split(" "):
+        size = text_width(word)
+        if line and used + 1 + size <= width:
+            line, used = f"{line} {word}", used + 1 + size
+            continue
+        if line or lines:
+            lines.append(line)
+        line, used = "", 0
+        while size > width:  # a word longer than a line: break it
+            cut, cut_used = 0, 0
+            while cut < len(word) and cut_used + char_width(word[cut]) <= width:
+                cut_used += char_width(word[cut])
+                cut += 1
+            cut = max(cut, 1)
+            lines.append(word[:cut])
+            word = word[cut:]
+            size = text_width(word)
+        line, used = word, size
+    lines.append(line)
+    return lines

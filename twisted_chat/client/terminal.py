@@ -24,7 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from twisted_chat.client import history
-from twisted_chat.client.editor import LineEditor, visible_window
+from twisted_chat.client.editor import LineEditor, visible_window, wrap
 from twisted_chat.client.session import ClientSession
 from twisted_chat.text import visible
 
@@ -37,6 +37,9 @@ STYLES = {
     "sender": "\x1b[1m",  # bold
     "own": "\x1b[36m",  # cyan: what we said
 }
+
+STAMP_WIDTH = len("[12:00] ")
+"""Columns the time before each line takes."""
 
 CHAT_COMMANDS = frozenset({"message", "broadcast", "private"})
 """Commands whose line is shown as a chat line instead of being echoed."""
@@ -225,7 +228,13 @@ class TerminalConsole(insults.TerminalProtocol):
 
     def show(self, text: str, style: str = "") -> None:
         # Made visible before styling: our own colour codes are the only escapes written.
-        self._write_line(self._styled(visible(text), style))
+        # Long lines are broken between words to the window's width (the terminal
+        # would break them mid-word), continued under the text, after the time.
+        first, *rest = wrap(visible(text), self.columns - STAMP_WIDTH - 1)
+        self._write_line(self._styled(first, style))
+        continued = "" if style in ("message", "private") else style
+        for piece in rest:
+            self._write_line(" " * STAMP_WIDTH + self._styled(piece, continued), stamp=False)
         self._draw_input()
 
     def ask(self, prompt: str, secret: bool = False) -> None:
