@@ -18,6 +18,7 @@ class RecordingDisplay:
         self.styles: list[str] = []
         self.prompts: list[tuple[str, bool]] = []
         self.status: int | None = None
+        self.status_line = ""
 
     def show(self, text: str, style: str = "") -> None:
         # The real consoles show one line per call and make controls visible.
@@ -26,6 +27,9 @@ class RecordingDisplay:
 
     def ask(self, prompt: str, secret: bool = False) -> None:
         self.prompts.append((prompt, secret))
+
+    def show_status(self, text: str) -> None:
+        self.status_line = text
 
     def finish(self, status: int) -> None:
         assert self.status is None, "finish called twice"

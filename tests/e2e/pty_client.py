@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -101,6 +102,13 @@ class PtyClient:
                 self.stream.feed(data)
             elif left <= 0:
                 return
+
+    def resize(self, columns: int, rows: int) -> None:
+        """The window changes size: the pty learns it, the client gets SIGWINCH."""
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        self.screen.resize(rows, columns)
+        os.kill(self.process.pid, signal.SIGWINCH)
+        self.pump(0.3)
 
     def piped_output(self) -> bytes:
         assert self._output is not None

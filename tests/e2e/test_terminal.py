@@ -39,14 +39,15 @@ def test_a_message_arrives_above_a_half_typed_line(server: SyncServer, hans: Pty
         yoda.send("message hans are you there? 🎉")
         hans.wait_for("yoda: are you there? 🎉")
         lines = [line for line in hans.lines() if line]
-        assert lines[-2].endswith("] yoda: are you there? 🎉")
+        assert lines[-3].endswith("] yoda: are you there? 🎉")
+        assert lines[-2] == "[hans]"  # the status bar, between the chat and the input
         assert lines[-1] == "> message yoda héllo 中文 wor"
         # The cursor is where it was, after "w": "> message yoda héllo " is 21 columns,
         # 中文 is 4 (two wide characters) and " w" is 2.
         assert hans.screen.cursor.x == 27
         hans.type("ld\r")
         hans.pump(0.3)
-        assert "> message yoda héllo 中文 wldor" in hans.text()
+        assert "\u2192 yoda: héllo 中文 wldor" in hans.text()  # said, as a chat line
     finally:
         yoda.close()
 
@@ -200,3 +201,15 @@ def test_history_survives_a_restart_without_secrets(server: SyncServer, tmp_path
         second.wait_for("> whoelse")
     finally:
         second.close()
+
+
+def test_a_resize_leaves_one_input_line_and_the_status_bar(hans: PtyClient) -> None:
+    hans.log_in("hans", "falcon*solo")
+    hans.type("message luke a half-typed line that is rather long for a narrow window")
+    hans.resize(40, 12)
+    lines = [line for line in hans.lines() if line]
+    assert sum(line.startswith("> ") for line in lines) == 1, lines
+    assert lines[-2] == "[hans]" and lines[-1].startswith("> ")
+    assert "Welcome" in hans.text()  # what was on the screen is drawn again
+    hans.type("\x05 ok\r")  # the line was kept whole, only drawn anew
+    hans.wait_for("they will get")  # sent whole: luke is offline, the message kept

@@ -58,6 +58,12 @@ class TerminalState:
         except OSError:
             return 80
 
+    def rows(self) -> int:
+        try:
+            return os.get_terminal_size(self.fd).lines
+        except OSError:
+            return 24
+
     def restore(self) -> None:
         if self._saved is not None:
             termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
@@ -142,6 +148,9 @@ class PlainConsole(LineReceiver):
         self._prompt = prompt if self.redraw or prompt.strip() != ">" else ""
         if self._prompt:
             self._write(self._prompt)
+
+    def show_status(self, text: str) -> None:
+        """No status line on plain output: it would be a line per change."""
 
     def finish(self, status: int) -> None:
         self._prompt = ""

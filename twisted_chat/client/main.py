@@ -196,11 +196,13 @@ async def chat(reactor: Any, options: ClientOptions, program: str, terminal: Ter
     peers.interface = getattr(link.transport.getHost(), "host", "127.0.0.1")
     console.session = session
     if isinstance(console, TerminalConsole):
+        console.rows = terminal.rows()
         terminal.raw()
         StandardIO(ServerProtocol(lambda: console), reactor=reactor)
         resize = console.terminal_size
         signal.signal(
-            signal.SIGWINCH, lambda *_: reactor.callFromThread(resize, terminal.columns())
+            signal.SIGWINCH,
+            lambda *_: reactor.callFromThread(resize, terminal.columns(), terminal.rows()),
         )
     else:
         StandardIO(console, reactor=reactor)

@@ -43,6 +43,10 @@ class Display(Protocol):
     def ask(self, prompt: str, secret: bool = False) -> None:
         """Wait for the next line, showing ``prompt``; ``secret`` hides what is typed."""
 
+    def show_status(self, text: str) -> None:
+        """What a status bar says now (who you are, private chats, waiting requests);
+        a console without one ignores it."""
+
     def finish(self, status: int) -> None:
         """The session is over: restore the terminal and exit with ``status``."""
 
@@ -211,6 +215,27 @@ class ClientSession:
     def event_received(self, event: wire.Frame) -> None:
         if self.stage is Stage.DONE:
             return
+        self._event(event)
+        self._update_status()
+
+    def status_line(self) -> str:
+        """The status bar: who you are, your private chats, requests waiting."""
+        if self.stage is not Stage.ONLINE:
+            return ""
+        parts = [f"[{self.user}]"]
+        sessions = self.peers.open_sessions()
+        if sessions:
+            parts.append("private: " + ", ".join(sessions))
+        if self._askers:
+            parts.append("asking you: " + ", ".join(self._askers) + " (y/n)")
+        if self._requested:
+            parts.append("you asked: " + ", ".join(sorted(self._requested)))
+        return "  ".join(parts)
+
+    def _update_status(self) -> None:
+        self.display.show_status(self.status_line())
+
+    def _event(self, event: wire.Frame) -> None:
         match event:
             case wire.Presence(user=user, online=online):
                 self.known_users.add(user)
@@ -290,6 +315,7 @@ class ClientSession:
         """One line typed by the user (without its line ending)."""
         self._typed.append(line)
         self._drain()
+        self._update_status()
 
     def input_closed(self) -> None:
         """Standard input reached its end (Ctrl-D, or the end of a script)."""
@@ -399,6 +425,7 @@ class ClientSession:
             self._request(wire.Accounts()).addCallbacks(self._directory, self._show_error)
             self.display.ask("> ")
             self._drain()
+            self._update_status()
 
         def refused(failure: Failure) -> None:
             error = _server_error(failure)
@@ -597,7 +624,7 @@ class ClientSession:
         self._requested.add(user)
         self._request(wire.StartPrivate(user)).addCallback(
             self._confirm, f"Start private messaging with {user}: waiting for {user} to answer."
-        ).addErrback(self._start_refused, user)
+        ).addErrback(self._start_refused, user).addBoth(lambda _: self._update_status())
 
     def _start_refused(self, failure: Failure, user: str) -> None:
         if not (failure.check(ServerError) and _server_error(failure).code == "private-conflict"):
@@ -683,6 +710,7 @@ class ClientSession:
     def peer_opened(self, user: str) -> None:
         self.display.show(f"Private messaging with {user} started: type private {user} <message>.")
         self._show_code(user)
+        self._update_status()
 
     def _show_code(self, user: str) -> None:
         code = self.peers.session_code(user)
@@ -708,6 +736,7 @@ class ClientSession:
             self.display.show(f"{user} logged out; private messaging with {user} ended.")
         else:
             self.display.show(f"Private messaging with {user} ended: the connection was lost.")
+        self._update_status()
 
     # --- plumbing -----------------------------------------------------------------------
 

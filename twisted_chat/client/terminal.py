@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,11 @@ STYLES = {
     "time": "\x1b[2m",  # dim
     "sender": "\x1b[1m",  # bold
     "own": "\x1b[36m",  # cyan: what we said
+    "status": "\x1b[7m",  # reverse video, as irssi's and WeeChat's bars
 }
+
+RECENT_LINES = 200
+"""Lines kept to draw the screen again after a resize."""
 
 STAMP_WIDTH = len("[12:00] ")
 """Columns the time before each line takes."""
@@ -92,6 +97,13 @@ class TerminalConsole(insults.TerminalProtocol):
         self.keep_private = keep_private
         """``private`` lines go into history too (the user asked for it)."""
         self._history_path: Path | None = None
+        self.rows = 24
+        self.status_text = ""
+        """The status line above the input line (empty: none drawn)."""
+        self._status_drawn = False
+        self._recent: deque[str] = deque(maxlen=RECENT_LINES)
+        """The last lines shown, as written (time and colour included), to draw the
+        screen again after a resize."""
         self.clock = clock
         self.columns = columns
         self.session: ClientSession | None = None
@@ -265,14 +277,37 @@ class TerminalConsole(insults.TerminalProtocol):
 
     def finish(self, status: int) -> None:
         self._save_history()
+        self.status_text = ""  # the bar goes; the last lines stay on the screen
         self.prompt = ""
         self.editor.submit(remember=False)
         self._draw_input()
         if not self.finished.called:
             self.finished.callback(status)
 
-    def terminal_size(self, columns: int) -> None:
+    def show_status(self, text: str) -> None:
+        """What the status line says (who you are, private chats, requests)."""
+        if text != self.status_text:
+            self.status_text = text
+            self._draw_input()
+
+    def terminal_size(self, columns: int, rows: int = 0) -> None:
+        """The window changed size: draw the screen again, from a clean one. A terminal
+        that reflows its lines (tmux, VTE) would otherwise leave pieces of the old
+        input line behind, looking like a command that was sent."""
         self.columns = max(10, columns)
+        if rows:
+            self.rows = max(3, rows)
+        if self.terminal is None:
+            return
+        self.terminal.eraseDisplay()
+        self.terminal.cursorHome()
+        self._status_drawn = False
+        room = self.rows - (2 if self.status_text else 1)
+        again: list[str] = []
+        for line in self._recent:
+            again.extend(wrap(line, self.columns - 1))
+        for line in again[-room:] if room > 0 else []:
+            self.terminal.write((line + "\r\n").encode("utf-8"))
         self._draw_input()
 
     def close(self) -> Deferred[None]:
@@ -301,15 +336,30 @@ class TerminalConsole(insults.TerminalProtocol):
             prefix = time.strftime("[%H:%M] ", time.localtime(self.clock()))
             if self.colour:
                 prefix = STYLES["time"] + prefix + RESET
+        self._erase_area()
+        self.terminal.write((prefix + text + "\n").encode("utf-8"))
+        self._recent.append(prefix + text)
+
+    def _erase_area(self) -> None:
+        """Erase the status and input lines; the cursor ends where the status was."""
         self.terminal.write(b"\r")
         self.terminal.eraseLine()
-        self.terminal.write((prefix + text + "\n").encode("utf-8"))
+        if self._status_drawn:
+            self.terminal.cursorUp(1)
+            self.terminal.eraseLine()
+            self._status_drawn = False
 
     def _draw_input(self) -> None:
         if self.terminal is None:
             return
-        self.terminal.write(b"\r")
-        self.terminal.eraseLine()
+        self._erase_area()
+        if self.status_text:
+            status = visible(self.status_text)
+            status = status[: max(0, self.columns - 1)]
+            if self.colour:
+                status = STYLES["status"] + status + RESET
+            self.terminal.write((status + "\r\n").encode("utf-8"))
+            self._status_drawn = True
         if self.secret:
             self.terminal.write(self.prompt.encode("utf-8"))
             return
