@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -367,3 +368,45 @@ def test_connection_failures_are_said_in_words(argv: list[str], reason: str) -> 
     assert run.returncode == 1
     assert reason in run.stderr and run.stderr.count("\n") == 1, run.stderr
     assert "Traceback" not in run.stderr and "111" not in run.stderr
+
+
+def test_serve_sh_installs_only_when_the_project_changed(tmp_path: Path) -> None:
+    """scripts/serve.sh keeps a fingerprint of what it installed: a restart with
+    nothing changed starts at once, a changed source installs again."""
+    copy = tmp_path / "repo"
+    shutil.copytree(
+        REPO,
+        copy,
+        ignore=shutil.ignore_patterns(".venv", ".git", "build", "__pycache__", "*.egg-info"),
+    )
+    venv = copy / ".venv"
+    (venv / "bin").mkdir(parents=True)
+    # A stand-in venv: 'python3 -m venv' and pip would take minutes; what is tested is
+    # the decision. Its twistd records that it ran; pip records that it installed.
+    (venv / "bin" / "twistd").write_text("#!/bin/sh\necho twistd-ran\n")
+    (venv / "bin" / "python").write_text(
+        '#!/bin/sh\necho pip-ran >> "$(dirname "$0")/../pip.log"\n'
+    )
+    for tool in ("twistd", "python"):
+        (venv / "bin" / tool).chmod(0o755)
+    fake_python3 = tmp_path / "bin"
+    fake_python3.mkdir()
+    no_venv = 'if [ "$1" = "-m" ] && [ "$2" = "venv" ]; then exit 0; fi'
+    (fake_python3 / "python3").write_text(f'#!/bin/sh\n{no_venv}\nexec {sys.executable} "$@"\n')
+    (fake_python3 / "python3").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake_python3}:{os.environ['PATH']}"}
+
+    def serve() -> str:
+        run = subprocess.run(
+            ["bash", str(copy / "scripts" / "serve.sh")], capture_output=True, text=True,
+            env=env, timeout=60,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    assert "twistd-ran" in serve()
+    assert serve() and (venv / "pip.log").read_text().count("pip-ran") == 1  # no reinstall
+    with (copy / "twisted_chat" / "wire.py").open("a") as source:
+        source.write("\n# changed\n")
+    serve()
+    assert (venv / "pip.log").read_text().count("pip-ran") == 2
