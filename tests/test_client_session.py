@@ -305,3 +305,10 @@ def test_a_script_creates_an_account_with_the_password_once() -> None:
     link.answer(account="new")
     session.line_entered("hutt")
     assert link.sent()[-1] == wire.Password("hutt")
+
+
+def test_a_server_shutdown_is_one_clear_line(client: Client) -> None:
+    client.logged_in()
+    client.session.event_received(wire.LoggedOut("shutdown"))
+    assert client.display.take() == ["The server ended your session (shutdown)."]
+    assert client.display.status == 1

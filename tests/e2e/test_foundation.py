@@ -262,3 +262,15 @@ def test_the_installed_plugin_is_found(tmp_path: Path) -> None:
 
     names = [maker.tapname for maker in getPlugins(IServiceMaker)]
     assert "chatserver" in names
+
+
+def test_client_py_without_the_project_installed_says_how_in_one_line() -> None:
+    # -S: no site-packages, as a python3 with nothing installed would be.
+    run = subprocess.run(
+        [sys.executable, "-S", str(REPO / "client.py"), "5000"],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert run.returncode == 1
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith("client.py: ") and "scripts/test.sh" in line
+    assert "Traceback" not in run.stderr
