@@ -301,7 +301,7 @@ async def test_a_crashed_client_ends_its_private_sessions(workdir: Path) -> None
         await hans.seen("luke logged out")
         await hans.seen("rivate messaging with luke ended")
         hans.send("private luke are you there")
-        await hans.expect("Error. Private messaging to luke not enabled.")
+        await hans.expect("Error. luke is offline.")
     finally:
         await close(r)
 

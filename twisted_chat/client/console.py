@@ -53,14 +53,16 @@ class TerminalState:
             tty.setraw(self.fd)
 
     def columns(self) -> int:
+        """The window's width; 80 when the terminal does not say (a pty nobody sized
+        reports 0)."""
         try:
-            return os.get_terminal_size(self.fd).columns
+            return os.get_terminal_size(self.fd).columns or 80
         except OSError:
             return 80
 
     def rows(self) -> int:
         try:
-            return os.get_terminal_size(self.fd).lines
+            return os.get_terminal_size(self.fd).lines or 24
         except OSError:
             return 24
 

@@ -242,7 +242,7 @@ class TerminalConsole(insults.TerminalProtocol):
         # Made visible before styling: our own colour codes are the only escapes written.
         # Long lines are broken between words to the window's width (the terminal
         # would break them mid-word), continued under the text, after the time.
-        first, *rest = wrap(visible(text), self.columns - STAMP_WIDTH - 1)
+        first, *rest = wrap(visible(text), max(20, self.columns - STAMP_WIDTH - 1))
         self._write_line(self._styled(first, style))
         continued = "" if style in ("message", "private") else style
         for piece in rest:
