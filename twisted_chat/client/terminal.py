@@ -101,9 +101,9 @@ class TerminalConsole(insults.TerminalProtocol):
         self.status_text = ""
         """The status line above the input line (empty: none drawn)."""
         self._status_drawn = False
-        self._recent: deque[str] = deque(maxlen=RECENT_LINES)
-        """The last lines shown, as written (time and colour included), to draw the
-        screen again after a resize."""
+        self._recent: deque[tuple[float | None, str, str]] = deque(maxlen=RECENT_LINES)
+        """The last lines shown (when, text, style; None: no time shown), to draw the
+        screen again, broken to the new width, after a resize."""
         self.clock = clock
         self.columns = columns
         self.session: ClientSession | None = None
@@ -239,15 +239,27 @@ class TerminalConsole(insults.TerminalProtocol):
     # --- Display ----------------------------------------------------------------------
 
     def show(self, text: str, style: str = "") -> None:
-        # Made visible before styling: our own colour codes are the only escapes written.
-        # Long lines are broken between words to the window's width (the terminal
-        # would break them mid-word), continued under the text, after the time.
-        first, *rest = wrap(visible(text), max(20, self.columns - STAMP_WIDTH - 1))
-        self._write_line(self._styled(first, style))
-        continued = "" if style in ("message", "private") else style
-        for piece in rest:
-            self._write_line(" " * STAMP_WIDTH + self._styled(piece, continued), stamp=False)
+        when = self.clock()
+        self._recent.append((when, text, style))
+        for line in self._rendered(when, text, style):
+            self._put(line)
         self._draw_input()
+
+    def _rendered(self, when: float | None, text: str, style: str) -> list[str]:
+        """One logical line as written: the time, then the text made visible (our own
+        colour codes are the only escapes written) and broken between words to the
+        window's width (the terminal would break it mid-word), continued under the
+        text, after the time."""
+        if when is None:
+            return [text]
+        prefix = time.strftime("[%H:%M] ", time.localtime(when))
+        if self.colour:
+            prefix = STYLES["time"] + prefix + RESET
+        first, *rest = wrap(visible(text), max(20, self.columns - STAMP_WIDTH - 1))
+        continued = "" if style in ("message", "private") else style
+        return [prefix + self._styled(first, style)] + [
+            " " * STAMP_WIDTH + self._styled(piece, continued) for piece in rest
+        ]
 
     def ask(self, prompt: str, secret: bool = False) -> None:
         self.prompt = prompt
@@ -304,8 +316,11 @@ class TerminalConsole(insults.TerminalProtocol):
         self._status_drawn = False
         room = self.rows - (2 if self.status_text else 1)
         again: list[str] = []
-        for line in self._recent:
-            again.extend(wrap(line, self.columns - 1))
+        for when, text, style in self._recent:
+            if when is None:  # an echo: broken where it must be, to fit
+                again.extend(wrap(text, self.columns - 1))
+            else:
+                again.extend(self._rendered(when, text, style))
         for line in again[-room:] if room > 0 else []:
             self.terminal.write((line + "\r\n").encode("utf-8"))
         self._draw_input()
@@ -328,17 +343,17 @@ class TerminalConsole(insults.TerminalProtocol):
     # --- drawing ----------------------------------------------------------------------
 
     def _write_line(self, text: str, stamp: bool = True) -> None:
-        """Print one line above the input line."""
+        """Print one line above the input line (our own echoes: no wrapping)."""
+        when = self.clock() if stamp else None
+        self._recent.append((when, text, ""))
+        for line in self._rendered(when, text, ""):
+            self._put(line)
+
+    def _put(self, line: str) -> None:
         if self.terminal is None:
             return
-        prefix = ""
-        if stamp:
-            prefix = time.strftime("[%H:%M] ", time.localtime(self.clock()))
-            if self.colour:
-                prefix = STYLES["time"] + prefix + RESET
         self._erase_area()
-        self.terminal.write((prefix + text + "\n").encode("utf-8"))
-        self._recent.append(prefix + text)
+        self.terminal.write((line + "\n").encode("utf-8"))
 
     def _erase_area(self) -> None:
         """Erase the status and input lines; the cursor ends where the status was."""
