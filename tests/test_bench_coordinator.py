@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from twisted_chat.bench.__main__ import parse
-from twisted_chat.bench.coordinator import WorkerProcess, percentile, table
+from twisted_chat.bench.coordinator import WorkerProcess, bottleneck, combine, percentile, table
 
 
 def test_events_are_handed_out_whether_they_come_before_or_after_the_wait() -> None:
@@ -68,3 +68,28 @@ def test_bad_arguments_are_refused_with_usage(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         parse(argv)
     assert exited.value.code == 2
+
+
+def test_runs_combine_into_medians_with_their_spread() -> None:
+    medians, spread = combine(
+        [{"dm_per_s": 100.0, "x": 1.0}, {"dm_per_s": 300.0}, {"dm_per_s": 200.0}]
+    )
+    assert medians == {"dm_per_s": 200.0, "x": 1.0}
+    assert spread["dm_per_s"] == (100.0, 300.0)
+    text = table({"twisted-chat": medians}, {"twisted-chat": spread})
+    assert "| direct: delivered msgs/s | 200.00 (100.00 to 300.00) |" in text
+
+
+@pytest.mark.parametrize(
+    ("server", "busiest", "said"),
+    [
+        (97.0, 50.0, "the server was saturated"),
+        (60.0, 96.0, "the load generator was saturated"),
+        (70.0, 50.0, "neither side reached a full core"),
+    ],
+)
+def test_each_run_says_which_side_was_the_bottleneck(
+    server: float, busiest: float, said: str
+) -> None:
+    line = bottleneck("ours", {"server_cpu_pct": server, "generator_busiest_pct": busiest})
+    assert said in line and line.startswith("ours: server")

@@ -34,7 +34,7 @@ def test_the_benchmark_runs_every_workload_against_every_target() -> None:
     )
     assert run.returncode == 0, run.stdout + run.stderr
     table = [line for line in run.stdout.splitlines() if line.startswith("| ")]
-    assert table[0].startswith("| metric | twisted-chat | Twisted Words")
+    assert table[0].startswith("| metric | twisted-chat | bare Twisted relay | Twisted Words")
     rows = {line.split(" | ")[0].lstrip("| "): line for line in table[2:]}
     for metric in (
         "login: logins/s",

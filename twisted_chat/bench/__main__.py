@@ -21,8 +21,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=200, help="messages in flight")
     parser.add_argument("--rounds", type=int, default=5, help="broadcast rounds")
     parser.add_argument("--workers", type=int, default=2, help="load-generating processes")
-    parser.add_argument("--targets", default="ours,words,ngircd")
+    parser.add_argument("--targets", default="ours,relay,words,ngircd")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--runs", type=int, default=1, help="rounds over the targets, interleaved (medians)"
+    )
     parser.add_argument(
         "--hashed",
         action="store_true",
@@ -37,6 +40,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 2 <= args.users <= 20000 or not 1 <= args.messages <= 10**6:
         parser.error("--users must be 2..20000 and --messages 1..1000000")
+    if not 1 <= args.runs <= 20:
+        parser.error("--runs must be 1..20")
     if not 1 <= args.workers <= 16 or args.window < 1 or args.rounds < 1:
         parser.error("--workers must be 1..16; --window and --rounds at least 1")
     if not 1 <= args.phase_limit <= 3600:

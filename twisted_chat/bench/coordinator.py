@@ -244,7 +244,10 @@ class Run:
         self.results["dm_lost"] = messages - received
         self.results["dm_duplicated"] = sum(e["duplicated"] for e in events)
         self.results["dm_misdelivered"] = sum(e["misdelivered"] for e in events)
-        self.results["server_cpu_pct"] = 100 * (self._server()[1] - server_cpu0) / wall
+        server_cpu = self._server()[1] - server_cpu0
+        self.results["server_cpu_pct"] = 100 * server_cpu / wall
+        # The figure that survives a noisy machine: server CPU per delivered message.
+        self.results["server_us_per_msg"] = 1e6 * server_cpu / received if received else 0.0
         cpu = [e["cpu"] / e["elapsed"] * 100 for e in events]
         self.results["generator_cpu_pct"] = sum(cpu)
         self.results["generator_busiest_pct"] = max(cpu)
@@ -300,13 +303,61 @@ METRICS = [
     ("rss_per_user_kib", "idle: server RSS per user (KiB)"),
     ("idle_cpu_pct", "idle: server CPU (%)"),
     ("server_cpu_pct", "direct: server CPU (% of a core)"),
+    ("server_us_per_msg", "direct: server CPU per delivered message (µs)"),
     ("generator_cpu_pct", "direct: load generator CPU (% of a core, all workers)"),
     ("generator_busiest_pct", "direct: busiest generator process CPU (%)"),
     ("workers", "load generator processes"),
 ]
 
 
-def table(results: dict[str, dict[str, float]]) -> str:
+SATURATED_PCT = 95.0
+"""A process at this share of a core or more is the bottleneck of a run."""
+
+
+Spread = dict[str, tuple[float, float]]
+"""Each metric's (min, max) over the runs."""
+
+
+def combine(
+    runs: list[dict[str, float]],
+) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Several runs of one target: the median of each metric, and its min-max."""
+    medians: dict[str, float] = {}
+    spread: dict[str, tuple[float, float]] = {}
+    for key in {k for run in runs for k in run}:
+        values = [run[key] for run in runs if key in run and run[key] == run[key]]
+        if values:
+            medians[key] = statistics.median(values)
+            spread[key] = (min(values), max(values))
+    return medians, spread
+
+
+def bottleneck(name: str, results: dict[str, float]) -> str:
+    """Which side limited the direct-message run, in a line: a msgs/s figure is a
+    capacity only where the server was saturated; else it is a lower bound."""
+    server = results.get("server_cpu_pct", float("nan"))
+    busiest = results.get("generator_busiest_pct", float("nan"))
+    if server >= SATURATED_PCT:
+        verdict = "the server was saturated: its msgs/s is its capacity here"
+    elif busiest >= SATURATED_PCT:
+        verdict = "the load generator was saturated: the server's msgs/s is a lower bound"
+    else:
+        verdict = (
+            "neither side reached a full core (the machine's cores were shared): "
+            "msgs/s is a lower bound; compare µs per message instead"
+        )
+    return (
+        f"{name}: server {server:.0f} % of a core, busiest generator process "
+        f"{busiest:.0f} %: {verdict}"
+    )
+
+
+def table(
+    results: dict[str, dict[str, float]],
+    spread: dict[str, Spread] | None = None,
+) -> str:
+    """One column per target, ours first, then ours/theirs ratios (of the medians).
+    With ``spread``, each cell is "median (min-max)" of the runs."""
     names = list(results)
     header = ["metric", *names] + [f"ours/{n}" for n in names[1:]]
     rows = [header, ["---"] * len(header)]
@@ -316,7 +367,14 @@ def table(results: dict[str, dict[str, float]]) -> str:
         for value in values[1:]:
             usable = value == value and value != 0 and values[0] == values[0]
             ratios.append(f"{values[0] / value:.2f}" if usable else "-")
-        rows.append([label, *(f"{v:,.2f}" if v == v else "-" for v in values), *ratios])
+        cells = []
+        for name, value in zip(names, values, strict=True):
+            cell = f"{value:,.2f}" if value == value else "-"
+            low_high = (spread or {}).get(name, {}).get(key)
+            if low_high is not None and value == value and low_high[0] != low_high[1]:
+                cell += f" ({low_high[0]:,.2f} to {low_high[1]:,.2f})"
+            cells.append(cell)
+        rows.append([label, *cells, *ratios])
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
@@ -325,8 +383,42 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         print(text, flush=True)
 
     progress = Progress(say)
-    results: dict[str, dict[str, float]] = {}
+    runs: dict[str, list[dict[str, float]]] = {}
     unfinished: dict[str, str] = {}
+    # Runs interleaved (each target once per round) so that a machine's slow minute
+    # falls on every target alike.
+    for round_number in range(args.runs):
+        if args.runs > 1:
+            say(f"--- round {round_number + 1} of {args.runs}")
+        await _one_round(reactor, args, say, progress, runs, unfinished)
+    say("")
+    say(
+        f"users {args.users}, direct messages {args.messages} ({args.window} in flight), "
+        f"broadcast rounds {args.rounds}, seed {args.seed}, runs {args.runs} (interleaved; "
+        "medians, min-max in brackets); flood limits raised on every server that has them; "
+        "twisted-chat's durable storage on"
+        + ("; twisted-chat's accounts stored as argon2id hashes" if args.hashed else "")
+    )
+    combined = {name: combine(done) for name, done in runs.items()}
+    results = {name: medians for name, (medians, _) in combined.items()}
+    if results:
+        say(table(results, {name: low_high for name, (_, low_high) in combined.items()}))
+        for name, medians in results.items():
+            say(bottleneck(name, medians))
+    for name, why in unfinished.items():
+        say(f"{name}: did not finish: {why}")
+    if "twisted-chat" in unfinished:
+        raise SystemExit(1)
+
+
+async def _one_round(
+    reactor: Any,
+    args: argparse.Namespace,
+    say: Callable[[str], None],
+    progress: Progress,
+    runs: dict[str, list[dict[str, float]]],
+    unfinished: dict[str, str],
+) -> None:
     for key in args.targets.split(","):
         target = TARGETS[key](reactor)
         if isinstance(target, OurServer):
@@ -349,7 +441,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
             await run.direct()
             say(f"{target.name}: broadcast")
             await run.broadcast()
-            results[target.name] = run.results
+            runs.setdefault(target.name, []).append(run.results)
         except Exception as e:  # one server failing must not lose the others' figures
             unfinished[target.name] = str(e).splitlines()[0] if str(e) else repr(e)
             say(f"{target.name}: did not finish: {unfinished[target.name]}")
@@ -357,16 +449,3 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
             progress.end()
             await run.close()
             await target.stop()
-    say("")
-    say(
-        f"users {args.users}, direct messages {args.messages} ({args.window} in flight), "
-        f"broadcast rounds {args.rounds}, seed {args.seed}; flood limits raised on every "
-        "server that has them; twisted-chat's durable storage on"
-        + ("; twisted-chat's accounts stored as argon2id hashes" if args.hashed else "")
-    )
-    if results:
-        say(table(results))
-    for name, why in unfinished.items():
-        say(f"{name}: did not finish: {why}")
-    if "twisted-chat" in unfinished:
-        raise SystemExit(1)

@@ -114,6 +114,17 @@ strports.service(
 """
 
 
+class BareRelay(Target):
+    """The ceiling: a minimal Twisted relay of our wire format (``bench.relay``)."""
+
+    async def start(self, users: list[str]) -> None:
+        argv = [sys.executable, "-m", "twisted_chat.bench.relay"]
+        self.process = launch.spawn(self.reactor, self.name, argv, self.workdir)
+        self.port = await launch.ready(
+            self.process, re.compile(r"relay listening on 127\.0\.0\.1:(\d+)")
+        )
+
+
 class TwistedWords(Target):
     async def start(self, users: list[str]) -> None:
         (self.workdir / "passwd").write_text("".join(f"{u}:pw{u}\n" for u in users))
@@ -166,6 +177,7 @@ Topic = bench
 TARGETS: dict[str, Callable[[Any], Target]] = {
     "ours": lambda reactor: OurServer("twisted-chat", "chat", reactor),
     "words": lambda reactor: TwistedWords("Twisted Words", "irc", reactor),
+    "relay": lambda reactor: BareRelay("bare Twisted relay", "chat", reactor),
     "ngircd": lambda reactor: Ngircd("ngIRCd", "ngircd", reactor),
 }
 """Each server under test, by its ``--targets`` name, made for a reactor."""
