@@ -52,7 +52,7 @@ class Listener:
         if isinstance(event, wire.Message):
             self.on_message(event)
 
-    def server_lost(self) -> None:
+    def server_lost(self, why: str = "") -> None:
         pass
 
 

@@ -73,7 +73,7 @@ class Account:
                 lambda f: f.trap(ServerError, ServerGone)
             )
 
-    def server_lost(self) -> None:
+    def server_lost(self, why: str = "") -> None:
         self.link = None
 
 

@@ -214,3 +214,52 @@ def test_a_new_file_is_created_at_the_current_schema(tmp_path: Path) -> None:
     assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     connection.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_appends_that_come_together_are_committed_together_in_order(tmp_path: Path) -> None:
+    """Group commit: what comes while a batch is written goes in the next one, in one
+    transaction (one fsync); each is acknowledged only once committed."""
+    state = SqliteState(tmp_path / "state.sqlite3", 1000, reactor)
+    transactions: list[int] = []
+    real = state.pool.runInteraction
+
+    def counting(interaction: Callable[..., object], *args: object) -> object:
+        transactions.append(1)
+        return real(interaction, *args)
+
+    state.pool.runInteraction = counting  # type: ignore[method-assign]
+    try:
+        acks = [state.mailbox.append("luke", message(n)) for n in range(50)]
+        assert not any(d.called for d in acks)  # nothing acknowledged before its commit
+        for d in acks:
+            await d
+        assert len(transactions) <= 3  # the first alone, then the rest batched
+        stored = await state.mailbox.pending("luke")
+        assert [m.text for m in stored] == [message(n).text for n in range(50)]
+        await state.mailbox.drained()
+    finally:
+        state.pool.runInteraction = real  # type: ignore[method-assign]
+        await state.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_batch_that_fails_fails_each_append_and_frees_the_cap(tmp_path: Path) -> None:
+    state = SqliteState(tmp_path / "state.sqlite3", 2, reactor)
+    real = state.pool.runInteraction
+
+    def broken(interaction: Callable[..., object], *args: object) -> object:
+        return real(lambda cursor: cursor.execute("INSERT INTO nowhere VALUES (1)"))
+
+    state.pool.runInteraction = broken  # type: ignore[method-assign]
+    failures = 0
+    for d in [state.mailbox.append("luke", message(n)) for n in range(2)]:
+        try:
+            await d
+        except sqlite3.Error:
+            failures += 1
+    assert failures == 2
+    state.pool.runInteraction = real  # type: ignore[method-assign]
+    await state.mailbox.append("luke", message(3))  # the cap was freed for each failure
+    await state.mailbox.append("luke", message(4))
+    await state.close()

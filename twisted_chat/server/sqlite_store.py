@@ -23,6 +23,7 @@ from typing import Any
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_chat.errors import QueueFull
@@ -184,7 +185,10 @@ class SqliteState:
         def close(_: object) -> None:
             self.pool.close()
 
-        d: Deferred[None] = self.pool.runInteraction(checkpoint)
+        # Appends still being written go in first: an acknowledged message is durable.
+        d: Deferred[None] = self.mailbox.drained().addCallback(
+            lambda _: self.pool.runInteraction(checkpoint)
+        )
         return d.addErrback(failed).addCallback(close)
 
 
@@ -228,6 +232,11 @@ class SqliteMailbox:
         self._pool = pool
         self.quota = MailboxQuota(limit, counts)
         """Messages stored or being stored per recipient (loaded at start)."""
+        self._waiting: list[tuple[str, StoredMessage, Deferred[None]]] = []
+        """Appends that came while a batch was being written: the next batch."""
+        self._writing: Deferred[None] | None = None
+        """The batch being written (None: none)."""
+        self._drain_waiters: list[Deferred[None]] = []
 
     @property
     def limit(self) -> int:
@@ -239,15 +248,49 @@ class SqliteMailbox:
         except QueueFull as e:
             return fail(e)
 
-        def failed(failure: Any) -> Any:
-            self.quota.release(recipient, 1)
-            return failure
+        stored: Deferred[None] = Deferred()
+        self._waiting.append((recipient, message, stored))
+        if self._writing is None:
+            self._write_batch()
+        return stored
 
-        d: Deferred[None] = self._pool.runOperation(
-            "INSERT INTO offline (recipient, sender, text, sent) VALUES (?, ?, ?, ?)",
-            (recipient, message.sender, message.text, message.sent),
-        )
-        return d.addErrback(failed)
+    def _write_batch(self) -> None:
+        """Group commit: every append that came while the last batch was written goes
+        in one transaction, so one fsync; each is acknowledged once its batch is
+        committed (durable), in the order they came."""
+        batch, self._waiting = self._waiting, []
+        rows = [(r, m.sender, m.text, m.sent) for r, m, _ in batch]
+
+        def insert(cursor: Any) -> None:
+            cursor.executemany(
+                "INSERT INTO offline (recipient, sender, text, sent) VALUES (?, ?, ?, ?)", rows
+            )
+
+        def done(result: object) -> None:
+            self._writing = None
+            for recipient, _, stored in batch:
+                if isinstance(result, Failure):
+                    self.quota.release(recipient, 1)  # never stored: the cap frees
+                    stored.errback(result)
+                else:
+                    stored.callback(None)
+            if self._waiting:
+                self._write_batch()
+                return
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+        self._writing = self._pool.runInteraction(insert)
+        self._writing.addBoth(done)
+
+    def drained(self) -> Deferred[None]:
+        """Fires once every append made so far is written (or has failed)."""
+        if self._writing is None and not self._waiting:
+            return succeed(None)
+        done: Deferred[None] = Deferred()
+        self._drain_waiters.append(done)
+        return done
 
     def pending(self, recipient: str) -> Deferred[list[StoredMessage]]:
         if not self.quota.holds_mail(recipient):
