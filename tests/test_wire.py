@@ -139,3 +139,44 @@ def test_encoding_is_compact_json_with_text_as_utf8(
     assert json.loads(line) == {**expected, "stored": False, "key": 0}
     assert json.dumps(text, ensure_ascii=False).encode("utf-8") in line
     assert line.startswith(b'{"type":"message",')
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["type", "to", "text", "id", "extra"]),
+        st.one_of(
+            st.just("message"),
+            st.text(max_size=5),
+            st.integers(-(2**60), 2**60),
+            st.booleans(),
+            st.none(),
+            st.floats(allow_nan=False, allow_infinity=False),
+        ),
+    ),
+    st.booleans(),
+)
+def test_the_message_fast_path_accepts_exactly_what_parse_accepts(
+    fields: dict[str, object], type_first: bool
+) -> None:
+    ordered = dict(sorted(fields.items(), key=lambda kv: kv[0] != "type")) if type_first else fields
+    line = json.dumps(ordered, separators=(",", ":")).encode()
+    fast = wire.parse_message(line)
+    try:
+        request_id, frame = wire.parse(line, wire.CLIENT_REQUESTS)
+    except wire.FrameError:
+        assert fast is None
+        return
+    if fast is not None:
+        assert frame == wire.SendMessage(fast[1], fast[2]) and request_id == fast[0]
+    elif isinstance(frame, wire.SendMessage) and line.startswith(
+        b'{"type":"message"'
+    ):  # typed first
+        raise AssertionError(f"the fast path refused a message parse takes: {line!r}")
+
+
+def test_the_message_fast_path_on_what_clients_write() -> None:
+    line = wire.encode(wire.SendMessage("luke", "hi \u4e2d"), 7)
+    assert wire.parse_message(line) == (7, "luke", "hi \u4e2d")
+    assert wire.parse_message(line.rstrip(b"\n") + b"\r") == (7, "luke", "hi \u4e2d")
+    assert wire.parse_message(b'{"type":"message","to":"luke","text":"x","id":true}') is None
+    assert wire.parse_message(b'{"type":"whoelse"}') is None

@@ -471,6 +471,35 @@ def parse(line: bytes, table: dict[str, type[Frame]]) -> tuple[RequestId, Frame]
     return request_id, cls(**values)
 
 
+_MESSAGE_MARK = b'"message"'
+"""In the first bytes of every ``message`` request as clients write it (``type``
+first, with or without spaces); a line without it is not tried on the fast path."""
+
+
+def parse_message(line: bytes) -> tuple[RequestId, str, str] | None:
+    """The hot request, checked without building a frame object: ``(id, to, text)``
+    for a well-formed ``message`` (exactly its fields, of their types), None for
+    anything else, which then goes through :func:`parse` (errors and all). Accepts
+    exactly what :func:`parse` accepts as a ``message``, only faster."""
+    if _MESSAGE_MARK not in line[:24]:
+        return None
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if type(obj) is not dict or obj.get("type") != "message":
+        return None
+    to, text = obj.get("to"), obj.get("text")
+    if type(to) is not str or type(text) is not str:
+        return None
+    if "id" in obj:
+        request_id = obj["id"]
+        if len(obj) != 4 or not _valid_id(request_id):
+            return None
+        return request_id, to, text
+    return (None, to, text) if len(obj) == 3 else None
+
+
 def _field_schema(cls: type[Frame]) -> tuple[tuple[str, str, bool], ...]:
     """(name, annotation, required) of each field of a frame class."""
     return tuple(

@@ -30,10 +30,7 @@ def run(avatar: Session, frame: wire.Frame, peer_ip: str | None) -> Reply:
         case wire.Accounts():
             return avatar.accounts()
         case wire.SendMessage(to=to, text=text):
-            stored = avatar.message(names.normalise(to), text)
-            if stored is None:
-                return {"stored": False}
-            return stored.addCallback(lambda _: {"stored": True})
+            return message(avatar, to, text)
         case wire.SendBroadcast(text=text):
             return {"skipped": avatar.broadcast(text)}
         case wire.Block(user=user):
@@ -60,6 +57,18 @@ def run(avatar: Session, frame: wire.Frame, peer_ip: str | None) -> Reply:
         case wire.Received(upto=upto):
             return avatar.received(upto).addCallback(lambda _: {})
     raise ProtocolStateError(f"A {frame.TYPE} frame is not expected now.")
+
+
+def message(avatar: Session, to: str, text: str) -> Reply:
+    """``message``: delivered now (``stored`` false), or once stored for later."""
+    stored = avatar.message(names.normalise(to), text)
+    if stored is None:
+        return _DELIVERED
+    return stored.addCallback(lambda _: {"stored": True})
+
+
+_DELIVERED: dict[str, Any] = {"stored": False}
+"""The reply to every message delivered at once (read only: one dict for all)."""
 
 
 def ip_of(address: IAddress | None) -> str | None:
