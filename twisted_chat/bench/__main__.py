@@ -20,6 +20,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--window", type=int, default=200, help="messages in flight")
     parser.add_argument("--rounds", type=int, default=5, help="broadcast rounds")
+    parser.add_argument(
+        "--offline-messages",
+        type=int,
+        default=None,
+        help="messages to offline users (servers that store them), then collected at "
+        "login [default: 20 per user]",
+    )
     parser.add_argument("--workers", type=int, default=2, help="load-generating processes")
     parser.add_argument("--targets", default="ours,relay,words,ngircd")
     parser.add_argument("--seed", type=int, default=1)
@@ -38,6 +45,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds a phase may take before the server under test is given up on",
     )
     args = parser.parse_args(argv)
+    if args.offline_messages is None:
+        args.offline_messages = 20 * args.users
+    if not 1 <= args.offline_messages <= 10**6:
+        parser.error("--offline-messages must be 1..1000000")
     if not 2 <= args.users <= 20000 or not 1 <= args.messages <= 10**6:
         parser.error("--users must be 2..20000 and --messages 1..1000000")
     if not 1 <= args.runs <= 20:

@@ -84,7 +84,15 @@ class ChatBenchClient(BenchClient):
     """Our JSON-lines protocol (docs/protocol.md). Messages carry no ``id``: like IRC's
     PRIVMSG they are fire-and-forget, with no receipt to read."""
 
-    markers = (b'"type":"message"', b'"type":"broadcast"', b'"type":"ping"', b'"type":"error"')
+    markers = (
+        b'"type":"message"',
+        b'"type":"broadcast"',
+        b'"type":"ping"',
+        b'"type":"error"',
+        b'"stored":true',
+    )
+    on_ack: Callable[[int], None] = staticmethod(lambda request_id: None)
+    """Called with the id of each message the server acknowledged as stored (durable)."""
 
     def connectionMade(self) -> None:
         self.transport.write(
@@ -103,6 +111,8 @@ class ChatBenchClient(BenchClient):
             self.transport.write(b'{"type":"ping"}\n')
         elif b'"type":"ok"' in line and b'"id":"pw"' in line:
             self._logged_in()
+        elif b'"type":"ok"' in line and b'"stored":true' in line:
+            self.on_ack(int(json.loads(line)["id"]))
         elif b'"type":"error"' in line:
             self._problem(line.decode("utf-8", "replace"))
 
@@ -115,6 +125,13 @@ class ChatBenchClient(BenchClient):
 
     def send_all(self, text: str) -> None:
         self.transport.write(b'{"type":"broadcast","text":"%s"}\n' % text.encode())
+
+    def send_stored(self, to: str, text: str, request_id: int) -> None:
+        """A message to an offline user, with an id: acknowledged once durable."""
+        self.transport.write(
+            b'{"type":"message","to":"%s","text":"%s","id":%d}\n'
+            % (to.encode(), text.encode(), request_id)
+        )
 
 
 class IrcBenchClient(BenchClient):

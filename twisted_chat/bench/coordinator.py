@@ -153,6 +153,8 @@ class Run:
         self.args = args
         self.progress = progress
         self.names = [f"b{n:05d}" for n in range(args.users)]
+        self.offline_names = [f"z{n:05d}" for n in range(max(2, args.users // 10))]
+        """Accounts that stay offline until the offline-mail phase (ours only)."""
         random.Random(args.seed).shuffle(self.names)  # no worker gets a sorted slice
         count = max(1, min(args.workers, args.users // 2))
         self.shares = [self.names[k::count] for k in range(count)]
@@ -252,6 +254,44 @@ class Run:
         self.results["generator_cpu_pct"] = sum(cpu)
         self.results["generator_busiest_pct"] = max(cpu)
 
+    async def offline(self) -> None:
+        """Messages to offline users, acknowledged only once durable (a server without
+        offline storage skips this), then those users log in and collect them."""
+        messages = self.args.offline_messages
+        count = len(self.workers)
+        self.progress.phase("offline mail", messages, self.workers)
+        server_cpu0 = self._server()[1]
+        for k, worker in enumerate(self.workers):
+            worker.command(
+                "offline",
+                recipients=self.offline_names,
+                messages=messages // count + (1 if k < messages % count else 0),
+                window=max(1, self.args.window // count),
+                seed=self.args.seed + 100 + k,
+                limit=self.args.phase_limit,
+            )
+        events = await self.all("offline")
+        self.progress.end()
+        acked = sum(e["acked"] for e in events)
+        elapsed = max(e["elapsed"] for e in events)
+        self.results["offline_stored_per_s"] = acked / elapsed
+        self.results["offline_lost"] = messages - acked
+        self.results["offline_us_per_msg"] = (
+            1e6 * (self._server()[1] - server_cpu0) / acked if acked else 0.0
+        )
+        first = self.workers[0]
+        first.command(
+            "collect",
+            port=self.target.port,
+            kind=self.target.client,
+            names=self.offline_names,
+            expected=acked,
+            limit=self.args.phase_limit,
+        )
+        collected = await first.next("collect", self.args.phase_limit + 30)
+        self.results["offline_collect_s"] = collected["elapsed"]
+        self.results["offline_missing"] = acked - collected["received"]
+
     async def broadcast(self) -> None:
         rounds = self.args.rounds
         times = [
@@ -300,6 +340,11 @@ METRICS = [
     ("dm_duplicated", "direct: duplicated"),
     ("dm_misdelivered", "direct: misdelivered"),
     ("broadcast_last_ms", "broadcast: last recipient (ms, median)"),
+    ("offline_stored_per_s", "offline mail: stored and acknowledged (durable) msgs/s"),
+    ("offline_us_per_msg", "offline mail: server CPU per stored message (µs)"),
+    ("offline_lost", "offline mail: not acknowledged"),
+    ("offline_collect_s", "offline mail: its users log in and have it all (s)"),
+    ("offline_missing", "offline mail: acknowledged but not delivered"),
     ("rss_per_user_kib", "idle: server RSS per user (KiB)"),
     ("idle_cpu_pct", "idle: server CPU (%)"),
     ("server_cpu_pct", "direct: server CPU (% of a core)"),
@@ -430,7 +475,7 @@ async def _one_round(
         run = Run(target, args, progress)
         say(f"{target.name}: starting, {args.users} users, {len(run.shares)} generator processes")
         try:
-            await target.start(run.names)
+            await target.start(run.names + (run.offline_names if target.durable else []))
             run.start_workers()
             await run.login()
             say(
@@ -441,6 +486,9 @@ async def _one_round(
             await run.direct()
             say(f"{target.name}: broadcast")
             await run.broadcast()
+            if target.durable:
+                say(f"{target.name}: offline mail")
+                await run.offline()
             runs.setdefault(target.name, []).append(run.results)
         except Exception as e:  # one server failing must not lose the others' figures
             unfinished[target.name] = str(e).splitlines()[0] if str(e) else repr(e)

@@ -32,6 +32,9 @@ class Target:
     port: int = 0
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="chat-bench-")))
 
+    durable = False
+    """Keeps messages for offline users (the offline-mail workload runs against it)."""
+
     def available(self) -> str | None:
         """None, or why this target cannot run here."""
         return None
@@ -52,6 +55,7 @@ class Target:
 
 
 class OurServer(Target):
+    durable = True
     hashed = False
     """Accounts stored as argon2id hashes (``--hashed``): logins then cost a hash check."""
 

@@ -31,7 +31,7 @@ from twisted.internet.stdio import StandardIO
 from twisted.internet.task import react
 from twisted.protocols.basic import LineReceiver
 
-from twisted_chat.bench.clients import CLIENTS, BenchClient
+from twisted_chat.bench.clients import CLIENTS, BenchClient, ChatBenchClient
 
 PROGRESS_EVERY = 0.5
 """Seconds between progress events."""
@@ -153,6 +153,81 @@ class Worker:
             }
         )
 
+    async def offline(
+        self, recipients: list[str], messages: int, window: int, seed: int, limit: float
+    ) -> None:
+        """Messages to users who are offline, ``window`` in flight, each with an id:
+        counted when the server acknowledges it as stored (durable)."""
+        rng = random.Random(seed)
+        senders = [c for c in self.clients.values() if isinstance(c, ChatBenchClient)]
+        done: Deferred[None] = Deferred()
+        state = {"in_flight": 0, "next": 0, "acked": 0}
+
+        def send_next() -> None:
+            while state["in_flight"] < window and state["next"] < messages:
+                seq = state["next"]
+                state["next"] += 1
+                state["in_flight"] += 1
+                rng.choice(senders).send_stored(rng.choice(recipients), f"off {seq}", seq)
+
+        def acked(_: int) -> None:
+            state["acked"] += 1
+            state["in_flight"] -= 1
+            self.progress(state["acked"])
+            if state["acked"] == messages:
+                if not done.called:
+                    done.callback(None)
+            else:
+                send_next()
+
+        for sender in senders:
+            sender.on_ack = acked
+        cpu0, started = cpu_seconds(), time.monotonic()
+        send_next()
+        timeout = self.reactor.callLater(limit, _finish, done)
+        await done
+        if timeout.active():
+            timeout.cancel()
+        self.emit(
+            {
+                "event": "offline",
+                "acked": state["acked"],
+                "elapsed": time.monotonic() - started,
+                "cpu": cpu_seconds() - cpu0,
+            }
+        )
+
+    async def collect(
+        self, port: int, kind: str, names: list[str], expected: int, limit: float
+    ) -> None:
+        """The offline users log in: how long until their stored mail has all come."""
+        received = {"count": 0}
+        done: Deferred[None] = Deferred()
+
+        def inbox(sender: str, recipient: str, text: str) -> None:
+            if text.startswith("off "):
+                received["count"] += 1
+                if received["count"] >= expected and not done.called:
+                    done.callback(None)
+
+        self._inbox = inbox
+        started = time.monotonic()
+        timeout = self.reactor.callLater(limit, _finish, done)
+        await self.login(port, kind, names, concurrency=50)
+        if expected == 0 and not done.called:
+            done.callback(None)
+        await done
+        if timeout.active():
+            timeout.cancel()
+        self._inbox = lambda sender, recipient, text: None
+        self.emit(
+            {
+                "event": "collect",
+                "received": received["count"],
+                "elapsed": time.monotonic() - started,
+            }
+        )
+
     def listen(self, marker: str, speaker: str, limit: float) -> None:
         expected = {name for name in self.clients if name != speaker}
         got: set[str] = set()
@@ -196,6 +271,12 @@ class Worker:
         self.emit({"event": "closed", "problems": problems[:5], "problem_count": len(problems)})
 
 
+def _finish(done: Deferred[None]) -> None:
+    """A phase's time is up: it reports what it has."""
+    if not done.called:
+        done.callback(None)
+
+
 class CommandReader(LineReceiver):
     """Commands from the coordinator, one JSON object a line on stdin."""
 
@@ -220,6 +301,10 @@ class CommandReader(LineReceiver):
             Deferred.fromCoroutine(worker.login(**command)).addErrback(self._crash)
         elif name == "direct":
             Deferred.fromCoroutine(worker.direct(**command)).addErrback(self._crash)
+        elif name == "offline":
+            Deferred.fromCoroutine(worker.offline(**command)).addErrback(self._crash)
+        elif name == "collect":
+            Deferred.fromCoroutine(worker.collect(**command)).addErrback(self._crash)
         elif name == "listen":
             worker.listen(**command)
         elif name == "send":
