@@ -90,8 +90,11 @@ class ChatBenchClient(BenchClient):
         b'"type":"ping"',
         b'"type":"error"',
         b'"stored":true',
+        b'"id":"block"',
     )
     on_ack: Callable[[int], None] = staticmethod(lambda request_id: None)
+    on_ok: Callable[[int], None] = staticmethod(lambda request_id: None)
+    """Called when the server confirms a block."""
     """Called with the id of each message the server acknowledged as stored (durable)."""
 
     def connectionMade(self) -> None:
@@ -113,6 +116,8 @@ class ChatBenchClient(BenchClient):
             self._logged_in()
         elif b'"type":"ok"' in line and b'"stored":true' in line:
             self.on_ack(int(json.loads(line)["id"]))
+        elif b'"type":"ok"' in line and b'"id":"block"' in line:
+            self.on_ok(0)
         elif b'"type":"error"' in line:
             self._problem(line.decode("utf-8", "replace"))
 
@@ -125,6 +130,9 @@ class ChatBenchClient(BenchClient):
 
     def send_all(self, text: str) -> None:
         self.transport.write(b'{"type":"broadcast","text":"%s"}\n' % text.encode())
+
+    def send_block(self, user: str) -> None:
+        self.transport.write(b'{"type":"block","user":"%s","id":"block"}\n' % user.encode())
 
     def send_stored(self, to: str, text: str, request_id: int) -> None:
         """A message to an offline user, with an id: acknowledged once durable."""

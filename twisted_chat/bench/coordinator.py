@@ -300,16 +300,35 @@ class Run:
         ]
         self.results["broadcast_last_ms"] = statistics.median(times) * 1000
 
-    async def _broadcast_once(self, marker: str, limit: float) -> float:
-        """One user to all others: seconds until the last one has it (inf if not)."""
+    async def broadcast_blocked(self) -> None:
+        """A broadcast with a block list in force: a tenth of the users block the
+        speaker first; the others must all get it, the blockers none."""
+        speaker = self.shares[0][0]
+        for k, worker in enumerate(self.workers):
+            worker.command("block", speaker=speaker, share=0.1, seed=self.args.seed + k)
+        blocked = await self.all("blocked", 60)
+        blockers = [name for e in blocked for name in e["blockers"]]
+        times = [
+            await self._broadcast_once(f"blocked {n}", self.args.phase_limit, blockers)
+            for n in range(self.args.rounds)
+        ]
+        self.results["broadcast_blocked_ms"] = statistics.median(times) * 1000
+
+    async def _broadcast_once(
+        self, marker: str, limit: float, blockers: list[str] | None = None
+    ) -> float:
+        """One user to all others: seconds until the last one has it (inf if not, or
+        if anyone who blocks the speaker got it)."""
         speaker = self.shares[0][0]
         for worker in self.workers:
-            worker.command("listen", marker=marker, speaker=speaker, limit=limit)
+            worker.command(
+                "listen", marker=marker, speaker=speaker, limit=limit, blockers=blockers or []
+            )
         await self.all("ready")
         self.workers[0].command("send", speaker=speaker, marker=marker)
         sent = await self.workers[0].next("sent", 30)
         reports = await self.all("broadcast", limit + 30)
-        if any(r["got"] != r["expected"] for r in reports):
+        if any(r["got"] != r["expected"] or r.get("leaked") for r in reports):
             return float("inf")
         return float(max(r["last"] for r in reports) - sent["at"])
 
@@ -340,6 +359,7 @@ METRICS = [
     ("dm_duplicated", "direct: duplicated"),
     ("dm_misdelivered", "direct: misdelivered"),
     ("broadcast_last_ms", "broadcast: last recipient (ms, median)"),
+    ("broadcast_blocked_ms", "broadcast, a tenth blocking the speaker: last recipient (ms)"),
     ("offline_stored_per_s", "offline mail: stored and acknowledged (durable) msgs/s"),
     ("offline_us_per_msg", "offline mail: server CPU per stored message (µs)"),
     ("offline_lost", "offline mail: not acknowledged"),
@@ -487,6 +507,8 @@ async def _one_round(
             say(f"{target.name}: broadcast")
             await run.broadcast()
             if target.durable:
+                say(f"{target.name}: broadcast with a block list")
+                await run.broadcast_blocked()
                 say(f"{target.name}: offline mail")
                 await run.offline()
             runs.setdefault(target.name, []).append(run.results)

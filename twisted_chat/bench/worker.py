@@ -228,9 +228,33 @@ class Worker:
             }
         )
 
-    def listen(self, marker: str, speaker: str, limit: float) -> None:
-        expected = {name for name in self.clients if name != speaker}
+    def block(self, speaker: str, share: float, seed: int) -> None:
+        """A ``share`` of this worker's users block ``speaker``; reported once the
+        server has confirmed every block (our protocol only)."""
+        rng = random.Random(seed)
+        chosen = [
+            client
+            for name, client in self.clients.items()
+            if name != speaker and isinstance(client, ChatBenchClient) and rng.random() < share
+        ]
+        waiting = {"left": len(chosen)}
+
+        def confirmed(_: int) -> None:
+            waiting["left"] -= 1
+            if waiting["left"] == 0:
+                self.emit({"event": "blocked", "blockers": [c.name for c in chosen]})
+
+        for client in chosen:
+            client.on_ok = confirmed
+            client.send_block(speaker)
+        if not chosen:
+            self.emit({"event": "blocked", "blockers": []})
+
+    def listen(self, marker: str, speaker: str, limit: float, blockers: list[str]) -> None:
+        blocking = set(blockers)
+        expected = {name for name in self.clients if name != speaker and name not in blocking}
         got: set[str] = set()
+        leaked: set[str] = set()
         finished = {"done": False}
 
         def report() -> None:
@@ -243,11 +267,14 @@ class Worker:
                         "last": time.monotonic(),
                         "got": len(got),
                         "expected": len(expected),
+                        "leaked": len(leaked),
                     }
                 )
 
         def inbox(sender: str, recipient: str, text: str) -> None:
-            if text == marker and sender == speaker and recipient in expected:
+            if text == marker and sender == speaker and recipient in blocking:
+                leaked.add(recipient)  # a blocker must never get it
+            elif text == marker and sender == speaker and recipient in expected:
                 got.add(recipient)
                 if len(got) == len(expected):
                     report()
@@ -305,6 +332,8 @@ class CommandReader(LineReceiver):
             Deferred.fromCoroutine(worker.offline(**command)).addErrback(self._crash)
         elif name == "collect":
             Deferred.fromCoroutine(worker.collect(**command)).addErrback(self._crash)
+        elif name == "block":
+            worker.block(**command)
         elif name == "listen":
             worker.listen(**command)
         elif name == "send":
