@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from twisted_chat.server.passwords import check_inline
 from twisted_chat.server.protocol import ChatServerFactory, ChatServerProtocol
 from twisted_chat.server.tap import Options, build_parts
 
@@ -156,7 +157,9 @@ class Server:
         parsed = Options()
         stores = [] if durable else ["--in-memory"]
         parsed.parseOptions(["--credentials", str(self.credentials), *stores, *options])
-        self.factory: ChatServerFactory = build_parts(parsed, self.clock, run_inline).factory
+        self.factory: ChatServerFactory = build_parts(
+            parsed, self.clock, run_inline, check_inline
+        ).factory
         self.chat = self.factory.chat
         self._ports = 40000
 

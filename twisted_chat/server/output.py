@@ -26,6 +26,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.logger import Logger
 
+_log = Logger()
+
 
 class TurnServer(tcp.Server):
     """A TCP server-side connection that can take a turn's output straight to its
@@ -167,4 +169,4 @@ class Outbox:
         try:
             self._transport.abortConnection()
         except Exception:
-            Logger().failure("aborting a connection whose output failed")
+            _log.failure("aborting a connection whose output failed")

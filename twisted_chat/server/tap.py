@@ -24,7 +24,7 @@ from twisted_chat.server.auth import LockoutPasswordChecker, LoginThrottle
 from twisted_chat.server.core import DEFAULT_PRIVATE_REQUEST_TTL, Chat, ChatRealm
 from twisted_chat.server.limits import Limits, fit_descriptor_limit
 from twisted_chat.server.output import turn_listening_reactor
-from twisted_chat.server.passwords import HashCheck, HashChecker, check_inline
+from twisted_chat.server.passwords import HashCheck, HashChecker
 from twisted_chat.server.protocol import ChatServerFactory
 from twisted_chat.server.service import ChatRunning, ChatService, StoresService
 from twisted_chat.server.sqlite_store import SqliteState, StateFileError
@@ -223,18 +223,17 @@ def build_parts(
     options: usage.Options,
     clock: IReactorTime,
     run_blocking: BlockingRunner = deferToThread,
+    check_hash: HashCheck | None = None,
 ) -> ServerParts:
     """The domain, its stores and the protocol factory, from parsed options; nothing
-    listens. ``run_blocking`` runs file work off the reactor thread (tests run it
-    inline). A file the operator must fix raises ``UsageError`` with one line."""
+    listens. ``run_blocking`` runs file work off the reactor thread, and
+    ``check_hash`` checks password hashes (by default in a pool of its own, stopped
+    with the stores); tests run both inline. A file the operator must fix raises ``UsageError`` with one line."""
     closers: list[Callable[[], object]] = []
-    check_hash: HashCheck
-    if run_blocking is deferToThread:
+    if check_hash is None:
         checker = HashChecker(clock)
         check_hash = checker
         closers.append(checker.stop)
-    else:  # a test's: hash checks run where it runs everything else
-        check_hash = check_inline
     try:
         accounts = CredentialsFile(
             Path(options["credentials"]),
