@@ -228,7 +228,8 @@ def build_parts(
     """The domain, its stores and the protocol factory, from parsed options; nothing
     listens. ``run_blocking`` runs file work off the reactor thread, and
     ``check_hash`` checks password hashes (by default in a pool of its own, stopped
-    with the stores); tests run both inline. A file the operator must fix raises ``UsageError`` with one line."""
+    with the stores); tests run both inline. A file the operator must fix raises
+    ``UsageError`` with one line."""
     closers: list[Callable[[], object]] = []
     if check_hash is None:
         checker = HashChecker(clock)
