@@ -205,3 +205,16 @@ class NotLoggedIn(ChatError):
 
     def __init__(self) -> None:
         super().__init__("Log in first.")
+
+
+class SharedStateUnavailable(ChatError):
+    """Redis, which holds the chat's shared state, did not answer in time: nothing was
+    done, and the same request can be sent again."""
+
+    code = "unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Error. The chat's shared state cannot be reached right now; nothing was "
+            "done. Try again in a few seconds."
+        )

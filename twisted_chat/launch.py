@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import sys
 from collections.abc import Sequence
@@ -254,6 +255,49 @@ async def wait_for_port(reactor: Any, port: int, wait: float = DEFAULT_WAIT) -> 
         probe.transport.loseConnection()
         return
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {wait:.0f} s")
+
+
+REDIS_SETTINGS = ("--appendonly", "yes", "--appendfsync", "always", "--save", "")
+"""What a chat's Redis must run with (docs/scaling.md): every write in the append-only
+file, fsync'ed before Redis answers, so an acknowledged change survives ``kill -9``."""
+
+
+def redis_server() -> str:
+    """The ``redis-server`` program, or a ``RuntimeError`` saying how to get it."""
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
+    if found is None:
+        raise RuntimeError(
+            "redis-server is not installed: apt-get install redis-server "
+            "(scripts/test.sh installs it when run as root)"
+        )
+    return found
+
+
+async def start_redis(
+    reactor: Any, directory: Path, port: int = 0, wait: float = DEFAULT_WAIT
+) -> tuple[Process, int]:
+    """A ``redis-server`` of our own on 127.0.0.1 (``port``, or a free one), keeping its
+    data in ``directory`` with :data:`REDIS_SETTINGS`; the process and its port once
+    it accepts connections. Started again on the same directory, it has the same data."""
+    port = port or free_port()
+    argv = [
+        redis_server(),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--dir", str(directory),
+        *REDIS_SETTINGS,
+        "--daemonize", "no",
+        "--logfile", "",
+    ]  # fmt: skip
+    process = spawn(reactor, "redis-server", argv, directory, wait=wait)
+    try:
+        await process.expect("Ready to accept connections", wait=wait)
+    except AssertionError:
+        process.kill()
+        raise
+    return process, port
 
 
 def free_port() -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,13 +228,19 @@ class CredentialsFile:
             self._sorted_names = sorted(self._accounts)
         return self._sorted_names
 
+    def items(self) -> Iterable[tuple[str, str]]:
+        """(name, stored password) for each account in the file."""
+        return self._accounts.items()
+
+    def stored(self, user: str) -> str | None:
+        """``user``'s password as the file stores it (clear or a hash), or None."""
+        return self._accounts.get(user)
+
     def verify(self, user: str, password: str) -> Deferred[bool]:
         stored = self._accounts.get(user)
         if stored is None:
             return succeed(False)
-        if passwords.is_hash(stored):
-            return self._check_hash(stored, password)
-        return succeed(passwords.matches_clear(stored, password))
+        return passwords.verify_stored(stored, password, self._check_hash)
 
     def new_account_problem(self, user: str) -> str | None:
         """Why no account may be created as ``user`` now, or None."""

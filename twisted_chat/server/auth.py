@@ -5,12 +5,12 @@ handout's lockout (three consecutive wrong passwords lock a username for
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -20,6 +20,21 @@ from twisted_chat.interfaces import IAccountStore
 
 MAX_FAILURES = 3
 """Consecutive wrong passwords that lock a username (the handout's number)."""
+
+
+class Throttle(Protocol):
+    """The lockout as the checker sees it: asynchronous, so that the count can live in
+    this process (:class:`LoginThrottle`, answering at once) or be shared by several
+    (``cluster.stores.RedisThrottle``)."""
+
+    def lock_left(self, user: str) -> Deferred[float]:
+        """Seconds ``user``'s lock still lasts (0: not locked)."""
+
+    def strike(self, user: str) -> Deferred[tuple[int, float]]:
+        """A wrong password: (tries left, seconds locked); 0 tries left is locked now."""
+
+    def clear(self, user: str) -> Deferred[None]:
+        """A right password: the count starts again."""
 
 
 @dataclass
@@ -91,6 +106,19 @@ class LoginThrottle:
     def succeeded(self, user: str) -> None:
         self._failures.pop(user, None)
 
+    # --- Throttle: the same, answered at once --------------------------------------------
+
+    def lock_left(self, user: str) -> Deferred[float]:
+        return succeed(self.seconds_left(user) if self.is_locked(user) else 0.0)
+
+    def strike(self, user: str) -> Deferred[tuple[int, float]]:
+        remaining = self.failed(user)
+        return succeed((remaining, self.seconds_left(user)))
+
+    def clear(self, user: str) -> Deferred[None]:
+        self.succeeded(user)
+        return succeed(None)
+
 
 @implementer(ICredentialsChecker)
 class LockoutPasswordChecker:
@@ -104,35 +132,43 @@ class LockoutPasswordChecker:
 
     credentialInterfaces = (IUsernamePassword,)
 
-    def __init__(self, accounts: IAccountStore, throttle: LoginThrottle) -> None:
+    def __init__(self, accounts: IAccountStore, throttle: Throttle) -> None:
         self._accounts = accounts
         self._throttle = throttle
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[Any]:
         user = _text(credentials.username)
         password = _text(credentials.password)
+        throttle = self._throttle
+
         # The lock is checked before the password: a locked name costs no hash check,
         # so guessing costs the guesser, not the server.
-        if self._throttle.is_locked(user):
-            return fail(AccountLocked(False, self._throttle.seconds_left(user)))
-        if not self._accounts.exists(user):
-            return fail(UnauthorizedLogin(f"no account {user}"))
+        def unless_locked(left: float) -> Deferred[Any]:
+            if left > 0:
+                raise AccountLocked(False, left)
+            if not self._accounts.exists(user):
+                raise UnauthorizedLogin(f"no account {user}")
+            return self._accounts.verify(user, password).addCallback(checked)
 
-        def checked(right: bool) -> str:
-            if self._throttle.is_locked(user):
+        def checked(right: bool) -> Deferred[Any]:
+            return throttle.lock_left(user).addCallback(decided, right)
+
+        def decided(left: float, right: bool) -> Deferred[Any]:
+            if left > 0:
                 # Locked while this check waited (guesses in parallel): even the right
                 # password does not get in now.
-                raise AccountLocked(False, self._throttle.seconds_left(user))
+                raise AccountLocked(False, left)
             if right:
-                self._throttle.succeeded(user)
-                return user
-            remaining = self._throttle.failed(user)
+                return throttle.clear(user).addCallback(lambda _: user)
+            return throttle.strike(user).addCallback(struck)
+
+        def struck(result: tuple[int, float]) -> None:
+            remaining, locked_for = result
             if remaining == 0:
-                raise AccountLocked(True, self._throttle.seconds_left(user))
+                raise AccountLocked(True, locked_for)
             raise WrongPassword(remaining)
 
-        verified: Deferred[Any] = self._accounts.verify(user, password).addCallback(checked)
-        return verified
+        return throttle.lock_left(user).addCallback(unless_locked)
 
 
 def _text(value: bytes | str) -> str:

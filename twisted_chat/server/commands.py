@@ -4,7 +4,7 @@ connection, which is the protocol's to do."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
@@ -13,9 +13,9 @@ from twisted.internet.interfaces import IAddress
 from twisted_chat import wire
 from twisted_chat.errors import BadArgument, ProtocolStateError
 from twisted_chat.server import names
-from twisted_chat.server.core import Session
+from twisted_chat.server.core import Now, Session
 
-Reply = dict[str, Any] | Deferred[dict[str, Any]]
+Reply: TypeAlias = Now[dict[str, Any]]
 """The reply's fields, now or once the command is done (stored, written)."""
 
 
@@ -24,33 +24,30 @@ def run(avatar: Session, frame: wire.Frame, peer_ip: str | None) -> Reply:
     one its private-session partners will be given (None when it has none)."""
     match frame:
         case wire.WhoElse():
-            return {"users": avatar.whoelse()}
+            return _field("users", avatar.whoelse())
         case wire.WhoElseSince(seconds=seconds):
-            return {"users": avatar.whoelsesince(seconds)}
+            return _field("users", avatar.whoelsesince(seconds))
         case wire.Accounts():
             return avatar.accounts()
         case wire.SendMessage(to=to, text=text):
             return message(avatar, to, text)
         case wire.SendBroadcast(text=text):
-            return {"skipped": avatar.broadcast(text)}
+            return _field("skipped", avatar.broadcast(text))
         case wire.Block(user=user):
             return avatar.block(names.normalise(user)).addCallback(lambda _: {})
         case wire.Unblock(user=user):
             return avatar.unblock(names.normalise(user)).addCallback(lambda _: {})
         case wire.StartPrivate(user=user):
-            avatar.start_private(names.normalise(user))
-            return {}
+            return _done(avatar.start_private(names.normalise(user)))
         case wire.AnswerPrivate(user=user, accept=accept):
-            avatar.answer_private(names.normalise(user), accept)
-            return {}
+            return _done(avatar.answer_private(names.normalise(user), accept))
         case wire.Listening(port=port, fingerprint=fingerprint):
             if peer_ip is None:
                 raise BadArgument(
                     "Error. Private sessions need a TCP connection to the server: "
                     "there is no address to give your partner."
                 )
-            avatar.listening(peer_ip, port, fingerprint)
-            return {}
+            return _done(avatar.listening(peer_ip, port, fingerprint))
         case wire.Activity():
             avatar.activity()
             return {}
@@ -64,7 +61,21 @@ def message(avatar: Session, to: str, text: str) -> Reply:
     stored = avatar.message(names.normalise(to), text)
     if stored is None:
         return _DELIVERED
-    return stored.addCallback(lambda _: {"stored": True})
+    return stored.addCallback(lambda was_stored: {"stored": was_stored})
+
+
+def _field(name: str, value: Now[Any]) -> Reply:
+    """``{name: value}``, now or once ``value`` is known."""
+    if isinstance(value, Deferred):
+        return value.addCallback(lambda known: {name: known})
+    return {name: value}
+
+
+def _done(value: Now[None]) -> Reply:
+    """An empty reply, now or once the command is done."""
+    if isinstance(value, Deferred):
+        return value.addCallback(lambda _: {})
+    return {}
 
 
 _DELIVERED: dict[str, Any] = {"stored": False}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from typing import TypeAlias, TypeVar
 
 from twisted.cred.portal import IRealm
 from twisted.internet.defer import Deferred, succeed
@@ -49,6 +50,11 @@ least twice that: a warning at once would be noise)."""
 
 DEFAULT_PRIVATE_REQUEST_TTL = 60.0
 """Seconds a private-session request waits for a y/n before it lapses."""
+
+T = TypeVar("T")
+Now: TypeAlias = T | Deferred[T]
+"""A command's result: at once in one process, once Redis has answered in a cluster
+(``cluster.chat``); the protocol answers either way."""
 
 
 class PresenceHistory:
@@ -98,16 +104,23 @@ class Chat:
         """Logged-in users by name: the routing table."""
         self.private = PrivateBroker(self, private_request_ttl)
 
+    session_type: type[Session]
+    """What :meth:`attach` makes (set below, once ``Session`` exists)."""
+
     # --- sessions -------------------------------------------------------------------
 
     def is_online(self, user: str) -> bool:
         return user in self.online
 
+    def login(self, user: str, mind: IChatClient) -> Now[Session]:
+        """The realm's half of logging in: ``user`` is online from now on."""
+        return self.attach(user, mind)
+
     def attach(self, user: str, mind: IChatClient) -> Session:
-        """Register ``user`` as online (the realm's half of logging in)."""
+        """Register ``user`` as online in this process."""
         if user in self.online:
             raise AlreadyOnline(user)
-        session = Session(self, user, mind)
+        session = self.session_type(self, user, mind)
         self.online[user] = session
         return session
 
@@ -118,8 +131,12 @@ class Chat:
         Reading the mail may wait on the disk; events for this user that come meanwhile
         are held and follow the mail, so nothing overtakes an older message."""
         session.hold()
-        session.timer = self.clock.callLater(self.quiet_before_warning, self._idle, session)
         self._announce(session.name, online=True)
+        return self._welcome(session)
+
+    def _welcome(self, session: Session) -> Deferred[None]:
+        """The idle timer, and the offline mail; events held meanwhile follow it."""
+        session.timer = self.clock.callLater(self.quiet_before_warning, self._idle, session)
         self.log.info("{user} logged in", user=session.name)
         user = session.name
 
@@ -143,16 +160,22 @@ class Chat:
 
     def detach(self, session: Session, reason: str) -> None:
         """The user is gone (logout, timeout, lost connection). Idempotent."""
-        if self.online.get(session.name) is not session:
+        if not self._forget(session):
             return
-        del self.online[session.name]
-        if session.timer is not None and session.timer.active():
-            session.timer.cancel()
-        session.timer = None
         self.history.went_offline(session.name, self.clock.seconds())
         self.private.user_left(session.name)
         self._announce(session.name, online=False)
         self.log.info("{user} logged out ({reason})", user=session.name, reason=reason)
+
+    def _forget(self, session: Session) -> bool:
+        """Take ``session`` out of this process; False if it was not in it."""
+        if self.online.get(session.name) is not session:
+            return False
+        del self.online[session.name]
+        if session.timer is not None and session.timer.active():
+            session.timer.cancel()
+        session.timer = None
+        return True
 
     def stop(self) -> None:
         """End every session (server shutdown): each user gets one ``shutdown`` event
@@ -277,7 +300,7 @@ class Session:
 
     # --- presence queries -----------------------------------------------------------
 
-    def whoelse(self) -> list[str]:
+    def whoelse(self) -> Now[list[str]]:
         self.touch()
         return self._others_online()
 
@@ -286,7 +309,7 @@ class Session:
         is_blocked = self.server.blocks.is_blocked
         return sorted(u for u in self.server.online if u != me and not is_blocked(u, me))
 
-    def whoelsesince(self, seconds: int) -> list[str]:
+    def whoelsesince(self, seconds: int) -> Now[list[str]]:
         if seconds < 0:
             raise BadArgument("Error. whoelsesince takes a number of seconds, 0 or more.")
         self.touch()
@@ -298,7 +321,7 @@ class Session:
         is_blocked = server.blocks.is_blocked
         return sorted(u for u in names if not is_blocked(u, self.name))
 
-    def accounts(self) -> dict[str, object]:
+    def accounts(self) -> Now[dict[str, object]]:
         """The account names (sorted, at most ``wire.MAX_ACCOUNT_NAMES``), who else is
         online (as ``whoelse``), and whom we block: what a client needs to complete
         names and to say "not a user" or "offline" without asking each time. The
@@ -314,10 +337,10 @@ class Session:
 
     # --- messaging --------------------------------------------------------------------
 
-    def message(self, to: str, text: str) -> Deferred[None] | None:
+    def message(self, to: str, text: str) -> Deferred[bool] | None:
         """Deliver now if ``to`` is online (and return None: done), else queue it for
-        later (and return a Deferred that fires once it is stored). The common case
-        answers synchronously, without the Deferred machinery."""
+        later (and return a Deferred that fires with whether it was stored, once it
+        is). The common case answers synchronously, without the Deferred machinery."""
         check_text(text)
         self.touch()
         server = self.server
@@ -331,9 +354,9 @@ class Session:
         if recipient is not None:
             recipient.deliver(wire.Message(self.name, text, now))
             return None
-        return server.mailbox.append(to, StoredMessage(self.name, text, now))
+        return server.mailbox.append(to, StoredMessage(self.name, text, now)).addCallback(_stored)
 
-    def broadcast(self, text: str) -> bool:
+    def broadcast(self, text: str) -> Now[bool]:
         """Send to every other online user who has not blocked us; return whether
         anyone was skipped for that reason."""
         check_text(text)
@@ -374,7 +397,7 @@ class Session:
 
     # --- private sessions -----------------------------------------------------------
 
-    def listening(self, host: str, port: int, fingerprint: str) -> None:
+    def listening(self, host: str, port: int, fingerprint: str) -> Now[None]:
         """Record where our client accepts peers, and the certificate it shows them.
         Not user activity."""
         # Never a privileged port: the server hands this address to other users'
@@ -386,18 +409,28 @@ class Session:
         self.peer_host = host
         self.peer_port = port
         self.peer_fingerprint = fingerprint
+        return None
 
-    def start_private(self, user: str) -> None:
+    def start_private(self, user: str) -> Now[None]:
         self.touch()
         self.server.private.request(self, user)
+        return None
 
-    def answer_private(self, user: str, accept: bool) -> None:
+    def answer_private(self, user: str, accept: bool) -> Now[None]:
         self.touch()
         self.server.private.answer(self, user, accept)
+        return None
 
     def activity(self) -> None:
         """Our client did something the server cannot see (a private message)."""
         self.touch()
+
+
+def _stored(_: object) -> bool:
+    return True
+
+
+Chat.session_type = Session
 
 
 class PrivateBroker:
@@ -512,5 +545,11 @@ class ChatRealm:
             raise NotImplementedError("twisted-chat only provides IChatUser")
         # Our checker returns the username as str; cred's stubs say bytes.
         user = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else str(avatarId)
-        session = self._server.attach(user, IChatClient(mind))
-        return IChatUser, session, session.logout
+        session = self._server.login(user, IChatClient(mind))
+        if isinstance(session, Deferred):
+            return session.addCallback(_avatar)  # type: ignore[return-value]  # cred takes a Deferred
+        return _avatar(session)
+
+
+def _avatar(session: Session) -> tuple[type[Interface], object, Callable[[], None]]:
+    return IChatUser, session, session.logout

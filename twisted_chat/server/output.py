@@ -19,6 +19,7 @@ transport (TLS from the start, UNIX sockets, a test's) gets everything through
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from twisted.internet import tcp
@@ -70,6 +71,19 @@ class TurnPort(tcp.Port):
     """A TCP listening port whose connections are :class:`TurnServer`."""
 
     transport = TurnServer
+    reuse_port = False
+    """Set SO_REUSEPORT: several processes listen on one port and the kernel spreads
+    the connections over them (``--reuse-port``, docs/scaling.md)."""
+
+    def createInternetSocket(self) -> socket.socket:
+        made: socket.socket = super().createInternetSocket()
+        if self.reuse_port:
+            made.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        return made
+
+
+class ReusePort(TurnPort):
+    reuse_port = True
 
 
 class _TurnListeningReactor:
@@ -78,13 +92,14 @@ class _TurnListeningReactor:
     ``tcp.Port``). So every TCP endpoint description (``tcp:``, ``tcp6:``, a bare
     port) gets the direct send, and every other kind is the reactor's own."""
 
-    def __init__(self, reactor: PosixReactorBase) -> None:
+    def __init__(self, reactor: PosixReactorBase, reuse_port: bool) -> None:
         self._reactor = reactor
+        self._port_type = ReusePort if reuse_port else TurnPort
 
     def listenTCP(
         self, port: int, factory: Any, backlog: int = 50, interface: str = ""
     ) -> TurnPort:
-        listening = TurnPort(port, factory, backlog, interface, self._reactor)
+        listening = self._port_type(port, factory, backlog, interface, self._reactor)
         listening.startListening()
         return listening
 
@@ -92,12 +107,13 @@ class _TurnListeningReactor:
         return getattr(self._reactor, name)
 
 
-def turn_listening_reactor(reactor: Any) -> Any:
-    """``reactor`` with TCP listeners that build :class:`TurnServer` connections, when
-    it is a POSIX reactor (their sockets are what :class:`TurnServer` sends on);
-    any other reactor (IOCP, a test's memory reactor) as it is."""
+def turn_listening_reactor(reactor: Any, reuse_port: bool = False) -> Any:
+    """``reactor`` with TCP listeners that build :class:`TurnServer` connections (with
+    SO_REUSEPORT set if ``reuse_port``), when it is a POSIX reactor (their sockets are
+    what :class:`TurnServer` sends on); any other reactor (IOCP, a test's memory
+    reactor) as it is."""
     if isinstance(reactor, PosixReactorBase):
-        return _TurnListeningReactor(reactor)
+        return _TurnListeningReactor(reactor, reuse_port)
     return reactor
 
 

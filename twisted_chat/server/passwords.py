@@ -106,6 +106,17 @@ HashCheck = Callable[[str, str], Deferred[bool]]
 """Checks a password against a stored hash, off the reactor thread."""
 
 
+def verify_stored(stored: str, password: str, check_hash: HashCheck) -> Deferred[bool]:
+    """Whether ``password`` is the one ``stored`` (clear, or an argon2id hash) stands
+    for. A hash is checked again here (its costs bounded, :func:`hash_problem`): it may
+    come from Redis, which other nodes and tools write, not only from a file we read."""
+    if is_hash(stored):
+        if hash_problem(stored) is not None:
+            return succeed(False)
+        return check_hash(stored, password)
+    return succeed(matches_clear(stored, password))
+
+
 class HashChecker:
     """Hash checks in a bounded pool of threads of their own, a bounded queue before
     it. Start it with the server and :meth:`stop` it with the server."""

@@ -6,6 +6,9 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import os
+import re
+import secrets
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +24,16 @@ from twisted.python import usage
 from twisted_chat.interfaces import IBlockStore, IMailbox
 from twisted_chat.server.accounts import BlockingRunner, CredentialsFile
 from twisted_chat.server.auth import LockoutPasswordChecker, LoginThrottle
+from twisted_chat.server.cluster.chat import ClusterChat
+from twisted_chat.server.cluster.node import ClusterNode
+from twisted_chat.server.cluster.redis import DEFAULT_CALL_TIMEOUT, RedisAddress, RedisClient
+from twisted_chat.server.cluster.scripts import Scripts
+from twisted_chat.server.cluster.stores import (
+    ClusterAccounts,
+    ClusterBlocks,
+    RedisMailbox,
+    RedisThrottle,
+)
 from twisted_chat.server.core import DEFAULT_PRIVATE_REQUEST_TTL, Chat, ChatRealm
 from twisted_chat.server.limits import Limits, fit_descriptor_limit
 from twisted_chat.server.output import turn_listening_reactor
@@ -128,6 +141,21 @@ class Options(usage.Options):
             "SQLite file for offline messages and block lists "
             f"[default: {DEFAULT_STATE_NAME} next to the credentials file].",
         ],
+        [
+            "redis",
+            None,
+            None,
+            "Be one node of a chat shared through Redis: redis://HOST:PORT/DB or "
+            "unix:///path/to/redis.sock (docs/scaling.md). Offline messages, block lists "
+            "and who is online then live in Redis, not in --state.",
+        ],
+        [
+            "node-id",
+            None,
+            None,
+            "This node's name in the chat, unique among the nodes (letters, digits, "
+            "'.', '_', '-'; at most 64) [default: HOST-PID-RANDOM, new each run].",
+        ],
     ]
     optParameters += [
         [name.replace("_", "-"), None, getattr(DEFAULT_LIMITS, name), help_text, kind]
@@ -171,6 +199,12 @@ class Options(usage.Options):
             "Keep offline messages and block lists in memory only (lost at exit), "
             "as the handout's server does.",
         ],
+        [
+            "reuse-port",
+            None,
+            "Set SO_REUSEPORT on TCP listeners, so that several nodes on one machine "
+            "share one port and the kernel spreads connections over them.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -197,6 +231,18 @@ class Options(usage.Options):
             raise usage.UsageError("--mailbox-limit must be at least 1")
         if self["in-memory"] and self["state"] is not None:
             raise usage.UsageError("--in-memory and --state exclude each other")
+        if self["redis"] is not None:
+            try:
+                self["redis-address"] = RedisAddress.parse(self["redis"])
+            except ValueError as e:
+                raise usage.UsageError(f"--redis: {e}") from None
+            if self["in-memory"] or self["state"] is not None:
+                raise usage.UsageError(
+                    "with --redis, Redis holds the state: no --state or --in-memory"
+                )
+            self["node-id"] = node_id(self["node-id"])
+        elif self["node-id"] is not None:
+            raise usage.UsageError("--node-id is for a node of a chat on Redis: give --redis too")
         if self["state"] is None:
             self["state"] = str(credentials.parent / DEFAULT_STATE_NAME)
         for name in ("output-cap", "login-frames", "max-connections", "max-per-ip"):
@@ -209,6 +255,20 @@ class Options(usage.Options):
         )
 
 
+NODE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def node_id(given: str | None) -> str:
+    """The node id given, checked; or one made of the host name, the process id and a
+    random part, so that no two processes ever share one."""
+    if given is None:
+        host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:32] or "node"
+        return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+    if not NODE_ID.fullmatch(given):
+        raise usage.UsageError(f"--node-id {given!r}: use 1 to 64 letters, digits, '.', '_' or '-'")
+    return given
+
+
 @dataclasses.dataclass
 class ServerParts:
     """What a server is made of, before anything runs."""
@@ -217,6 +277,8 @@ class ServerParts:
     factory: ChatServerFactory
     closers: list[Callable[[], object]]
     """Called when the server stops (closing the durable store)."""
+    node: ClusterNode | None = None
+    """This process's membership of a chat on Redis (None: a chat of its own)."""
 
 
 def build_parts(
@@ -244,6 +306,8 @@ def build_parts(
         )
     except OSError as e:
         raise usage.UsageError(f"cannot read credentials: {e}") from e
+    if options["redis"] is not None:
+        return _cluster_parts(options, clock, accounts, check_hash, closers)
     blocks: IBlockStore
     mailbox: IMailbox
     if options["in-memory"]:
@@ -268,6 +332,40 @@ def build_parts(
     return ServerParts(chat, ChatServerFactory(chat, portal, options["limits"]), closers)
 
 
+def _cluster_parts(
+    options: usage.Options,
+    reactor: Any,
+    file: CredentialsFile,
+    check_hash: HashCheck,
+    closers: list[Callable[[], object]],
+) -> ServerParts:
+    """A node of a chat on Redis: the stores and the domain over Redis, and the node."""
+    address = options["redis-address"]
+    node_name = options["node-id"]
+    commands = RedisClient(reactor, address, name=f"node {node_name}")
+    redis = Scripts(commands)
+    accounts = ClusterAccounts(file, redis, node_name, check_hash)
+    blocks = ClusterBlocks(redis)
+    mailbox = RedisMailbox(redis, options["mailbox-limit"])
+    chat = ClusterChat(
+        reactor,
+        accounts,
+        blocks,
+        mailbox,
+        redis,
+        node_name,
+        timeout=options["timeout"],
+        private_request_ttl=options["private-request-ttl"],
+    )
+    inbox_reader = RedisClient(
+        reactor, address, timeout=DEFAULT_CALL_TIMEOUT, name=f"node {node_name} inbox"
+    )
+    node = ClusterNode(reactor, commands, inbox_reader, chat)
+    throttle = RedisThrottle(redis, options["block-duration"])
+    portal = Portal(ChatRealm(chat), [LockoutPasswordChecker(accounts, throttle)])
+    return ServerParts(chat, ChatServerFactory(chat, portal, options["limits"]), closers, node)
+
+
 def build_service(options: usage.Options, reactor: Any) -> ChatService:
     """The whole server as a service, from parsed :class:`Options`; raises
     ``UsageError`` (one line) for what the operator must fix."""
@@ -281,8 +379,12 @@ def build_service(options: usage.Options, reactor: Any) -> ChatService:
     parts = build_parts(options, reactor)
     chat_service = ChatService(parts.factory)
     StoresService(parts.closers).setServiceParent(chat_service)
+    if parts.node is not None:
+        # Stopped after the chat (sessions ended), then leaves: one script releases
+        # every user of this node in Redis.
+        parts.node.setServiceParent(chat_service)
     ChatRunning(parts.chat, reactor).setServiceParent(chat_service)
-    listening_reactor = turn_listening_reactor(reactor)
+    listening_reactor = turn_listening_reactor(reactor, options["reuse-port"])
     for description in options["ports"]:
         endpoint = serverFromString(listening_reactor, with_backlog(description))
         chat_service.add_listener(endpoint, description)

@@ -1,0 +1,291 @@
+"""This process as one node of the chat: it joins, beats, reaps the nodes that stopped
+beating, reads its inbox, and leaves.
+
+- **Heartbeat.** Every ``HEARTBEAT_INTERVAL`` seconds the node renews its entry in
+  ``chat:nodes`` for ``HEARTBEAT_TTL`` seconds and reaps any node whose entry expired
+  (``scripts.REAP``: its users go offline, everyone is told, the messages waiting in
+  its inbox go to their recipients' mailboxes). A ``kill -9``-ed node is gone from
+  presence within ``HEARTBEAT_TTL + HEARTBEAT_INTERVAL`` seconds.
+- **No split view.** A node that could not beat for ``HEARTBEAT_TTL`` seconds (Redis
+  away) has been, or is about to be, reaped by the others: it ends its own sessions
+  ("unavailable") rather than serve users the others think are gone, and joins again
+  once Redis answers.
+- **Inbox.** A stream read through a consumer group; an entry is acknowledged (and
+  deleted) once handed to the user's connection. What a dead node had not
+  acknowledged is moved by its reaper: delivery is at least once (report.md §5).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_chat.errors import SharedStateUnavailable
+from twisted_chat.server.cluster import scripts
+from twisted_chat.server.cluster.chat import ClusterChat
+from twisted_chat.server.cluster.redis import RedisClient, RedisError
+from twisted_chat.server.cluster.scripts import Scripts
+
+HEARTBEAT_INTERVAL = 1.0
+"""Seconds between heartbeats (and reaps)."""
+
+HEARTBEAT_TTL = 3.0
+"""Seconds a heartbeat counts for: three missed beats and the node is dead to the others,
+and a node that could not beat for this long ends its own sessions."""
+
+INBOX_BLOCK_MS = 1000
+"""How long one inbox read waits in Redis for an event."""
+
+INBOX_BATCH = 1000
+"""Events taken per inbox read."""
+
+GROUP = "chat"
+
+
+class ClusterNode(Service):
+    """Membership of one node; a child of the server's service, stopped after the
+    chat (so its sessions have ended) and before nothing else."""
+
+    name = "cluster"
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        commands: RedisClient,
+        inbox_reader: RedisClient,
+        chat: ClusterChat,
+        interval: float = HEARTBEAT_INTERVAL,
+        ttl: float = HEARTBEAT_TTL,
+    ) -> None:
+        self._reactor = reactor
+        self._commands = commands
+        self._reader = inbox_reader
+        self._redis = Scripts(commands)
+        self.chat = chat
+        self.node_id = chat.node_id
+        self.inbox = f"chat:inbox:{self.node_id}"
+        self.interval = interval
+        self.ttl = ttl
+        self.joined = False
+        self._joining = False
+        self._reading = False
+        self._last_beat = 0.0
+        """When Redis last took our heartbeat (our clock: only ever compared with it)."""
+        self._beat = LoopingCall(self._tick)
+        self._beat.clock = reactor
+        self.ready: Deferred[None] = Deferred()
+        """Fires the first time the node has joined (tests and the benchmark wait)."""
+
+    # --- the service ------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._commands.start()
+        self._reader.start()
+        self._beat.start(self.interval, now=False)
+        self._reactor.callLater(0.05, self._tick)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._beat.running:
+            self._beat.stop()
+        was_joined, self.joined = self.joined, False
+
+        def left(result: object) -> None:
+            if isinstance(result, Failure):
+                self.log.warn(
+                    "could not leave the chat cleanly ({why}); the others will reap "
+                    "this node within {ttl} s",
+                    why=result.getErrorMessage(),
+                    ttl=self.ttl,
+                )
+            else:
+                self.log.info("node {node} left the chat", node=self.node_id)
+
+        leaving: Deferred[Any] = (
+            self._redis.run(scripts.REAP, self.node_id, "1")
+            if was_joined
+            else Deferred.fromCoroutine(_nothing())
+        )
+
+        def close(_: object) -> Deferred[None]:
+            d: Deferred[None] = gatherResults(
+                [self._reader.stop(), self._commands.stop()], consumeErrors=True
+            ).addBoth(lambda _: None)
+            return d
+
+        return leaving.addBoth(left).addBoth(close)
+
+    # --- heartbeat ----------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        if not self.running:
+            return
+        if not self.joined:
+            self._join()
+            return
+        self._redis.run(scripts.HEARTBEAT, self.node_id, round(self.ttl * 1000)).addCallbacks(
+            self._beaten, self._missed
+        )
+
+    def _beaten(self, answer: str | list[str]) -> None:
+        if not self.joined:
+            return
+        if answer == "reaped":
+            self.log.error(
+                "the other nodes gave this node up (no heartbeat for {ttl} s): ending "
+                "its sessions and joining again",
+                ttl=self.ttl,
+            )
+            self._split("unavailable")
+            return
+        self._last_beat = self._reactor.seconds()
+        for dead in answer:
+            self._reap(dead)
+        self.chat.retry_releases()
+
+    def _missed(self, failure: Failure) -> None:
+        failure.trap(SharedStateUnavailable, RedisError)
+        if self.joined and self._reactor.seconds() - self._last_beat >= self.ttl:
+            self.log.error(
+                "no heartbeat for {ttl} s (Redis: {why}): ending this node's sessions "
+                "rather than keep a view the other nodes no longer share",
+                ttl=self.ttl,
+                why=failure.getErrorMessage(),
+            )
+            self._split("unavailable")
+
+    def _split(self, reason: str) -> None:
+        self.joined = False
+        self.chat.end_all(reason)
+
+    def _reap(self, dead: str) -> None:
+        def reaped(result: list[Any]) -> None:
+            users, moved = result
+            if users or moved:
+                self.log.warn(
+                    "reaped node {node}: {users} users went offline, {moved} messages "
+                    "moved to their recipients",
+                    node=dead,
+                    users=len(users),
+                    moved=moved,
+                )
+
+        self._redis.run(scripts.REAP, dead, "0").addCallbacks(
+            reaped, self._failed, errbackArgs=("reaping",)
+        )
+
+    def _failed(self, failure: Failure, doing: str) -> None:
+        failure.trap(SharedStateUnavailable, RedisError)
+        self.log.warn("{doing} failed: {why}", doing=doing, why=failure.getErrorMessage())
+
+    # --- joining --------------------------------------------------------------------------
+
+    def _join(self) -> None:
+        if self._joining:
+            return
+        self._joining = True
+        redis = self._redis
+        chat = self.chat
+
+        async def join() -> None:
+            users, moved = await redis.run(scripts.JOIN, self.node_id, round(self.ttl * 1000))
+            if users or moved:
+                self.log.warn(
+                    "node {node} had left {users} users and {moved} messages from an "
+                    "earlier run: released and moved",
+                    node=self.node_id,
+                    users=len(users),
+                    moved=moved,
+                )
+            chat.accounts.load(await redis.call("HGETALL", "chat:accounts"))
+            added = await chat.accounts.merge_file()
+            chat.blocks.load(await redis.run(scripts.ALL_BLOCKS))
+            self._last_beat = self._reactor.seconds()
+            self.joined = True
+            self.log.info(
+                "node {node} joined the chat ({accounts} accounts, {added} new from {path})",
+                node=self.node_id,
+                accounts=len(chat.accounts.names()),
+                added=added,
+                path=str(chat.accounts.file.path),
+            )
+            self._read()
+            if not self.ready.called:
+                self.ready.callback(None)
+
+        def done(result: object) -> None:
+            self._joining = False
+            if isinstance(result, Failure):
+                result.trap(SharedStateUnavailable, RedisError)
+                self.log.warn(
+                    "cannot join the chat yet ({why}); trying again", why=result.getErrorMessage()
+                )
+
+        Deferred.fromCoroutine(join()).addBoth(done)
+
+    # --- the inbox ------------------------------------------------------------------------
+
+    def _read(self) -> None:
+        """One read at a time, while joined: events in, handed over, acknowledged."""
+        if self._reading or not self.joined or not self.running:
+            return
+        self._reading = True
+        read: Deferred[Any] = self._reader.call(
+            "XREADGROUP",
+            "GROUP",
+            GROUP,
+            self.node_id,
+            "COUNT",
+            INBOX_BATCH,
+            "BLOCK",
+            INBOX_BLOCK_MS,
+            "STREAMS",
+            self.inbox,
+            ">",
+            extra_time=INBOX_BLOCK_MS / 1000,
+        )
+        read.addCallbacks(self._events, self._read_failed)
+
+    def _events(self, reply: list[Any] | None) -> None:
+        self._reading = False
+        if reply:
+            ids = []
+            for _stream, entries in reply:
+                for entry_id, fields in entries:
+                    ids.append(entry_id)
+                    self._dispatch(entry_id, fields)
+            if ids:
+                self._commands.call("XACK", self.inbox, GROUP, *ids).addErrback(
+                    self._failed, "acknowledging events"
+                )
+                self._commands.call("XDEL", self.inbox, *ids).addErrback(
+                    self._failed, "trimming the inbox"
+                )
+        self._read()
+
+    def _dispatch(self, entry_id: str, fields: list[str]) -> None:
+        try:
+            event = json.loads(fields[1])
+            if not isinstance(event, list) or not event:
+                raise ValueError("not a non-empty array")
+            self.chat.on_event(event)
+        except (ValueError, TypeError, IndexError) as e:
+            self.log.error("inbox entry {id} is malformed ({why}); skipped", id=entry_id, why=e)
+
+    def _read_failed(self, failure: Failure) -> None:
+        self._reading = False
+        failure.trap(SharedStateUnavailable, RedisError)
+        # Redis away, or our inbox reaped: the heartbeat sorts out which; read again soon.
+        self._reactor.callLater(0.2, self._read)
+
+
+async def _nothing() -> None:
+    return None
