@@ -112,6 +112,14 @@ class Chat:
     def is_online(self, user: str) -> bool:
         return user in self.online
 
+    def require_offline(self, user: str) -> Now[None]:
+        """Raise (or fail with) :class:`AlreadyOnline` if ``user`` is logged in: asked
+        at the username, so that nobody types a password for nothing. The login's
+        claim (:meth:`login`) decides; this only asks early."""
+        if user in self.online:
+            raise AlreadyOnline(user)
+        return None
+
     def login(self, user: str, mind: IChatClient) -> Now[Session]:
         """The realm's half of logging in: ``user`` is online from now on."""
         return self.attach(user, mind)

@@ -242,8 +242,7 @@ class ChatServerProtocol(LineReceiver):
         user = names.normalise(frame.user)  # jos\u00e9 and jose\u0301 are one name
         check_username(user)
         chat = self.factory.chat
-        if chat.is_online(user):
-            raise AlreadyOnline(user)
+        offline = chat.require_offline(user)
         self._step(Step.NAME_GIVEN)
 
         def known(existing: bool) -> dict[str, Any]:
@@ -256,7 +255,11 @@ class ChatServerProtocol(LineReceiver):
             return failure
 
         self.policy.hold_reading()
-        return login.is_existing_account(chat.accounts, user).addCallbacks(known, refused)
+        if isinstance(offline, Deferred):
+            checked = offline.addCallback(lambda _: login.is_existing_account(chat.accounts, user))
+        else:
+            checked = login.is_existing_account(chat.accounts, user)
+        return checked.addCallbacks(known, refused)
 
     def _password(self, frame: wire.Password, request_id: wire.RequestId) -> Deferred[object]:
         user, chat = self._user, self.factory.chat

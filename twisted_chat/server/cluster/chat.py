@@ -96,6 +96,19 @@ class ClusterChat(Chat):
 
         return self.redis.run(scripts.CLAIM, user, self.node_id).addCallbacks(claimed, failed)
 
+    def require_offline(self, user: str) -> Deferred[None]:
+        if user in self.online:
+            return fail(AlreadyOnline(user))
+
+        def holder(node: str | None) -> None:
+            # Held through this node but not online here: a release still to reach
+            # Redis, which the claim takes back.
+            if node is not None and node != self.node_id:
+                raise AlreadyOnline(user)
+
+        d: Deferred[None] = self.redis.call("HGET", "chat:online", user).addCallback(holder)
+        return d
+
     def begin(self, session: Session) -> Deferred[None]:
         # Held since the claim; everyone's presence notice comes through the inboxes.
         return self._welcome(session)

@@ -1,0 +1,310 @@
+"""End to end: three ``twistd chatserver`` nodes on one real ``redis-server`` are one
+chat, with real clients on different nodes; then a node and Redis are each killed with
+``kill -9`` and what was acknowledged survives."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from tests.e2e.processes import Process, ServerProcess, client, finish, logged_in, sleep
+from tests.redisproc import RedisServer
+from twisted_chat import launch
+
+pytestmark = pytest.mark.e2e
+
+
+class Cluster:
+    """A Redis of its own and nodes on it, each on its own port, by default all on
+    ``workdir``'s credentials file."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        redis_dir = workdir / "redis"
+        redis_dir.mkdir(exist_ok=True)
+        self.redis = RedisServer(redis_dir)
+        self.nodes: dict[str, ServerProcess] = {}
+
+    async def start(self, *names: str, block_duration: float = 60) -> Cluster:
+        await self.redis.start()
+        for name in names:
+            await self.add(name, block_duration=block_duration)
+        return self
+
+    async def add(self, name: str, *extra: str, block_duration: float = 60) -> ServerProcess:
+        node = ServerProcess(
+            self.workdir,
+            block_duration,
+            120,
+            "--redis",
+            self.redis.url,
+            "--node-id",
+            name,
+            *extra,
+        )
+        node.process.name = f"node {name}"
+        await node.started()
+        await joined(node.process, name)
+        self.nodes[name] = node
+        return node
+
+    async def close(self, *clients: Process) -> None:
+        await finish(*clients, *self.nodes.values())
+        await self.redis.stop()
+
+
+async def joined(process: Process, name: str) -> None:
+    await process.seen(f"node {name} joined the chat")
+
+
+async def joined_since(process: Process, name: str, mark: int, wait: float = 10) -> None:
+    """Until ``process`` has joined again after ``mark`` (its output then)."""
+    for _ in range(int(wait * 10)):
+        if f"node {name} joined the chat" in process.since(mark):
+            return
+        await sleep(0.1)
+    raise AssertionError(f"node {name} did not join again\n{process.describe()}")
+
+
+@pytest_twisted.async_yield_fixture
+async def three(workdir: Path) -> AsyncIterator[Cluster]:
+    cluster = await Cluster(workdir).start("a", "b", "c", block_duration=2)
+    try:
+        yield cluster
+    finally:
+        await cluster.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_three_nodes_are_one_chat(three: Cluster) -> None:
+    a, b, c = three.nodes["a"], three.nodes["b"], three.nodes["c"]
+    hans = await logged_in(a, "hans", "falcon*solo")
+    yoda = await logged_in(b, "yoda", "wise@!man")
+    await hans.expect("yoda logged in")
+    luke = await logged_in(c, "luke", "=hope+")
+    try:
+        await hans.expect("luke logged in")
+        await yoda.expect("luke logged in")
+        luke.send("whoelse")
+        await luke.expect("hans\nyoda\n")
+
+        # Messages across nodes: each once, in order.
+        hans.send(*(f"message yoda number {n:02d}" for n in range(20)))
+        for n in range(20):
+            await yoda.expect(f"hans: number {n:02d}")
+        yoda.send("broadcast may the force be with you")
+        await hans.expect("yoda: may the force be with you")
+        await luke.expect("yoda: may the force be with you")
+
+        # A block on node c holds on node a at once.
+        luke.send("block hans")
+        await luke.expect("hans is blocked")
+        hans.send("message luke are you there")
+        await hans.expect("Your message could not be delivered as the recipient has blocked you.")
+        hans.send("broadcast anyone?")
+        await hans.expect("Your message could not be delivered to some recipients.")
+        await yoda.expect("hans: anyone?")
+        hans.send("whoelse")
+        await hans.expect("yoda\n")
+        yoda.send("logout")
+        await yoda.expect("You have logged out.")
+        await hans.expect("yoda logged out")
+        await luke.expect("yoda logged out")
+        hans.send("whoelsesince 60")
+        await hans.expect("yoda\n")
+        luke.send("unblock hans")
+        await luke.expect("hans is unblocked")
+
+        # Offline mail is stored in Redis and delivered at a login on another node.
+        hans.send("message yoda see you later")
+        await hans.expect("yoda is offline")
+        yoda = await logged_in(c, "yoda", "wise@!man")
+        await yoda.expect("hans: see you later")
+        await hans.expect("yoda logged in")
+        assert "are you there" not in luke.output
+        assert "anyone?" not in luke.output
+        assert yoda.output.count("see you later") == 1
+    finally:
+        await finish(hans, yoda, luke)
+
+
+@pytest_twisted.ensureDeferred
+async def test_login_rules_hold_across_nodes(three: Cluster) -> None:
+    a, b, c = three.nodes["a"], three.nodes["b"], three.nodes["c"]
+    # Three wrong passwords, one on each node, lock yoda on every node.
+    for node, wrong in ((a, "wrong1"), (b, "wrong2")):
+        attempt = node.client(f"yoda@{node.process.name}")
+        await attempt.expect("Username: ")
+        attempt.send("yoda", wrong)
+        await attempt.expect("Invalid password")
+        await attempt.exit_status()
+    third = c.client("yoda@c")
+    await third.expect("Username: ")
+    third.send("yoda", "wrong3")
+    await third.expect("Your account has been blocked for 2 s")
+    await third.exit_status()
+    right = a.client("yoda@a again")
+    await right.expect("Username: ")
+    right.send("yoda", "wise@!man")
+    await right.expect("blocked due to multiple login failures")
+    await right.exit_status()
+    await sleep(2.2)
+    yoda = await logged_in(b, "yoda", "wise@!man")
+
+    # Online through b: refused on a.
+    twin = a.client("twin", interactive=True)
+    await twin.expect("Username: ")
+    twin.send("yoda")
+    await twin.expect("yoda is already logged in")
+
+    # An account created on c logs in on a.
+    rey = c.client("rey")
+    await rey.expect("Username: ")
+    rey.send("rey", "jakku+1", "jakku+1")
+    await rey.expect("Welcome")
+    await yoda.expect("rey logged in")
+    rey.send("logout")
+    await rey.exit_status()
+    again = await logged_in(a, "rey", "jakku+1")
+    try:
+        credentials = three.workdir / "credentials.txt"
+        assert credentials.read_text().count("rey jakku+1") == 1
+    finally:
+        await finish(yoda, twin, again)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_private_chat_is_brokered_across_nodes(three: Cluster) -> None:
+    hans = await logged_in(three.nodes["a"], "hans", "falcon*solo")
+    luke = await logged_in(three.nodes["c"], "luke", "=hope+")
+    try:
+        await hans.expect("luke logged in")
+        hans.send("startprivate luke")
+        await luke.expect("hans would like to private message, enter y or n:")
+        luke.send("y")
+        await hans.expect("Private messaging with luke started")
+        await luke.expect("Private messaging with hans started")
+        hans.send("private luke straight to you")
+        await luke.expect("hans(private): straight to you")
+        luke.send("private hans and back")
+        await hans.expect("luke(private): and back")
+        luke.send("stopprivate hans")
+        await hans.expect("luke stopped private messaging.")
+        luke.send("y")
+        await luke.expect("There is no private messaging request to answer.")
+    finally:
+        await finish(hans, luke)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_killed_with_kill_9_is_gone_within_5_s_and_loses_no_message(
+    three: Cluster,
+) -> None:
+    a, b, c = three.nodes["a"], three.nodes["b"], three.nodes["c"]
+    hans = await logged_in(a, "hans", "falcon*solo")
+    yoda = await logged_in(b, "yoda", "wise@!man")
+    luke = await logged_in(b, "luke", "=hope+")
+    await hans.expect("luke logged in")
+    b.process.kill()  # SIGKILL: node b says nothing to anyone
+    await b.process.ended
+    killed_at = reactor.seconds()
+    # Sent before the others know: routed to the dead node's inbox, then moved.
+    hans.send("message yoda sent into the dark")
+    await hans.seen("yoda logged out", wait=5)
+    await hans.seen("luke logged out", wait=5)
+    gone_after = reactor.seconds() - killed_at
+    assert gone_after < 5, gone_after
+    yoda_again = await logged_in(c, "yoda", "wise@!man")
+    try:
+        await yoda_again.expect("hans: sent into the dark")
+        await hans.expect("yoda logged in")
+        assert yoda_again.output.count("sent into the dark") == 1
+        assert "sent into the dark" not in yoda.output  # node b never wrote it
+    finally:
+        await finish(hans, yoda, luke, yoda_again)
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_killed_with_kill_9_loses_nothing_acknowledged(three: Cluster) -> None:
+    a, c = three.nodes["a"], three.nodes["c"]
+    hans = await logged_in(a, "hans", "falcon*solo")
+    hans.send(*(f"message luke kept {n}" for n in range(5)), "block yoda")
+    for _ in range(5):
+        await hans.expect("luke is offline; they will get the message when they log in.")
+    await hans.expect("yoda is blocked")
+    rey = c.client("rey")
+    await rey.expect("Username: ")
+    rey.send("rey", "jakku+1", "jakku+1")
+    await rey.expect("Welcome")
+
+    marks = {name: node.process.mark() for name, node in three.nodes.items()}
+    await three.redis.kill()
+    asked_at = reactor.seconds()
+    hans.send("whoelse")
+    await hans.expect("shared state cannot be reached", wait=5)
+    assert reactor.seconds() - asked_at < 5
+    # Redis away longer than the heartbeat's life: each node ends its sessions.
+    await hans.expect("The server ended your session (unavailable).", wait=10)
+    await rey.expect("The server ended your session (unavailable).", wait=10)
+
+    await three.redis.start()  # same directory, same port: the AOF is read back
+    for name, node in three.nodes.items():
+        await joined_since(node.process, name, marks[name])
+    luke = await logged_in(c, "luke", "=hope+")
+    yoda = await logged_in(a, "yoda", "wise@!man")
+    rey_again = await logged_in(a, "rey", "jakku+1")
+    hans_again = await logged_in(c, "hans", "falcon*solo")
+    try:
+        for n in range(5):
+            await luke.expect(f"hans: kept {n}")
+        yoda.send("message hans still blocked?")
+        await yoda.expect("the recipient has blocked you")
+        assert luke.output.count("kept 0") == 1
+    finally:
+        await finish(hans, rey, luke, yoda, rey_again, hans_again)
+
+
+@pytest_twisted.ensureDeferred
+async def test_nodes_sharing_one_port_and_one_credentials_file(workdir: Path) -> None:
+    cluster = Cluster(workdir)
+    await cluster.redis.start()
+    shared = launch.free_port()
+    clients: list[Process] = []
+    try:
+        for name in ("a", "b"):
+            await cluster.add(name, "--port", f"tcp:{shared}:interface=127.0.0.1", "--reuse-port")
+        # New accounts through the one port, on whichever node the kernel picks.
+        for n in range(8):
+            new = client(f"new{n}", shared)
+            clients.append(new)
+            await new.expect("Username: ")
+            new.send(f"padawan{n}", f"pass{n}+", f"pass{n}+")
+        for new in clients:
+            await new.expect("Welcome")
+        lines = (workdir / "credentials.txt").read_text().splitlines()
+        for n in range(8):
+            assert lines.count(f"padawan{n} pass{n}+") == 1
+        served = [
+            sum(f"padawan{n} logged in" in node.process.output for n in range(8))
+            for node in cluster.nodes.values()
+        ]
+        assert sum(served) == 8
+        # The same new name on both nodes at once: one account, one line.
+        racers = [client(f"racer@{name}", node.port) for name, node in cluster.nodes.items()]
+        clients += racers
+        for racer in racers:
+            await racer.expect("Username: ")
+        for racer in racers:
+            racer.send("kylo", "ren+1", "ren+1")
+        outcomes = [
+            (await racer.expect("Welcome|was just taken", regex=True)).group(0) for racer in racers
+        ]
+        assert sorted(outcomes) == ["Welcome", "was just taken"], outcomes
+        text = (workdir / "credentials.txt").read_text()
+        assert text.count("kylo ") == 1
+    finally:
+        await cluster.close(*clients)

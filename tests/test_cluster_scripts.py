@@ -1,0 +1,258 @@
+"""The cluster's decisions, each one Lua script, against a real ``redis-server``: what
+happens when two nodes race for the same thing, and that each happens exactly once."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import deferLater
+
+from tests.redisproc import RedisServer, redis_server, scripts_on
+from twisted_chat.server.cluster import scripts
+from twisted_chat.server.cluster.redis import RedisClient
+from twisted_chat.server.cluster.scripts import Scripts
+
+__all__ = ["redis_server"]
+
+TTL_MS = 3000
+
+
+async def inbox(redis: Scripts, node: str) -> list[list[Any]]:
+    """The events waiting in ``node``'s inbox, decoded."""
+    entries = await redis.call("XRANGE", f"chat:inbox:{node}", "-", "+")
+    return [json.loads(fields[1]) for _id, fields in entries]
+
+
+async def mailbox(redis: Scripts, user: str) -> list[list[Any]]:
+    flat = await redis.call("HGETALL", f"chat:mail:{user}")
+    keyed = sorted(zip(map(int, flat[::2]), flat[1::2], strict=True))
+    return [json.loads(body) for _key, body in keyed]
+
+
+async def chat_of(server: RedisServer, *nodes: str) -> tuple[Scripts, RedisClient]:
+    """Scripts on a fresh chat with ``nodes`` joined and hans, yoda, luke as accounts."""
+    redis, client = await scripts_on(server)
+    for node in nodes:
+        await redis.run(scripts.JOIN, node, TTL_MS)
+    await redis.run(scripts.MERGE_ACCOUNTS, "hans", "a", "yoda", "b", "luke", "c")
+    for node in nodes:  # the account events are not what these tests look at
+        await redis.call("DEL", f"chat:inbox:{node}")
+        await redis.call("XGROUP", "CREATE", f"chat:inbox:{node}", "chat", "0", "MKSTREAM")
+    return redis, client
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_nodes_claiming_one_user_at_once_one_wins(redis_server: RedisServer) -> None:
+    redis, client = await chat_of(redis_server, "a", "b")
+    other, other_client = await scripts_on(redis_server)
+    try:
+        for round_ in range(20):
+            user = f"racer{round_}"
+            answers = await gatherResults(
+                [redis.run(scripts.CLAIM, user, "a"), other.run(scripts.CLAIM, user, "b")]
+            )
+            assert sorted(answers) == ["ok", "online"]
+            holder = await redis.call("HGET", "chat:online", user)
+            assert holder == ("a" if answers[0] == "ok" else "b")
+    finally:
+        await client.stop()
+        await other_client.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_that_is_not_a_member_cannot_claim(redis_server: RedisServer) -> None:
+    redis, client = await chat_of(redis_server, "a")
+    try:
+        assert await redis.run(scripts.CLAIM, "hans", "ghost") == "no-node"
+        assert await redis.call("HGET", "chat:online", "hans") is None
+    finally:
+        await client.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_strikes_from_three_connections_lock_the_user(redis_server: RedisServer) -> None:
+    connections = [await scripts_on(redis_server) for _ in range(3)]
+    try:
+        answers = [await redis.run(scripts.STRIKE, "hans", 60, 3) for redis, _client in connections]
+        assert [int(tries) for tries, _locked in answers] == [2, 1, 0]
+        assert float(answers[-1][1]) == 60.0
+        for redis, _client in connections:
+            assert 59 < float(await redis.run(scripts.LOCK_LEFT, "hans")) <= 60
+        # A strike while locked neither counts nor extends the lock.
+        tries, left = await connections[0][0].run(scripts.STRIKE, "hans", 60, 3)
+        assert int(tries) == 0 and float(left) <= 60
+        assert float(await connections[0][0].run(scripts.LOCK_LEFT, "yoda")) == 0
+    finally:
+        for _redis, client in connections:
+            await client.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lock_ends_after_its_duration_and_counting_starts_again(
+    redis_server: RedisServer,
+) -> None:
+    redis, client = await scripts_on(redis_server)
+    try:
+        for _ in range(3):
+            await redis.run(scripts.STRIKE, "hans", 0.2, 3)
+        assert float(await redis.run(scripts.LOCK_LEFT, "hans")) > 0
+        await sleep(0.3)
+        assert float(await redis.run(scripts.LOCK_LEFT, "hans")) == 0
+        tries, _ = await redis.run(scripts.STRIKE, "hans", 0.2, 3)
+        assert int(tries) == 2
+    finally:
+        await client.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_racing_a_login_arrives_exactly_once(redis_server: RedisServer) -> None:
+    redis, client = await chat_of(redis_server, "a")
+    sender, sender_client = await scripts_on(redis_server)
+    try:
+        messages = [sender.run(scripts.ROUTE, "hans", "luke", f"m{n}", 100) for n in range(50)]
+        claim = redis.run(scripts.CLAIM, "luke", "a")
+        answers = await gatherResults(messages)
+        assert await claim == "ok"
+        stored = [body[1] for body in await mailbox(redis, "luke")]
+        sent = [e[3] for e in await inbox(redis, "a") if e[0] == "m"]
+        assert answers.count("stored") == len(stored)
+        assert answers.count("sent") == len(sent)
+        # Each exactly once, and in the order sent: stored first, then live.
+        assert stored + sent == [f"m{n}" for n in range(50)]
+    finally:
+        await client.stop()
+        await sender_client.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_route_refuses_a_blocked_sender_and_an_unknown_user(
+    redis_server: RedisServer,
+) -> None:
+    redis, client = await chat_of(redis_server, "a")
+    try:
+        assert await redis.run(scripts.BLOCK, "luke", "hans", "1") == 1
+        assert await redis.run(scripts.BLOCK, "luke", "hans", "1") == 0
+        assert await redis.run(scripts.ROUTE, "hans", "luke", "hi", 100) == "blocked"
+        assert await redis.run(scripts.ROUTE, "hans", "nobody", "hi", 100) == "no-such-user"
+        assert await mailbox(redis, "luke") == []
+        assert await redis.run(scripts.ALL_BLOCKS) == ["luke", "hans"]
+        assert await redis.run(scripts.BLOCK, "luke", "hans", "0") == 1
+        assert await redis.run(scripts.ALL_BLOCKS) == []
+        assert await redis.run(scripts.ROUTE, "hans", "luke", "hi", 100) == "stored"
+    finally:
+        await client.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_mailbox_cap_holds(redis_server: RedisServer) -> None:
+    redis, client = await chat_of(redis_server, "a")
+    try:
+        answers = await gatherResults(
+            [redis.run(scripts.ROUTE, "hans", "luke", f"m{n}", 3) for n in range(5)]
+        )
+        assert answers == ["stored"] * 3 + ["full"] * 2
+        assert [m[1] for m in await mailbox(redis, "luke")] == ["m0", "m1", "m2"]
+    finally:
+        await client.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dead_node_is_reaped_once_and_its_messages_reach_their_recipients(
+    redis_server: RedisServer,
+) -> None:
+    redis, client = await chat_of(redis_server, "a", "b")
+    try:
+        assert await redis.run(scripts.CLAIM, "yoda", "b") == "ok"
+        assert await redis.run(scripts.CLAIM, "hans", "a") == "ok"
+        await redis.call("DEL", "chat:inbox:a")
+        assert await redis.run(scripts.ROUTE, "hans", "yoda", "to the dead", 100) == "sent"
+        # Not yet dead: reaping does nothing.
+        assert await redis.run(scripts.REAP, "b", "0") == [[], 0]
+        await redis.call("ZADD", "chat:nodes", 0, "b")  # its heartbeat ran out
+        answers = await gatherResults(
+            [redis.run(scripts.REAP, "b", "0"), redis.run(scripts.REAP, "b", "0")]
+        )
+        assert sorted(answers, key=lambda a: -a[1]) == [[["yoda"], 1], [[], 0]]
+        assert await redis.call("HGET", "chat:online", "yoda") is None
+        assert [m[1] for m in await mailbox(redis, "yoda")] == ["to the dead"]
+        assert await inbox(redis, "a") == [["p", "yoda", 0]]
+        assert await redis.call("ZSCORE", "chat:lastseen", "yoda") is not None
+        assert await redis.call("EXISTS", "chat:inbox:b") == 0
+        # The heartbeat of the reaped node tells it so.
+        assert await redis.run(scripts.HEARTBEAT, "b", TTL_MS) == "reaped"
+    finally:
+        await client.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_private_request_answered_twice_is_answered_once(
+    redis_server: RedisServer,
+) -> None:
+    redis, client = await chat_of(redis_server, "a", "b")
+    other, other_client = await scripts_on(redis_server)
+    try:
+        for user, node in (("hans", "a"), ("yoda", "b")):
+            assert await redis.run(scripts.CLAIM, user, node) == "ok"
+            peer = json.dumps(["127.0.0.1", 40000, "f" * 64])
+            assert await redis.run(scripts.LISTENING, user, node, peer) == 1
+        for node in ("a", "b"):
+            await redis.call("DEL", f"chat:inbox:{node}")
+        assert await redis.run(scripts.PRIVATE_REQUEST, "hans", "yoda", 60000, "t1") == "ok"
+        assert await redis.run(scripts.PRIVATE_REQUEST, "yoda", "hans", 60000, "t2") == ("conflict")
+        answers = await gatherResults(
+            [
+                redis.run(scripts.PRIVATE_ANSWER, "yoda", "hans", "1", "token-1"),
+                other.run(scripts.PRIVATE_ANSWER, "yoda", "hans", "0", "token-2"),
+            ]
+        )
+        assert sorted(answers) == ["none", "ok"]
+        to_hans = await inbox(redis, "a")
+        assert len(to_hans) == 1 and to_hans[0][0] in ("pa", "pd")
+        # A lapse after the answer finds nothing to lapse.
+        assert await redis.run(scripts.PRIVATE_LAPSE, "hans", "yoda", "t1") == 0
+    finally:
+        await client.stop()
+        await other_client.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_whoelsesince_uses_logout_times_kept_in_redis(redis_server: RedisServer) -> None:
+    redis, client = await chat_of(redis_server, "a")
+    try:
+        for user in ("hans", "yoda", "luke"):
+            assert await redis.run(scripts.CLAIM, user, "a") == "ok"
+        assert await redis.run(scripts.RELEASE, "yoda", "a") == 1
+        assert await redis.run(scripts.RELEASE, "yoda", "a") == 0  # once
+        assert await redis.run(scripts.BLOCK, "luke", "hans", "1") == 1
+        assert sorted(await redis.run(scripts.SEEN, "hans", -1)) == []
+        assert sorted(await redis.run(scripts.SEEN, "hans", 60)) == ["yoda"]
+        assert sorted(await redis.run(scripts.SEEN, "yoda", 60)) == ["hans", "luke"]
+        await sleep(0.3)
+        assert sorted(await redis.run(scripts.SEEN, "hans", 0)) == []
+    finally:
+        await client.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_merging_accounts_keeps_the_first_value_and_tells_every_node(
+    redis_server: RedisServer,
+) -> None:
+    redis, client = await chat_of(redis_server, "a", "b")
+    try:
+        assert await redis.run(scripts.MERGE_ACCOUNTS, "hans", "changed", "leia", "x") == 1
+        assert await redis.call("HGET", "chat:accounts", "hans") == "a"
+        for node in ("a", "b"):
+            assert await inbox(redis, node) == [["a", "leia", "x"]]
+        assert await redis.run(scripts.RESERVE_NAME, "leia", "a") == "taken"
+        assert await redis.run(scripts.RESERVE_NAME, "rey", "a") == "ok"
+        assert await redis.run(scripts.RESERVE_NAME, "rey", "b") == "taken"
+    finally:
+        await client.stop()
+
+
+def sleep(seconds: float) -> Deferred[None]:
+    return deferLater(reactor, seconds, lambda: None)
