@@ -129,7 +129,9 @@ class RedisProtocol(Protocol):
         self._clock = clock
         self._address = address
         self._timeout = timeout
-        self._reader = hiredis.Reader(encoding="utf-8", errors="strict")
+        # Everything we write is UTF-8; bytes that are not (another tool's) become
+        # U+FFFD rather than an exception in the middle of the reply stream.
+        self._reader = hiredis.Reader(encoding="utf-8", errors="replace")
         self._waiting: deque[tuple[Deferred[Reply], float]] = deque()
         self._watchdog: IDelayedCall | None = None
         self.ready: Deferred[RedisProtocol] = Deferred()
