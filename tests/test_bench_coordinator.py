@@ -3,6 +3,8 @@ and the command line. (tests/e2e/test_bench.py runs the whole thing.)"""
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -92,4 +94,19 @@ def test_each_run_says_which_side_was_the_bottleneck(
     server: float, busiest: float, said: str
 ) -> None:
     line = bottleneck("ours", {"server_cpu_pct": server, "generator_busiest_pct": busiest})
-    assert said in line and line.startswith("ours: server")
+    assert said in line and line.startswith("ours: busiest server process")
+
+
+def test_a_server_of_several_processes_is_judged_by_its_busiest_and_the_machine() -> None:
+    # Two nodes and Redis at 60 % each: 180 % in all, but no one process saturated.
+    results = {
+        "server_cpu_pct": 180.0,
+        "server_busiest_pct": 60.0,
+        "generator_cpu_pct": 30.0,
+        "generator_busiest_pct": 20.0,
+    }
+    with patch("os.cpu_count", return_value=2):
+        line = bottleneck("two nodes", results)
+    assert "every core was busy" in line and "60 %" in line
+    with patch("os.cpu_count", return_value=8):
+        assert "neither side reached a full core" in bottleneck("two nodes", results)

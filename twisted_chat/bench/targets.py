@@ -30,6 +30,8 @@ class Target:
     reactor: Any
     process: launch.Process | None = None
     port: int = 0
+    ports: list[int] = field(default_factory=list)
+    """Several ports (one per node), or none: then every client uses ``port``."""
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="chat-bench-")))
 
     durable = False
@@ -47,6 +49,20 @@ class Target:
         assert self.process is not None and self.process.pid is not None
         return self.process.pid
 
+    @property
+    def pids(self) -> list[int]:
+        """Every process of the server under test (its CPU and memory are the sum)."""
+        return [self.pid]
+
+    @property
+    def redis_pid(self) -> int | None:
+        """Redis's process, when the server has one (its CPU is also given alone)."""
+        return None
+
+    def port_for(self, worker: int) -> int:
+        """The port generator process ``worker`` logs its users in through."""
+        return self.ports[worker % len(self.ports)] if self.ports else self.port
+
     async def stop(self) -> None:
         """End the server (TERM, then KILL after 30 s) and remove its directory."""
         if self.process is not None:
@@ -60,6 +76,12 @@ class OurServer(Target):
     """Accounts stored as argon2id hashes (``--hashed``): logins then cost a hash check."""
 
     async def start(self, users: list[str]) -> None:
+        await self.write_credentials(users)
+        self.process, self.port = await launch.start_server(
+            self.reactor, self.workdir, *OUR_OPTIONS
+        )
+
+    async def write_credentials(self, users: list[str]) -> None:
         if self.hashed:
             # Made in threads (argon2 releases the GIL): about 30 ms of a core each.
             fields = await gatherResults(
@@ -69,30 +91,90 @@ class OurServer(Target):
             fields = [f"pw{u}" for u in users]
         lines = "".join(f"{u} {f}\n" for u, f in zip(users, fields, strict=True))
         (self.workdir / "credentials.txt").write_text(lines)
-        self.process, self.port = await launch.start_server(
-            self.reactor,
-            self.workdir,
-            "--timeout",
-            "3600",
-            "--flood-burst",
-            "1000000",
-            "--flood-rate",
-            "1000000",
-            "--max-connections",
-            "100000",
-            # Every benchmark client comes from 127.0.0.1: the per-address limit is
-            # lifted explicitly, as an operator behind a local proxy would.
-            "--max-per-ip",
-            "100000",
-            "--mailbox-limit",
-            "1000",
-            # As ngIRCd is configured below (PingTimeout 3600): no liveness pings
-            # during a run, so that idle CPU compares like with like.
-            "--ping-interval",
-            "1800",
-            "--ping-timeout",
-            "3600",
-        )
+
+
+OUR_OPTIONS = (
+    "--timeout",
+    "3600",
+    "--flood-burst",
+    "1000000",
+    "--flood-rate",
+    "1000000",
+    "--max-connections",
+    "100000",
+    # Every benchmark client comes from 127.0.0.1: the per-address limit is
+    # lifted explicitly, as an operator behind a local proxy would.
+    "--max-per-ip",
+    "100000",
+    "--mailbox-limit",
+    "1000",
+    # As ngIRCd is configured below (PingTimeout 3600): no liveness pings
+    # during a run, so that idle CPU compares like with like.
+    "--ping-interval",
+    "1800",
+    "--ping-timeout",
+    "3600",
+)
+"""Our server's options in every run: limits lifted for one machine's load."""
+
+
+class OurCluster(OurServer):
+    """Our server as ``nodes`` nodes on a ``redis-server`` of its own (AOF, fsync
+    always, as docs/scaling.md requires). The server's CPU is the nodes' and Redis's;
+    each generator process logs its users in through one node (``ports``)."""
+
+    nodes = 1
+    redis: launch.Process | None = None
+    node_processes: list[launch.Process]
+
+    def available(self) -> str | None:
+        try:
+            launch.redis_server()
+        except RuntimeError as e:
+            return str(e)
+        return None
+
+    async def start(self, users: list[str]) -> None:
+        await self.write_credentials(users)
+        directory = self.workdir / "redis"
+        directory.mkdir()
+        self.redis, redis_port = await launch.start_redis(self.reactor, directory)
+        self.node_processes = []
+        self.ports = []
+        for k in range(self.nodes):
+            node, port = await launch.start_server(
+                self.reactor,
+                self.workdir,
+                *OUR_OPTIONS,
+                "--redis",
+                f"redis://127.0.0.1:{redis_port}/0",
+                "--node-id",
+                f"bench{k}",
+            )
+            await node.seen(f"node bench{k} joined the chat")
+            self.node_processes.append(node)
+            self.ports.append(port)
+        self.process, self.port = self.node_processes[0], self.ports[0]
+
+    @property
+    def pids(self) -> list[int]:
+        processes = [*self.node_processes, self.redis]
+        return [p.pid for p in processes if p is not None and p.pid is not None]
+
+    @property
+    def redis_pid(self) -> int | None:
+        return self.redis.pid if self.redis is not None else None
+
+    async def stop(self) -> None:
+        for node in self.node_processes[1:]:
+            await node.stop()
+        await super().stop()  # the first node, and the directory
+        if self.redis is not None:
+            await self.redis.stop()
+
+
+class TwoNodes(OurCluster):
+    nodes = 2
 
 
 WORDS_TAC = """\
@@ -183,5 +265,7 @@ TARGETS: dict[str, Callable[[Any], Target]] = {
     "words": lambda reactor: TwistedWords("Twisted Words", "irc", reactor),
     "relay": lambda reactor: BareRelay("bare Twisted relay", "chat", reactor),
     "ngircd": lambda reactor: Ngircd("ngIRCd", "ngircd", reactor),
+    "redis": lambda reactor: OurCluster("twisted-chat, 1 node on Redis", "chat", reactor),
+    "redis2": lambda reactor: TwoNodes("twisted-chat, 2 nodes on Redis", "chat", reactor),
 }
 """Each server under test, by its ``--targets`` name, made for a reactor."""
