@@ -23,14 +23,15 @@ class RedisServer:
     """One ``redis-server`` process; :meth:`restart` starts it again on the same
     directory and port (what ``kill -9`` and a restart look like)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, unix_socket: Path | None = None) -> None:
         self.directory = directory
+        self.unix_socket = unix_socket
         self.port = 0
         self.process: Process | None = None
 
     async def start(self) -> RedisServer:
         self.process, self.port = await launch.start_redis(
-            reactor, self.directory, self.port, wait=WAIT
+            reactor, self.directory, self.port, wait=WAIT, unix_socket=self.unix_socket
         )
         return self
 
@@ -49,9 +50,9 @@ class RedisServer:
             self.process.kill()
             await self.process.ended
 
-    async def client(self, timeout: float = 2.0) -> RedisClient:
+    async def client(self, timeout: float = 2.0, url: str | None = None) -> RedisClient:
         """A connected client (stop it with ``await client.stop()``)."""
-        client = RedisClient(reactor, RedisAddress.parse(self.url), timeout=timeout)
+        client = RedisClient(reactor, RedisAddress.parse(url or self.url), timeout=timeout)
         client.start()
         for _ in range(100):
             if client.is_up:

@@ -4,6 +4,9 @@ happens when two nodes race for the same thing, and that each happens exactly on
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest_twisted
@@ -252,6 +255,29 @@ async def test_merging_accounts_keeps_the_first_value_and_tells_every_node(
         assert await redis.run(scripts.RESERVE_NAME, "rey", "b") == "taken"
     finally:
         await client.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_reaches_redis_over_a_unix_socket(tmp_path: Path) -> None:
+    # A short path: a UNIX socket's name is limited to about 100 bytes.
+    short = Path(tempfile.mkdtemp(prefix="chat-redis-"))
+    server = await RedisServer(tmp_path, unix_socket=short / "redis.sock").start()
+    try:
+        client = await server.client(url=f"unix://{short}/redis.sock?db=2")
+        try:
+            redis = Scripts(client)
+            assert await redis.run(scripts.JOIN, "a", TTL_MS) == [[], 0]
+            assert await redis.call("ZCARD", "chat:nodes") == 1
+        finally:
+            await client.stop()
+        other_db = await server.client()
+        try:
+            assert await other_db.call("ZCARD", "chat:nodes") == 0  # db 0 is another chat
+        finally:
+            await other_db.stop()
+    finally:
+        await server.stop()
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def sleep(seconds: float) -> Deferred[None]:

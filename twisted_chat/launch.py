@@ -276,12 +276,20 @@ def redis_server() -> str:
 
 
 async def start_redis(
-    reactor: Any, directory: Path, port: int = 0, wait: float = DEFAULT_WAIT
+    reactor: Any,
+    directory: Path,
+    port: int = 0,
+    wait: float = DEFAULT_WAIT,
+    unix_socket: Path | None = None,
 ) -> tuple[Process, int]:
-    """A ``redis-server`` of our own on 127.0.0.1 (``port``, or a free one), keeping its
-    data in ``directory`` with :data:`REDIS_SETTINGS`; the process and its port once
-    it accepts connections. Started again on the same directory, it has the same data."""
+    """A ``redis-server`` of our own on 127.0.0.1 (``port``, or a free one), and on
+    ``unix_socket`` if given, keeping its data in ``directory`` with
+    :data:`REDIS_SETTINGS`; the process and its port once it accepts connections.
+    Started again on the same directory, it has the same data."""
     port = port or free_port()
+    socket_options = (
+        ["--unixsocket", str(unix_socket), "--unixsocketperm", "700"] if unix_socket else []
+    )
     argv = [
         redis_server(),
         "--port", str(port),
@@ -290,6 +298,7 @@ async def start_redis(
         *REDIS_SETTINGS,
         "--daemonize", "no",
         "--logfile", "",
+        *socket_options,
     ]  # fmt: skip
     process = spawn(reactor, "redis-server", argv, directory, wait=wait)
     try:

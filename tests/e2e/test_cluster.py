@@ -35,9 +35,11 @@ class Cluster:
             await self.add(name, block_duration=block_duration)
         return self
 
-    async def add(self, name: str, *extra: str, block_duration: float = 60) -> ServerProcess:
+    async def add(
+        self, name: str, *extra: str, block_duration: float = 60, workdir: Path | None = None
+    ) -> ServerProcess:
         node = ServerProcess(
-            self.workdir,
+            workdir or self.workdir,
             block_duration,
             120,
             "--redis",
@@ -247,6 +249,10 @@ async def test_redis_killed_with_kill_9_loses_nothing_acknowledged(three: Cluste
     hans.send("whoelse")
     await hans.expect("shared state cannot be reached", wait=5)
     assert reactor.seconds() - asked_at < 5
+    # Refused while Redis is away, and never applied later.
+    hans.send("message luke never stored", "unblock yoda")
+    await hans.expect("shared state cannot be reached")
+    await hans.expect("shared state cannot be reached")
     # Redis away longer than the heartbeat's life: each node ends its sessions.
     await hans.expect("The server ended your session (unavailable).", wait=10)
     await rey.expect("The server ended your session (unavailable).", wait=10)
@@ -263,7 +269,10 @@ async def test_redis_killed_with_kill_9_loses_nothing_acknowledged(three: Cluste
             await luke.expect(f"hans: kept {n}")
         yoda.send("message hans still blocked?")
         await yoda.expect("the recipient has blocked you")
+        luke.send("whoelse")
+        await luke.expect("yoda\n")
         assert luke.output.count("kept 0") == 1
+        assert "never stored" not in luke.output
     finally:
         await finish(hans, rey, luke, yoda, rey_again, hans_again)
 
@@ -308,3 +317,54 @@ async def test_nodes_sharing_one_port_and_one_credentials_file(workdir: Path) ->
         assert text.count("kylo ") == 1
     finally:
         await cluster.close(*clients)
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_node_merges_its_own_credentials_file_and_appends_only_its_own(
+    tmp_path: Path,
+) -> None:
+    east, west = tmp_path / "east", tmp_path / "west"
+    for directory, line in ((east, "hans falcon*solo"), (west, "yoda wise@!man")):
+        directory.mkdir()
+        (directory / "credentials.txt").write_text(line + "\n")
+    cluster = Cluster(tmp_path)
+    await cluster.redis.start()
+    clients: list[Process] = []
+    try:
+        a = await cluster.add("east", workdir=east)
+        b = await cluster.add("west", workdir=west)
+        # hans is only in east's file: he logs in on west.
+        clients.append(await logged_in(b, "hans", "falcon*solo"))
+        # A line added by hand to west's file works on east at once.
+        with (west / "credentials.txt").open("a") as f:
+            f.write("leia alderaan+1\n")
+        for _ in range(50):
+            if await _known(a, "leia"):
+                break
+            await sleep(0.1)
+        clients.append(await logged_in(a, "leia", "alderaan+1"))
+        # A new account created through east is appended to east's file only.
+        rey = a.client("rey")
+        clients.append(rey)
+        await rey.expect("Username: ")
+        rey.send("rey", "jakku+1", "jakku+1")
+        await rey.expect("Welcome")
+        assert "rey jakku+1" in (east / "credentials.txt").read_text()
+        assert "rey" not in (west / "credentials.txt").read_text()
+        # Stopping a node (SIGTERM) logs its users out everywhere at once.
+        await b.process.stop()
+        await clients[1].expect("hans logged out", wait=2)
+    finally:
+        await cluster.close(*clients)
+
+
+async def _known(node: ServerProcess, user: str) -> bool:
+    """Whether ``node`` already knows ``user``'s account (asked as a client would)."""
+    probe = node.client(f"probe {user}")
+    try:
+        await probe.expect("Username: ")
+        probe.send(user)
+        match = await probe.expect("Password: |This is a new user", regex=True)
+        return match.group(0) == "Password: "
+    finally:
+        await finish(probe)

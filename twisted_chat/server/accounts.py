@@ -166,6 +166,9 @@ class CredentialsFile:
         hash_new: bool = False,
     ) -> None:
         self.path = path
+        self.generation = 0
+        """How many times the file has been read: changes when a re-read took in a
+        hand edit (not for accounts this store appended itself)."""
         self._run_blocking = run_blocking
         self._check_hash = check_hash
         self.hash_new = hash_new
@@ -205,6 +208,7 @@ class CredentialsFile:
         self._accounts = parsed.accounts
         self._skeletons = parsed.skeletons
         self._sorted_names = None
+        self.generation += 1
 
     def watched(self) -> None:
         """From now on :meth:`changed` is called after every change to the file (see

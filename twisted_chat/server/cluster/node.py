@@ -75,6 +75,7 @@ class ClusterNode(Service):
         self.ttl = ttl
         self.joined = False
         self._joining = False
+        self._join_failures = 0
         self._reading = False
         self._last_beat = 0.0
         """When Redis last took our heartbeat (our clock: only ever compared with it)."""
@@ -206,7 +207,7 @@ class ClusterNode(Service):
                     moved=moved,
                 )
             chat.accounts.load(await redis.call("HGETALL", "chat:accounts"))
-            added = await chat.accounts.merge_file()
+            added = await chat.accounts.merge_file(again=True)
             chat.blocks.load(await redis.run(scripts.ALL_BLOCKS))
             self._last_beat = self._reactor.seconds()
             self.joined = True
@@ -223,11 +224,18 @@ class ClusterNode(Service):
 
         def done(result: object) -> None:
             self._joining = False
-            if isinstance(result, Failure):
-                result.trap(SharedStateUnavailable, RedisError)
+            if not isinstance(result, Failure):
+                self._join_failures = 0
+                return
+            result.trap(SharedStateUnavailable, RedisError)
+            # Said once, then every half minute: Redis may be away for an hour.
+            if self._join_failures % 30 == 0:
                 self.log.warn(
-                    "cannot join the chat yet ({why}); trying again", why=result.getErrorMessage()
+                    "cannot join the chat yet ({why}); trying every {interval} s",
+                    why=result.getErrorMessage(),
+                    interval=self.interval,
                 )
+            self._join_failures += 1
 
         Deferred.fromCoroutine(join()).addBoth(done)
 

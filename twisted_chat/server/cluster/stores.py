@@ -54,6 +54,9 @@ class ClusterAccounts:
         self._skeletons: dict[str, str] = {}
         self._merged: dict[str, str] = {}
         """What this node has sent to Redis from its file (name -> stored form)."""
+        self._merged_generation = -1
+        """The file's ``generation`` last merged: a login merges nothing (and scans
+        nothing) unless the file was read again since."""
 
     # --- the replica --------------------------------------------------------------------
 
@@ -72,9 +75,15 @@ class ClusterAccounts:
             self._sorted = None
             self._skeletons.setdefault(names.skeleton(user), user)
 
-    def merge_file(self) -> Deferred[int]:
-        """Send Redis the file's accounts it has not had from us; fires with how many
+    def merge_file(self, again: bool = False) -> Deferred[int]:
+        """Send Redis the file's accounts it has not had from us (all of them with
+        ``again``: a join, after which Redis may be a new one); fires with how many
         were new to the chat."""
+        if not again and self.file.generation == self._merged_generation:
+            return succeed(0)
+        self._merged_generation = self.file.generation
+        if again:
+            self._merged.clear()
         items = [(u, s) for u, s in self.file.items() if self._merged.get(u) != s]
         calls = []
         for start in range(0, len(items), MERGE_CHUNK):
