@@ -143,8 +143,48 @@ def parse_credentials(data: bytes, source: str) -> ParsedCredentials:
     return parsed
 
 
+class AccountTable:
+    """Accounts in memory: name -> stored password (clear or an argon2id hash), the
+    names sorted once after each change, and what each name looks like (to refuse
+    look-alikes in O(1)). What the file store and the Redis replica have in common."""
+
+    def __init__(self, check_hash: passwords.HashCheck) -> None:
+        self._check_hash = check_hash
+        self._accounts: dict[str, str] = {}
+        self._sorted_names: list[str] | None = None
+        self._skeletons: dict[str, str] = {}
+        """See :attr:`ParsedCredentials.skeletons`; kept in step with each change."""
+
+    def _add(self, user: str, stored: str, look: str | None = None) -> None:
+        self._accounts[user] = stored
+        self._sorted_names = None
+        self._skeletons.setdefault(look or names.skeleton(user), user)
+
+    def __len__(self) -> int:
+        return len(self._accounts)
+
+    def exists(self, user: str) -> bool:
+        return user in self._accounts
+
+    def names(self) -> Sequence[str]:
+        if self._sorted_names is None:
+            self._sorted_names = sorted(self._accounts)
+        return self._sorted_names
+
+    def verify(self, user: str, password: str) -> Deferred[bool]:
+        stored = self._accounts.get(user)
+        if stored is None:
+            return succeed(False)
+        return passwords.verify_stored(stored, password, self._check_hash)
+
+    def look_alike_of(self, user: str) -> str | None:
+        """Another account's name that ``user`` looks like, or None."""
+        existing = self._skeletons.get(names.skeleton(user))
+        return existing if existing is not None and existing != user else None
+
+
 @implementer(IAccountStore)
-class CredentialsFile:
+class CredentialsFile(AccountTable):
     """The account store over ``credentials.txt``.
 
     The whole file is read once at start (before the reactor runs). Lookups are dict
@@ -165,22 +205,17 @@ class CredentialsFile:
         check_hash: passwords.HashCheck = passwords.check_inline,
         hash_new: bool = False,
     ) -> None:
+        super().__init__(check_hash)
         self.path = path
         self.generation = 0
         """How many times the file has been read: changes when a re-read took in a
         hand edit (not for accounts this store appended itself)."""
         self._run_blocking = run_blocking
-        self._check_hash = check_hash
         self.hash_new = hash_new
         """New accounts are written with an argon2id hash, not the password."""
         remove_stale_temp_files(path)
         data = path.read_bytes()
         self._signature = _signature(path)
-        self._accounts: dict[str, str] = {}
-        self._sorted_names: list[str] | None = None
-        """:meth:`names`, sorted once after each change."""
-        self._skeletons: dict[str, str] = {}
-        """See :attr:`ParsedCredentials.skeletons`; kept in step with each creation."""
         self._use(parse_credentials(data, str(path)))
         self._creating: dict[str, str] = {}
         """Names being written now -> their skeletons (taken for everyone else)."""
@@ -221,17 +256,6 @@ class CredentialsFile:
         """The file may have changed: the next :meth:`refresh` checks it."""
         self._stale = True
 
-    def __len__(self) -> int:
-        return len(self._accounts)
-
-    def exists(self, user: str) -> bool:
-        return user in self._accounts
-
-    def names(self) -> Sequence[str]:
-        if self._sorted_names is None:
-            self._sorted_names = sorted(self._accounts)
-        return self._sorted_names
-
     def items(self) -> Iterable[tuple[str, str]]:
         """(name, stored password) for each account in the file."""
         return self._accounts.items()
@@ -239,12 +263,6 @@ class CredentialsFile:
     def stored(self, user: str) -> str | None:
         """``user``'s password as the file stores it (clear or a hash), or None."""
         return self._accounts.get(user)
-
-    def verify(self, user: str, password: str) -> Deferred[bool]:
-        stored = self._accounts.get(user)
-        if stored is None:
-            return succeed(False)
-        return passwords.verify_stored(stored, password, self._check_hash)
 
     def new_account_problem(self, user: str) -> str | None:
         """Why no account may be created as ``user`` now, or None."""
@@ -335,9 +353,7 @@ class CredentialsFile:
             if reread is not None:  # the file had changed: take in what it holds now
                 self._use(reread)
             self._signature = signature
-            self._accounts[user] = stored
-            self._sorted_names = None
-            self._skeletons.setdefault(look, user)
+            self._add(user, stored, look)
             self.log.info("account {user} created", user=user)
 
         def finished(result: object) -> object:

@@ -21,12 +21,16 @@ from zope.interface import implementer
 
 from twisted_chat.errors import InvalidPassword, InvalidUsername, QueueFull, UsernameTaken
 from twisted_chat.interfaces import IAccountStore, IBlockStore, IMailbox, StoredMessage
-from twisted_chat.server import names
-from twisted_chat.server.accounts import CredentialsFile, check_password, check_username
+from twisted_chat.server.accounts import (
+    AccountTable,
+    CredentialsFile,
+    check_password,
+    check_username,
+)
 from twisted_chat.server.auth import MAX_FAILURES
 from twisted_chat.server.cluster import scripts
 from twisted_chat.server.cluster.scripts import Scripts
-from twisted_chat.server.passwords import HashCheck, verify_stored
+from twisted_chat.server.passwords import HashCheck
 from twisted_chat.server.stores import BlockIndex
 
 MERGE_CHUNK = 500
@@ -34,7 +38,7 @@ MERGE_CHUNK = 500
 
 
 @implementer(IAccountStore)
-class ClusterAccounts:
+class ClusterAccounts(AccountTable):
     """Every account of the chat, as Redis holds it; this node's ``credentials.txt``
     is merged in at start and after each change to it, and an account created through
     this node is appended to it (once: Redis reserves the name first, so no other node
@@ -45,13 +49,10 @@ class ClusterAccounts:
     def __init__(
         self, file: CredentialsFile, redis: Scripts, node_id: str, check_hash: HashCheck
     ) -> None:
+        super().__init__(check_hash)
         self.file = file
         self._redis = redis
         self._node_id = node_id
-        self._check_hash = check_hash
-        self._accounts: dict[str, str] = {}
-        self._sorted: list[str] | None = None
-        self._skeletons: dict[str, str] = {}
         self._merged: dict[str, str] = {}
         """What this node has sent to Redis from its file (name -> stored form)."""
         self._merged_generation = -1
@@ -62,18 +63,14 @@ class ClusterAccounts:
 
     def load(self, flat: Sequence[str]) -> None:
         """Replace the replica with ``HGETALL chat:accounts``'s answer."""
-        self._accounts = dict(zip(flat[::2], flat[1::2], strict=True))
-        self._sorted = None
-        self._skeletons = {}
-        for user in self._accounts:
-            self._skeletons.setdefault(names.skeleton(user), user)
+        self._accounts, self._skeletons = {}, {}
+        for user, stored in zip(flat[::2], flat[1::2], strict=True):
+            self._add(user, stored)
 
     def learned(self, user: str, stored: str) -> None:
         """An ``a`` event: an account was added somewhere."""
         if user not in self._accounts:
-            self._accounts[user] = stored
-            self._sorted = None
-            self._skeletons.setdefault(names.skeleton(user), user)
+            self._add(user, stored)
 
     def merge_file(self, again: bool = False) -> Deferred[int]:
         """Send Redis the file's accounts it has not had from us (all of them with
@@ -121,28 +118,15 @@ class ClusterAccounts:
             )
         )
 
-    # --- IAccountStore ------------------------------------------------------------------
-
-    def exists(self, user: str) -> bool:
-        return user in self._accounts
-
-    def names(self) -> Sequence[str]:
-        if self._sorted is None:
-            self._sorted = sorted(self._accounts)
-        return self._sorted
-
-    def verify(self, user: str, password: str) -> Deferred[bool]:
-        stored = self._accounts.get(user)
-        if stored is None:
-            return succeed(False)
-        return verify_stored(stored, password, self._check_hash)
+    # --- IAccountStore (exists, names, verify: the AccountTable's) -----------------------
 
     def new_account_problem(self, user: str) -> str | None:
+        """The node's file's answer, then look-alikes of accounts made anywhere."""
         problem = self.file.new_account_problem(user)
         if problem is not None:
             return problem
-        existing = self._skeletons.get(names.skeleton(user))
-        if existing is not None and existing != user:
+        existing = self.look_alike_of(user)
+        if existing is not None:
             return f"Error. The username {user} looks too much like {existing}. Choose another."
         return None
 
