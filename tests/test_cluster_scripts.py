@@ -223,6 +223,48 @@ async def test_a_private_request_answered_twice_is_answered_once(
 
 
 @pytest_twisted.ensureDeferred
+async def test_names_with_a_colon_do_not_share_a_private_request(
+    redis_server: RedisServer,
+) -> None:
+    # "x:y" asking "z" and "x" asking "y:z" are two requests (a ':' may be in a name
+    # from the operator's file).
+    redis, client = await chat_of(redis_server, "a")
+    try:
+        peer = json.dumps(["127.0.0.1", 40000, "f" * 64])
+        for user in ("x:y", "z", "x", "y:z"):
+            assert await redis.run(scripts.CLAIM, user, "a") == "ok"
+            assert await redis.run(scripts.LISTENING, user, "a", peer) == 1
+        assert await redis.run(scripts.PRIVATE_REQUEST, "x:y", "z", 60000, "t1") == "ok"
+        assert await redis.run(scripts.PRIVATE_REQUEST, "x", "y:z", 60000, "t2") == "ok"
+        assert await redis.run(scripts.PRIVATE_LAPSE, "x", "y:z", "t2") == 1
+        assert await redis.run(scripts.PRIVATE_LAPSE, "x:y", "z", "t1") == 1
+    finally:
+        await client.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_back_from_a_node_its_recipient_left_is_stored_not_resent(
+    redis_server: RedisServer,
+) -> None:
+    # Redis still says luke is on node a (a's release has not come yet): a message a
+    # gives back must not go round to a's inbox again.
+    redis, client = await chat_of(redis_server, "a", "b")
+    try:
+        assert await redis.run(scripts.CLAIM, "luke", "a") == "ok"
+        await redis.call("DEL", "chat:inbox:a")
+        assert await redis.run(scripts.REDELIVER, "luke", "hans", "hi", 1.5, "a") == 1
+        assert await inbox(redis, "a") == []
+        assert await mailbox(redis, "luke") == [["hans", "hi", 1.5]]
+        # On another node by now: it goes there.
+        await redis.call("HSET", "chat:online", "luke", "b")
+        await redis.call("DEL", "chat:inbox:b")
+        assert await redis.run(scripts.REDELIVER, "luke", "hans", "again", 2.5, "a") == 1
+        assert await inbox(redis, "b") == [["m", "luke", "hans", "again", 2.5]]
+    finally:
+        await client.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_whoelsesince_uses_logout_times_kept_in_redis(redis_server: RedisServer) -> None:
     redis, client = await chat_of(redis_server, "a")
     try:

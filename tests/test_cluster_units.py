@@ -203,7 +203,7 @@ def test_inbox_events_reach_the_users_of_this_node(tmp_path: Path) -> None:
 def test_a_message_for_a_user_who_left_goes_back_to_redis(tmp_path: Path) -> None:
     chat, redis = cluster_chat(tmp_path)
     chat.on_event(["m", "luke", "hans", "are you there", 5.0])
-    assert redis.ran[-1] == ("redeliver", ("luke", "hans", "are you there", 5.0))
+    assert redis.ran[-1] == ("redeliver", ("luke", "hans", "are you there", 5.0, "a"))
 
 
 @pytest.mark.parametrize(

@@ -169,7 +169,9 @@ class ClusterChat(Chat):
             to, sender, text, sent = _text(event[1]), _text(event[2]), _text(event[3]), event[4]
             recipient = self.online.get(to)
             if recipient is None:  # left this node after Redis routed it here
-                self.redis.run(scripts.REDELIVER, to, sender, text, float(sent)).addErrback(
+                self.redis.run(
+                    scripts.REDELIVER, to, sender, text, float(sent), self.node_id
+                ).addErrback(
                     lambda f: self.log.failure("redelivering a message for {user}", f, user=to)
                 )
                 return
@@ -212,6 +214,19 @@ class ClusterChat(Chat):
         session = self.online.get(_text(user))
         if session is not None:
             session.deliver(frame)
+
+
+def _routed(answer: str, to: str, limit: int) -> bool:
+    """The route script's answer: whether the message was stored, or why not sent."""
+    if answer == "sent":
+        return False
+    if answer == "stored":
+        return True
+    if answer == "full":
+        raise QueueFull(to, limit)
+    if answer == "blocked":
+        raise BlockedByRecipient()
+    raise NoSuchUser(to)
 
 
 def _text(value: object) -> str:
@@ -270,21 +285,10 @@ class ClusterSession(Session):
         server.require_user(to)
         if server.blocks.is_blocked(to, self.name):
             raise BlockedByRecipient()
-
-        def routed(answer: str) -> bool:
-            if answer == "sent":
-                return False
-            if answer == "stored":
-                return True
-            if answer == "full":
-                raise QueueFull(to, server.mailbox_limit)
-            if answer == "blocked":
-                raise BlockedByRecipient()
-            raise NoSuchUser(to)
-
-        d: Deferred[bool] = server.redis.run(
-            scripts.ROUTE, self.name, to, text, server.mailbox_limit
-        ).addCallback(routed)
+        limit = server.mailbox_limit
+        d: Deferred[bool] = server.redis.run(scripts.ROUTE, self.name, to, text, limit).addCallback(
+            _routed, to, limit
+        )
         return d
 
     def broadcast(self, text: str) -> Deferred[bool]:

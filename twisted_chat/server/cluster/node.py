@@ -17,9 +17,9 @@ beating, reads its inbox, and leaves.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import LoopingCall
@@ -281,11 +281,11 @@ class ClusterNode(Service):
 
     def _dispatch(self, entry_id: str, fields: list[str]) -> None:
         try:
-            event = json.loads(fields[1])
+            event = orjson.loads(fields[1])
             if not isinstance(event, list) or not event:
                 raise ValueError("not a non-empty array")
             self.chat.on_event(event)
-        except (ValueError, TypeError, IndexError) as e:
+        except (orjson.JSONDecodeError, ValueError, TypeError, IndexError) as e:
             self.log.error("inbox entry {id} is malformed ({why}); skipped", id=entry_id, why=e)
 
     def _read_failed(self, failure: Failure) -> None:

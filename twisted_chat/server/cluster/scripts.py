@@ -18,7 +18,7 @@ The key layout (docs/scaling.md), all under ``chat:``:
 ``blocking``                   set: users who block anyone (to load every block)
 ``mail:<u>``                   hash: key -> [sender, text, sent] (JSON), offline mail
 ``mailseq``                    counter: mail keys, increasing
-``private:<a>:<b>``            string: a's pending private request to b (token, TTL)
+``private:<a><TAB><b>``        string: a's pending private request to b (token, TTL)
 ``privateof:<u>``              set: "a<TAB>b" requests u takes part in
 =============================  =====================================================
 
@@ -69,6 +69,11 @@ local function deliver_or_store(to, from, text, sent)
   local node = redis.call('HGET', P .. 'online', to)
   if node then send(node, {'m', to, from, text, sent}) else store(to, from, text, sent, 0) end
 end
+-- A private request's key: a TAB between the names, which no username can hold (a
+-- ':' could: "x:y" to "z" and "x" to "y:z" would be one key).
+local function pkey(a, b)
+  return P .. 'private:' .. a .. '\t' .. b
+end
 local function split_pair(pair)
   local tab = string.find(pair, '\t', 1, true)
   return string.sub(pair, 1, tab - 1), string.sub(pair, tab + 1)
@@ -86,7 +91,7 @@ local function release_private(user)
     local a, b = split_pair(pair)
     local other = (a == user) and b or a
     redis.call('SREM', P .. 'privateof:' .. other, pair)
-    if redis.call('DEL', P .. 'private:' .. a .. ':' .. b) == 1 then
+    if redis.call('DEL', pkey(a, b)) == 1 then
       local node = redis.call('HGET', P .. 'online', other)
       if node then send(node, {'px', other, user, 'left'}) end
     end
@@ -237,9 +242,16 @@ return 'full'
 REDELIVER = Script(
     "redeliver",
     r"""
--- ARGV: to, from, text, sent. A message that reached a node after its recipient left
--- it: to where they are now, or their mailbox.
-deliver_or_store(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]))
+-- ARGV: to, from, text, sent, node. A message that reached node after its recipient
+-- left it: to the node they are on now, or their mailbox. Never back to the same node
+-- (Redis may not have heard yet that they left it): that would go round in circles.
+local to, node = ARGV[1], ARGV[5]
+local now_on = redis.call('HGET', P .. 'online', to)
+if now_on and now_on ~= node then
+  send(now_on, {'m', to, ARGV[2], ARGV[3], tonumber(ARGV[4])})
+else
+  store(to, ARGV[2], ARGV[3], tonumber(ARGV[4]), 0)
+end
 return 1
 """,
 )
@@ -412,11 +424,10 @@ local me, target, ttl, token = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local node = redis.call('HGET', P .. 'online', target)
 if not node then return 'offline' end
 if redis.call('SISMEMBER', P .. 'blocks:' .. target, me) == 1 then return 'blocked' end
-if redis.call('EXISTS', P .. 'private:' .. me .. ':' .. target,
-              P .. 'private:' .. target .. ':' .. me) > 0 then return 'conflict' end
+if redis.call('EXISTS', pkey(me, target), pkey(target, me)) > 0 then return 'conflict' end
 if redis.call('HEXISTS', P .. 'peer', target) == 0 then return 'no-peer' end
 if redis.call('HEXISTS', P .. 'peer', me) == 0 then return 'no-peer-yours' end
-redis.call('SET', P .. 'private:' .. me .. ':' .. target, token, 'PX', ttl)
+redis.call('SET', pkey(me, target), token, 'PX', ttl)
 local pair = me .. '\t' .. target
 redis.call('SADD', P .. 'privateof:' .. me, pair)
 redis.call('SADD', P .. 'privateof:' .. target, pair)
@@ -431,7 +442,7 @@ PRIVATE_ANSWER = Script(
 -- ARGV: target (who answers), requester, '1' accept / '0' decline, session token.
 -- Exactly once: the request is deleted here, and a second answer finds none.
 local target, requester, accept, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-if redis.call('DEL', P .. 'private:' .. requester .. ':' .. target) == 0 then return 'none' end
+if redis.call('DEL', pkey(requester, target)) == 0 then return 'none' end
 forget_pair(requester, target)
 local rnode = redis.call('HGET', P .. 'online', requester)
 local tnode = redis.call('HGET', P .. 'online', target)
@@ -455,7 +466,7 @@ PRIVATE_LAPSE = Script(
 -- ARGV: requester, target, token. The request went unanswered: both are told, if
 -- it is still this request.
 local requester, target, token = ARGV[1], ARGV[2], ARGV[3]
-local key = P .. 'private:' .. requester .. ':' .. target
+local key = pkey(requester, target)
 if redis.call('GET', key) ~= token then return 0 end
 redis.call('DEL', key)
 forget_pair(requester, target)
