@@ -25,6 +25,8 @@ def test_the_benchmark_runs_every_workload_against_every_target() -> None:
             "200",
             "--rounds",
             "2",
+            "--targets",
+            "ours,relay,words,ngircd,redis,redis2",
         ],
         cwd=REPO,
         env=environment(),
@@ -47,3 +49,9 @@ def test_the_benchmark_runs_every_workload_against_every_target() -> None:
     assert rows["direct: lost"].split(" | ")[1] == "0.00"  # nothing lost by us
     assert rows["direct: misdelivered"].split(" | ")[1] == "0.00"
     assert "ngIRCd" in run.stdout  # measured, or skipped with a line saying why
+    # The nodes on Redis lose nothing either (their columns come after the others').
+    names = [cell.strip() for cell in table[0].split("|")[2:-1]]
+    for name in ("twisted-chat, 1 node on Redis", "twisted-chat, 2 nodes on Redis"):
+        column = names.index(name) + 1
+        assert rows["direct: lost"].split(" | ")[column].strip(" |") == "0.00", table
+        assert rows["direct: misdelivered"].split(" | ")[column].strip(" |") == "0.00"

@@ -200,10 +200,10 @@ class Run:
         self.progress.phase("login", len(self.names), self.workers)
         started = time.monotonic()
         concurrency = max(1, LOGIN_CONCURRENCY // len(self.workers))
-        for index, (worker, share) in enumerate(zip(self.workers, self.shares, strict=True)):
+        for worker, share in zip(self.workers, self.shares, strict=True):
             worker.command(
                 "login",
-                port=self.target.port_for(index),
+                ports=self.target.ports or [self.target.port],
                 kind=self.target.client,
                 names=share,
                 concurrency=concurrency,

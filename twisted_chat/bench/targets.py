@@ -59,10 +59,6 @@ class Target:
         """Redis's process, when the server has one (its CPU is also given alone)."""
         return None
 
-    def port_for(self, worker: int) -> int:
-        """The port generator process ``worker`` logs its users in through."""
-        return self.ports[worker % len(self.ports)] if self.ports else self.port
-
     async def stop(self) -> None:
         """End the server (TERM, then KILL after 30 s) and remove its directory."""
         if self.process is not None:
@@ -121,7 +117,7 @@ OUR_OPTIONS = (
 class OurCluster(OurServer):
     """Our server as ``nodes`` nodes on a ``redis-server`` of its own (AOF, fsync
     always, as docs/scaling.md requires). The server's CPU is the nodes' and Redis's;
-    each generator process logs its users in through one node (``ports``)."""
+    users log in through the nodes in turn (``ports``)."""
 
     nodes = 1
     redis: launch.Process | None = None

@@ -63,15 +63,17 @@ class Worker:
 
     # --- phases ---------------------------------------------------------------------
 
-    async def login(self, port: int, kind: str, names: list[str], concurrency: int) -> None:
+    async def login(self, ports: list[int], kind: str, names: list[str], concurrency: int) -> None:
+        """Log ``names`` in, spread over ``ports`` in turn (the nodes of a cluster)."""
         client_class = CLIENTS[kind]
         gate = DeferredSemaphore(concurrency)
         latencies: list[float] = []
         failures: list[str] = []
 
-        async def one(name: str) -> None:
+        async def one(index: int, name: str) -> None:
             started = time.monotonic()
             client = client_class(name, f"pw{name}", self.on_text)
+            port = ports[index % len(ports)]
             try:
                 endpoint = TCP4ClientEndpoint(self.reactor, "127.0.0.1", port, timeout=30)
                 await connectProtocol(endpoint, client)
@@ -83,7 +85,7 @@ class Worker:
             self.clients[name] = client
             self.progress(len(latencies))
 
-        await gatherResults([gate.run(one, name) for name in names])
+        await gatherResults([gate.run(one, index, name) for index, name in enumerate(names)])
         self.emit({"event": "logged_in", "latencies": latencies, "failures": failures[:5]})
 
     async def direct(self, messages: int, window: int, seed: int, limit: float) -> None:
@@ -213,7 +215,7 @@ class Worker:
         self._inbox = inbox
         started = time.monotonic()
         timeout = self.reactor.callLater(limit, _finish, done)
-        await self.login(port, kind, names, concurrency=50)
+        await self.login([port], kind, names, concurrency=50)
         if expected == 0 and not done.called:
             done.callback(None)
         await done
