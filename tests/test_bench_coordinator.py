@@ -110,3 +110,8 @@ def test_a_server_of_several_processes_is_judged_by_its_busiest_and_the_machine(
     assert "every core was busy" in line and "60 %" in line
     with patch("os.cpu_count", return_value=8):
         assert "neither side reached a full core" in bottleneck("two nodes", results)
+    # The machine's own count (kernel included) decides when the run has it.
+    with patch("os.cpu_count", return_value=2):
+        line = bottleneck("one node", {**results, "machine_busy_pct": 196.0})
+        assert "every core was busy (the machine 196 %" in line
+        assert "neither" in bottleneck("one node", {**results, "machine_busy_pct": 150.0})

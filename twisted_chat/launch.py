@@ -316,6 +316,17 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def machine_busy() -> tuple[float, float]:
+    """(seconds all cores were busy, seconds all cores existed) since boot, from
+    /proc/stat: busy counts the kernel's own work too (loopback TCP, softirqs), which
+    no process's CPU time includes."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
+    tick = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / tick, total / tick
+
+
 def proc_stat(pid: int) -> tuple[int, float]:
     """(RSS in KiB, CPU seconds used) of a process, from /proc."""
     rss = 0

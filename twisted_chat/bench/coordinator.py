@@ -234,6 +234,7 @@ class Run:
         server_cpu0 = self._server()[1]
         redis_cpu0 = self._redis_cpu()
         each0 = {pid: launch.proc_stat(pid)[1] for pid in self.target.pids}
+        machine0 = launch.machine_busy()
         started = time.monotonic()
         for k, worker in enumerate(self.workers):
             worker.command(
@@ -257,6 +258,8 @@ class Run:
         self.results["dm_misdelivered"] = sum(e["misdelivered"] for e in events)
         server_cpu = self._server()[1] - server_cpu0
         self.results["server_cpu_pct"] = 100 * server_cpu / wall
+        busy, existed = (b - a for a, b in zip(machine0, launch.machine_busy(), strict=True))
+        self.results["machine_busy_pct"] = 100 * busy / existed * (os.cpu_count() or 1)
         self.results["server_busiest_pct"] = max(
             100 * (launch.proc_stat(pid)[1] - cpu0) / wall for pid, cpu0 in each0.items()
         )
@@ -387,6 +390,7 @@ METRICS = [
     ("server_us_per_msg", "direct: server CPU per delivered message (µs)"),
     ("generator_cpu_pct", "direct: load generator CPU (% of a core, all workers)"),
     ("generator_busiest_pct", "direct: busiest generator process CPU (%)"),
+    ("machine_busy_pct", "direct: the whole machine busy (% of a core, kernel included)"),
     ("workers", "load generator processes"),
 ]
 
@@ -418,14 +422,17 @@ def bottleneck(name: str, results: dict[str, float]) -> str:
     capacity only where the server was saturated; else it is a lower bound."""
     server = results.get("server_busiest_pct", results.get("server_cpu_pct", float("nan")))
     busiest = results.get("generator_busiest_pct", float("nan"))
-    machine = results.get("server_cpu_pct", 0.0) + results.get("generator_cpu_pct", 0.0)
+    machine = results.get(
+        "machine_busy_pct",
+        results.get("server_cpu_pct", 0.0) + results.get("generator_cpu_pct", 0.0),
+    )
     if server >= SATURATED_PCT:
         verdict = "the server was saturated: its msgs/s is its capacity here"
     elif busiest >= SATURATED_PCT:
         verdict = "the load generator was saturated: the server's msgs/s is a lower bound"
     elif machine >= SATURATED_PCT * (os.cpu_count() or 1):
         verdict = (
-            f"every core was busy (server and generators together {machine:.0f} %): the "
+            f"every core was busy (the machine {machine:.0f} %, kernel included): the "
             "machine, not one process, capped msgs/s; compare µs per message instead"
         )
     else:
