@@ -14,7 +14,7 @@ from twisted.python import usage
 
 from tests.harness import write_credentials
 from twisted_chat import wire
-from twisted_chat.errors import SharedStateUnavailable
+from twisted_chat.errors import AlreadyOnline, SharedStateUnavailable
 from twisted_chat.server.accounts import CredentialsFile
 from twisted_chat.server.cluster.chat import ClusterChat
 from twisted_chat.server.cluster.redis import (
@@ -169,6 +169,7 @@ def cluster_chat(tmp_path: Path) -> tuple[ClusterChat, FakeScripts]:
     chat = ClusterChat(
         Clock(), accounts, ClusterBlocks(redis), RedisMailbox(redis, 100), redis, "a", 120, 60
     )
+    chat.serving = True
     return chat, redis
 
 
@@ -221,6 +222,19 @@ def test_a_malformed_event_raises_for_the_node_to_skip(tmp_path: Path, event: li
     online(chat, "hans")
     with pytest.raises((ValueError, TypeError, IndexError)):
         chat.on_event(event)
+
+
+def test_a_node_that_has_not_joined_refuses_logins(tmp_path: Path) -> None:
+    chat, redis = cluster_chat(tmp_path)
+    chat.serving = False
+    refused = results(chat.require_offline("hans"))
+    assert isinstance(refused[0].value, SharedStateUnavailable)
+    assert redis.ran == []  # not even asked
+    chat.serving = True
+    redis.answer = None  # HGET chat:online hans: nobody holds him
+    assert results(chat.require_offline("hans")) == [None]
+    redis.answer = "b"  # held through node b
+    assert isinstance(results(chat.require_offline("hans"))[0].value, AlreadyOnline)
 
 
 def test_losing_redis_ends_every_session_here_with_the_reason(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from twisted_chat.errors import (
 )
 from twisted_chat.interfaces import IChatClient
 from twisted_chat.server.cluster import scripts
+from twisted_chat.server.cluster.redis import RedisError
 from twisted_chat.server.cluster.scripts import Scripts
 from twisted_chat.server.cluster.stores import ClusterAccounts, ClusterBlocks, RedisMailbox
 from twisted_chat.server.core import Chat, Session
@@ -69,6 +70,9 @@ class ClusterChat(Chat):
         heartbeat (the node's heartbeat calls :meth:`retry_releases`)."""
         self.lapses: dict[tuple[str, str], IDelayedCall] = {}
         """Private requests made through this node -> the call that lapses them."""
+        self.serving = False
+        """The node has joined and loaded its replicas (``node.ClusterNode``): until
+        then, and after it lost Redis, logins are refused as ``unavailable``."""
 
     # --- sessions -------------------------------------------------------------------
 
@@ -97,6 +101,8 @@ class ClusterChat(Chat):
         return self.redis.run(scripts.CLAIM, user, self.node_id).addCallbacks(claimed, failed)
 
     def require_offline(self, user: str) -> Deferred[None]:
+        if not self.serving:
+            return fail(SharedStateUnavailable())
         if user in self.online:
             return fail(AlreadyOnline(user))
 
@@ -122,15 +128,17 @@ class ClusterChat(Chat):
 
     def _release(self, user: str) -> None:
         def failed(failure: Failure) -> None:
-            failure.trap(SharedStateUnavailable)
+            failure.trap(SharedStateUnavailable, RedisError)
             self.unreleased.add(user)
 
         self.redis.run(scripts.RELEASE, user, self.node_id).addErrback(failed)
 
     def retry_releases(self) -> None:
+        """Tell Redis again of the users who left while it could not hear (a user back
+        online through this node meanwhile is not: the claim took the name back)."""
         for user in list(self.unreleased):
-            if user not in self.online:  # back again through us: the claim took it
-                self.unreleased.discard(user)
+            self.unreleased.discard(user)
+            if user not in self.online:
                 self._release(user)
 
     def stop(self) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -98,6 +98,7 @@ class ClusterNode(Service):
         if self._beat.running:
             self._beat.stop()
         was_joined, self.joined = self.joined, False
+        self.chat.serving = False
 
         def left(result: object) -> None:
             if isinstance(result, Failure):
@@ -111,9 +112,7 @@ class ClusterNode(Service):
                 self.log.info("node {node} left the chat", node=self.node_id)
 
         leaving: Deferred[Any] = (
-            self._redis.run(scripts.REAP, self.node_id, "1")
-            if was_joined
-            else Deferred.fromCoroutine(_nothing())
+            self._redis.run(scripts.REAP, self.node_id, "1") if was_joined else succeed(None)
         )
 
         def close(_: object) -> Deferred[None]:
@@ -164,7 +163,7 @@ class ClusterNode(Service):
             self._split("unavailable")
 
     def _split(self, reason: str) -> None:
-        self.joined = False
+        self.joined = self.chat.serving = False
         self.chat.end_all(reason)
 
     def _reap(self, dead: str) -> None:
@@ -210,7 +209,7 @@ class ClusterNode(Service):
             added = await chat.accounts.merge_file(again=True)
             chat.blocks.load(await redis.run(scripts.ALL_BLOCKS))
             self._last_beat = self._reactor.seconds()
-            self.joined = True
+            self.joined = self.chat.serving = True
             self.log.info(
                 "node {node} joined the chat ({accounts} accounts, {added} new from {path})",
                 node=self.node_id,
@@ -293,7 +292,3 @@ class ClusterNode(Service):
         failure.trap(SharedStateUnavailable, RedisError)
         # Redis away, or our inbox reaped: the heartbeat sorts out which; read again soon.
         self._reactor.callLater(0.2, self._read)
-
-
-async def _nothing() -> None:
-    return None
