@@ -207,6 +207,17 @@ def test_a_message_for_a_user_who_left_goes_back_to_redis(tmp_path: Path) -> Non
     assert redis.ran[-1] == ("redeliver", ("luke", "hans", "are you there", 5.0, "a"))
 
 
+def test_an_account_from_redis_whose_name_could_fool_a_terminal_is_left_out(
+    tmp_path: Path,
+) -> None:
+    chat, _ = cluster_chat(tmp_path)
+    chat.accounts.load(["hans", "x", "evil\x1b[2J", "y", "\u200bhans", "z", "", "w"])
+    assert list(chat.accounts.names()) == ["hans"]
+    chat.on_event(["a", "bad\nname", "pw"])
+    chat.on_event(["a", "rey", "pw"])
+    assert list(chat.accounts.names()) == ["hans", "rey"]
+
+
 @pytest.mark.parametrize(
     "event",
     [

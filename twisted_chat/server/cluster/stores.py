@@ -21,6 +21,7 @@ from zope.interface import implementer
 
 from twisted_chat.errors import InvalidPassword, InvalidUsername, QueueFull, UsernameTaken
 from twisted_chat.interfaces import IAccountStore, IBlockStore, IMailbox, StoredMessage
+from twisted_chat.server import names
 from twisted_chat.server.accounts import (
     AccountTable,
     CredentialsFile,
@@ -63,14 +64,25 @@ class ClusterAccounts(AccountTable):
 
     def load(self, flat: Sequence[str]) -> None:
         """Replace the replica with ``HGETALL chat:accounts``'s answer."""
-        self._accounts, self._skeletons = {}, {}
+        self._accounts, self._skeletons, self._sorted_names = {}, {}, None
         for user, stored in zip(flat[::2], flat[1::2], strict=True):
-            self._add(user, stored)
+            self.learned(user, stored)
 
     def learned(self, user: str, stored: str) -> None:
-        """An ``a`` event: an account was added somewhere."""
-        if user not in self._accounts:
-            self._add(user, stored)
+        """An account Redis holds (at join, or an ``a`` event). Redis is written by
+        other nodes and tools, so a name is checked as a file's line would be: one
+        that could draw on a terminal as something else, or as nothing, is left out."""
+        if user in self._accounts:
+            return
+        if names.login_name_problem(user) or names.invisible_character(user) is not None:
+            self.log.error(
+                "Redis holds an account named {user!r} that no user could type; "
+                "left out on this node",
+                user=user,
+                security_event="credentials-name",
+            )
+            return
+        self._add(user, stored)
 
     def merge_file(self, again: bool = False) -> Deferred[int]:
         """Send Redis the file's accounts it has not had from us (all of them with
