@@ -265,6 +265,27 @@ async def test_a_message_back_from_a_node_its_recipient_left_is_stored_not_resen
 
 
 @pytest_twisted.ensureDeferred
+async def test_events_handed_over_are_acknowledged_and_deleted_together(
+    redis_server: RedisServer,
+) -> None:
+    redis, client = await chat_of(redis_server, "a")
+    try:
+        assert await redis.run(scripts.CLAIM, "luke", "a") == "ok"
+        for n in range(3):
+            await redis.run(scripts.ROUTE, "hans", "luke", f"m{n}", 100)
+        read = await redis.call(
+            "XREADGROUP", "GROUP", "chat", "a", "COUNT", 2, "STREAMS", "chat:inbox:a", ">"
+        )
+        ids = [entry_id for entry_id, _fields in read[0][1]]
+        assert await redis.run(scripts.ACKNOWLEDGE, "a", *ids) == 2
+        assert (await redis.call("XPENDING", "chat:inbox:a", "chat"))[0] == 0
+        # The claim's presence notice and m0 were read and acknowledged: gone.
+        assert [e[3] for e in await inbox(redis, "a")] == ["m1", "m2"]
+    finally:
+        await client.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_whoelsesince_uses_logout_times_kept_in_redis(redis_server: RedisServer) -> None:
     redis, client = await chat_of(redis_server, "a")
     try:

@@ -307,6 +307,34 @@ async def test_redis_killed_with_kill_9_loses_nothing_acknowledged(three: Cluste
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_redis_restart_shorter_than_the_heartbeat_ends_no_session(
+    three: Cluster,
+) -> None:
+    hans = await logged_in(three.nodes["a"], "hans", "falcon*solo")
+    yoda = await logged_in(three.nodes["b"], "yoda", "wise@!man")
+    try:
+        await hans.expect("yoda logged in")
+        await three.redis.kill()
+        await three.redis.start()  # back within the heartbeat's 3 s
+        await sleep(1.5)  # the nodes reconnect and beat again
+        for _ in range(20):  # until both nodes' connections are back
+            mark = hans.mark()
+            hans.send("message yoda still here")
+            await hans.expect("still here|cannot be reached", regex=True)
+            if "cannot be reached" not in hans.since(mark):
+                break
+            await sleep(0.2)
+        await yoda.expect("hans: still here")
+        yoda.send("message hans so am I")
+        await hans.expect("yoda: so am I")
+        await sleep(3.5)  # past the heartbeat's life: nobody was dropped meanwhile
+        assert "ended your session" not in hans.output + yoda.output
+        assert "logged out" not in hans.output + yoda.output
+    finally:
+        await finish(hans, yoda)
+
+
+@pytest_twisted.ensureDeferred
 async def test_nodes_sharing_one_port_and_one_credentials_file(workdir: Path) -> None:
     cluster = Cluster(workdir)
     await cluster.redis.start()

@@ -270,11 +270,8 @@ class ClusterNode(Service):
                     ids.append(entry_id)
                     self._dispatch(entry_id, fields)
             if ids:
-                self._commands.call("XACK", self.inbox, GROUP, *ids).addErrback(
+                self._redis.run(scripts.ACKNOWLEDGE, self.node_id, *ids).addErrback(
                     self._failed, "acknowledging events"
-                )
-                self._commands.call("XDEL", self.inbox, *ids).addErrback(
-                    self._failed, "trimming the inbox"
                 )
         self._read()
 

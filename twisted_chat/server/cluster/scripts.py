@@ -478,6 +478,19 @@ return 1
 """,
 )
 
+ACKNOWLEDGE = Script(
+    "acknowledge",
+    r"""
+-- ARGV: node, entry id, entry id, ... Events handed to this node's users: acknowledged
+-- and deleted together, so that no acknowledged event is left for a reaper to move
+-- again.
+local inbox = P .. 'inbox:' .. ARGV[1]
+local ids = {unpack(ARGV, 2)}
+redis.call('XACK', inbox, 'chat', unpack(ids))
+return redis.call('XDEL', inbox, unpack(ids))
+""",
+)
+
 STORE = Script(
     "store",
     r"""
