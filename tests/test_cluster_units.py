@@ -68,6 +68,24 @@ def test_a_password_and_a_database_are_sent_before_anything_else() -> None:
     )
 
 
+def test_a_connection_is_handed_over_once_signed_in_and_dropped_when_redis_is_loading() -> None:
+    ready: list[RedisProtocol] = []
+    address = RedisAddress.parse("redis://127.0.0.1:1/0")
+    protocol = RedisProtocol(Clock(), address, 2.0, ready.append)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    assert ready == []
+    protocol.dataReceived(b"+PONG\r\n")
+    assert ready == [protocol]
+    # Redis restarted and still reading its AOF: not handed over, dropped, and the
+    # ClientService around it tries again.
+    loading = RedisProtocol(Clock(), address, 2.0, ready.append)
+    transport = StringTransport()
+    loading.makeConnection(transport)
+    loading.dataReceived(b"-LOADING Redis is loading the dataset in memory\r\n")
+    assert ready == [protocol] and transport.disconnecting
+
+
 def test_replies_come_back_in_order_including_errors_and_split_reads() -> None:
     protocol, _transport = connected(Clock())
     first = results(protocol.call("GET", "a"))

@@ -16,23 +16,18 @@ Every call is bounded: a reply later than ``timeout`` seconds aborts the connect
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import hiredis
 from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
-from twisted.internet.interfaces import (
-    IDelayedCall,
-    IProtocol,
-    IReactorTime,
-    IStreamClientEndpoint,
-)
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from twisted_chat.errors import SharedStateUnavailable
@@ -125,10 +120,17 @@ class RedisProtocol(Protocol):
     transport: Any
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, address: RedisAddress, timeout: float) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        address: RedisAddress,
+        timeout: float,
+        on_ready: Callable[[RedisProtocol], None] | None = None,
+    ) -> None:
         self._clock = clock
         self._address = address
         self._timeout = timeout
+        self._on_ready = on_ready
         # Everything we write is UTF-8; bytes that are not (another tool's) become
         # U+FFFD rather than an exception in the middle of the reply stream.
         self._reader = hiredis.Reader(encoding="utf-8", errors="replace")
@@ -148,15 +150,31 @@ class RedisProtocol(Protocol):
         if address.db:
             hello.append(self.call("SELECT", address.db))
         hello.append(self.call("PING"))
-        hello[-1].addCallbacks(lambda _: self.ready.callback(self), self._hello_failed)
+        hello[-1].addCallbacks(self._signed_in, self._hello_failed)
         for d in hello[:-1]:
             d.addErrback(self._hello_failed)
 
-    def _hello_failed(self, failure: Failure) -> None:
+    def _signed_in(self, _: object) -> None:
         if not self.ready.called:
-            self.log.error("Redis refused us: {why}", why=failure.getErrorMessage())
-            self.ready.errback(failure)
-            self.transport.abortConnection()
+            self.ready.callback(self)
+            if self._on_ready is not None:
+                self._on_ready(self)
+
+    def _hello_failed(self, failure: Failure) -> None:
+        if self.ready.called:
+            return
+        if failure.check(RedisError):
+            # LOADING: Redis restarted and is reading its AOF; the next try will do.
+            loading = str(failure.value).startswith("LOADING")
+            self.log.emit(
+                LogLevel.info if loading else LogLevel.error,
+                "Redis refused us: {why}",
+                why=failure.getErrorMessage(),
+            )
+        self.ready.errback(failure)
+        self.ready.addErrback(lambda _: None)  # said above; nobody else waits on it
+        # ClientService then sees a lost connection and tries again after its backoff.
+        self.transport.abortConnection()
 
     def call(self, *args: str | int | float | bytes, extra_time: float = 0.0) -> Deferred[Reply]:
         """Send one command; the Deferred fires with its reply, or fails with
@@ -216,13 +234,20 @@ class RedisProtocol(Protocol):
 
 
 class _RedisFactory(Factory):
-    def __init__(self, clock: IReactorTime, address: RedisAddress, timeout: float) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        address: RedisAddress,
+        timeout: float,
+        on_ready: Callable[[RedisProtocol], None],
+    ) -> None:
         self._clock = clock
         self._address = address
         self._timeout = timeout
+        self._on_ready = on_ready
 
     def buildProtocol(self, addr: object) -> RedisProtocol:
-        return RedisProtocol(self._clock, self._address, self._timeout)
+        return RedisProtocol(self._clock, self._address, self._timeout, self._on_ready)
 
 
 def _backoff(attempt: int) -> float:
@@ -246,33 +271,26 @@ class RedisClient:
     ) -> None:
         self.address = address
         self._protocol: RedisProtocol | None = None
+        # Not ClientService's prepareConnection for the sign-in: a connection that
+        # closes while being prepared has no move in its state machine (NoTransition).
+        # The protocol signs in by itself and says when it is ready; until then, and
+        # after it is lost, calls fail at once.
         self._service = ClientService(
             address.endpoint(reactor),
-            _RedisFactory(reactor, address, timeout),
+            _RedisFactory(reactor, address, timeout, self._ready),
             retryPolicy=_backoff,
             clock=reactor,
-            prepareConnection=self._prepare,
         )
         self._name = name
         self._was_up = False
 
-    def _prepare(self, connected: IProtocol) -> Deferred[RedisProtocol]:
-        # ClientService hands over a proxy of our protocol: ``ready`` fires with the
-        # protocol itself.
-        protocol = cast(RedisProtocol, connected)
-
-        def up(ready: RedisProtocol) -> RedisProtocol:
-            self._protocol = ready
-            if not self._was_up:
-                self.log.info(
-                    "{name}: connected to Redis at {where}",
-                    name=self._name,
-                    where=str(self.address),
-                )
-            self._was_up = True
-            return ready
-
-        return protocol.ready.addCallback(up)
+    def _ready(self, protocol: RedisProtocol) -> None:
+        self._protocol = protocol
+        if not self._was_up:
+            self.log.info(
+                "{name}: connected to Redis at {where}", name=self._name, where=str(self.address)
+            )
+        self._was_up = True
 
     def start(self) -> None:
         self._service.startService()
