@@ -259,7 +259,8 @@ class Run:
         server_cpu = self._server()[1] - server_cpu0
         self.results["server_cpu_pct"] = 100 * server_cpu / wall
         busy, existed = (b - a for a, b in zip(machine0, launch.machine_busy(), strict=True))
-        self.results["machine_busy_pct"] = 100 * busy / existed * (os.cpu_count() or 1)
+        if existed > 0:  # a phase shorter than the kernel's tick has no figure
+            self.results["machine_busy_pct"] = 100 * busy / existed * (os.cpu_count() or 1)
         self.results["server_busiest_pct"] = max(
             100 * (launch.proc_stat(pid)[1] - cpu0) / wall for pid, cpu0 in each0.items()
         )
