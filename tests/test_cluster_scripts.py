@@ -40,7 +40,7 @@ async def chat_of(server: RedisServer, *nodes: str) -> tuple[Scripts, RedisClien
     """Scripts on a fresh chat with ``nodes`` joined and hans, yoda, luke as accounts."""
     redis, client = await scripts_on(server)
     for node in nodes:
-        await redis.run(scripts.JOIN, node, TTL_MS)
+        await redis.run(scripts.JOIN, node, TTL_MS, f"process-{node}")
     await redis.run(scripts.MERGE_ACCOUNTS, "hans", "a", "yoda", "b", "luke", "c")
     for node in nodes:  # the account events are not what these tests look at
         await redis.call("DEL", f"chat:inbox:{node}")
@@ -64,6 +64,25 @@ async def test_two_nodes_claiming_one_user_at_once_one_wins(redis_server: RedisS
     finally:
         await client.stop()
         await other_client.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_second_process_with_a_node_id_in_use_waits_for_the_first_to_die(
+    redis_server: RedisServer,
+) -> None:
+    redis, client = await chat_of(redis_server, "a")
+    try:
+        assert await redis.run(scripts.JOIN, "a", TTL_MS, "impostor") == "in-use"
+        assert await redis.run(scripts.HEARTBEAT, "a", TTL_MS, "process-a") == []
+        # The same process joining again (after it lost Redis) is not refused.
+        assert await redis.run(scripts.JOIN, "a", TTL_MS, "process-a") == [[], 0]
+        await redis.call("ZADD", "chat:nodes", 0, "a")  # the first process died
+        assert await redis.run(scripts.JOIN, "a", TTL_MS, "second") == [[], 0]
+        # Should the first come back, it learns it was replaced.
+        assert await redis.run(scripts.HEARTBEAT, "a", TTL_MS, "process-a") == "reaped"
+        assert await redis.run(scripts.HEARTBEAT, "a", TTL_MS, "second") == []
+    finally:
+        await client.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -186,7 +205,7 @@ async def test_a_dead_node_is_reaped_once_and_its_messages_reach_their_recipient
         assert await redis.call("ZSCORE", "chat:lastseen", "yoda") is not None
         assert await redis.call("EXISTS", "chat:inbox:b") == 0
         # The heartbeat of the reaped node tells it so.
-        assert await redis.run(scripts.HEARTBEAT, "b", TTL_MS) == "reaped"
+        assert await redis.run(scripts.HEARTBEAT, "b", TTL_MS, "process-b") == "reaped"
     finally:
         await client.stop()
 
@@ -329,7 +348,7 @@ async def test_a_node_reaches_redis_over_a_unix_socket(tmp_path: Path) -> None:
         client = await server.client(url=f"unix://{short}/redis.sock?db=2")
         try:
             redis = Scripts(client)
-            assert await redis.run(scripts.JOIN, "a", TTL_MS) == [[], 0]
+            assert await redis.run(scripts.JOIN, "a", TTL_MS, "process-a") == [[], 0]
             assert await redis.call("ZCARD", "chat:nodes") == 1
         finally:
             await client.stop()

@@ -431,3 +431,28 @@ async def _known(node: ServerProcess, user: str) -> bool:
         return match.group(0) == "Password: "
     finally:
         await finish(probe)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_second_node_with_the_same_id_waits_until_the_first_is_gone(
+    workdir: Path,
+) -> None:
+    cluster = await Cluster(workdir).start("a")
+    twin = ServerProcess(workdir, 60, 120, "--redis", cluster.redis.url, "--node-id", "a")
+    clients: list[Process] = []
+    try:
+        await twin.started()
+        await twin.process.seen("node id a is in use by another running node")
+        refused = twin.client("refused")
+        clients.append(refused)
+        await refused.expect("Username: ")
+        refused.send("hans")
+        await refused.expect("shared state cannot be reached")
+        first = cluster.nodes.pop("a")
+        first.process.kill()
+        await first.process.ended
+        await joined(twin.process, "a")
+        clients.append(await logged_in(twin, "hans", "falcon*solo"))
+    finally:
+        await finish(twin)
+        await cluster.close(*clients)

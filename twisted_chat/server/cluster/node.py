@@ -17,6 +17,7 @@ beating, reads its inbox, and leaves.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import orjson
@@ -48,6 +49,15 @@ INBOX_BATCH = 1000
 GROUP = "chat"
 
 
+class NodeIdInUse(Exception):
+    """Another running process has this node id: joining waits until it is gone."""
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__(
+            f"node id {node_id} is in use by another running node; give each node its own --node-id"
+        )
+
+
 class ClusterNode(Service):
     """Membership of one node; a child of the server's service, stopped after the
     chat (so its sessions have ended) and before nothing else."""
@@ -73,6 +83,8 @@ class ClusterNode(Service):
         self.inbox = f"chat:inbox:{self.node_id}"
         self.interval = interval
         self.ttl = ttl
+        self.instance = secrets.token_hex(8)
+        """This process, among any that were given the same node id."""
         self.joined = False
         self._joining = False
         self._join_failures = 0
@@ -131,9 +143,9 @@ class ClusterNode(Service):
         if not self.joined:
             self._join()
             return
-        self._redis.run(scripts.HEARTBEAT, self.node_id, round(self.ttl * 1000)).addCallbacks(
-            self._beaten, self._missed
-        )
+        self._redis.run(
+            scripts.HEARTBEAT, self.node_id, round(self.ttl * 1000), self.instance
+        ).addCallbacks(self._beaten, self._missed)
 
     def _beaten(self, answer: str | list[str]) -> None:
         if not self.joined:
@@ -196,7 +208,12 @@ class ClusterNode(Service):
         chat = self.chat
 
         async def join() -> None:
-            users, moved = await redis.run(scripts.JOIN, self.node_id, round(self.ttl * 1000))
+            joined = await redis.run(
+                scripts.JOIN, self.node_id, round(self.ttl * 1000), self.instance
+            )
+            if joined == "in-use":
+                raise NodeIdInUse(self.node_id)
+            users, moved = joined
             if users or moved:
                 self.log.warn(
                     "node {node} had left {users} users and {moved} messages from an "
@@ -226,7 +243,7 @@ class ClusterNode(Service):
             if not isinstance(result, Failure):
                 self._join_failures = 0
                 return
-            result.trap(SharedStateUnavailable, RedisError)
+            result.trap(SharedStateUnavailable, RedisError, NodeIdInUse)
             # Said once, then every half minute: Redis may be away for an hour.
             if self._join_failures % 30 == 0:
                 self.log.warn(

@@ -12,6 +12,7 @@ The key layout (docs/scaling.md), all under ``chat:``:
 ``peer``                       hash: username -> [host, port, fingerprint] (JSON)
 ``lastseen``                   sorted set: username by last logout time
 ``nodes``                      sorted set: node id by heartbeat expiry (ms)
+``instances``                  hash: node id -> the process (a random token) that has it
 ``node:<id>:users``            set: who is online through that node
 ``inbox:<id>``                 stream, group ``chat``: events for that node's users
 ``blocks:<u>``/``blockers:<u>``  sets: whom u blocks / who blocks u
@@ -111,6 +112,7 @@ local function reap(node)
   local users = redis.call('SMEMBERS', members)
   redis.call('DEL', members)
   redis.call('ZREM', P .. 'nodes', node)
+  redis.call('HDEL', P .. 'instances', node)
   local when = now_s()
   local gone = {}
   for _, user in ipairs(users) do
@@ -153,11 +155,19 @@ class Script:
 JOIN = Script(
     "join",
     r"""
--- ARGV: node, heartbeat ttl (ms). Whatever an earlier run of this node left is
--- reaped first (its users went with it); then the node is a member with an inbox.
-local node, ttl = ARGV[1], tonumber(ARGV[2])
+-- ARGV: node, heartbeat ttl (ms), instance (random, one per process). 'in-use' while
+-- another process that is alive has this node id (two would split one inbox between
+-- them). Else whatever an earlier run of this node left is reaped first (its users
+-- went with it), and the node is a member with an inbox.
+local node, ttl, instance = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local expiry = redis.call('ZSCORE', P .. 'nodes', node)
+local holder = redis.call('HGET', P .. 'instances', node)
+if expiry and tonumber(expiry) >= now_ms() and holder and holder ~= instance then
+  return 'in-use'
+end
 local result = reap(node)
 redis.call('ZADD', P .. 'nodes', now_ms() + ttl, node)
+redis.call('HSET', P .. 'instances', node, instance)
 pcall(redis.call, 'XGROUP', 'CREATE', P .. 'inbox:' .. node, 'chat', '0', 'MKSTREAM')
 return result
 """,
@@ -166,10 +176,12 @@ return result
 HEARTBEAT = Script(
     "heartbeat",
     r"""
--- ARGV: node, ttl (ms). 'reaped' if the others gave this node up (it must drop its
--- users and join again); else the ids of nodes whose heartbeat has expired.
-local node, ttl = ARGV[1], tonumber(ARGV[2])
+-- ARGV: node, ttl (ms), instance. 'reaped' if the others gave this node up, or another
+-- process took its id over (it must drop its users and join again); else the ids of
+-- nodes whose heartbeat has expired.
+local node, ttl, instance = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 if not redis.call('ZSCORE', P .. 'nodes', node) then return 'reaped' end
+if redis.call('HGET', P .. 'instances', node) ~= instance then return 'reaped' end
 local now = now_ms()
 redis.call('ZADD', P .. 'nodes', now + ttl, node)
 return redis.call('ZRANGEBYSCORE', P .. 'nodes', '-inf', '(' .. now)
