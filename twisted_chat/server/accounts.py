@@ -177,6 +177,18 @@ class AccountTable:
             return succeed(False)
         return passwords.verify_stored(stored, password, self._check_hash)
 
+    def refusal(self, user: str, password: str) -> Deferred[None] | None:
+        """Why no account ``user`` with ``password`` can be created at all (a failed
+        Deferred: a bad name or password, or a name taken), or None."""
+        try:
+            check_username(user)
+            check_password(password)
+        except (InvalidUsername, InvalidPassword) as e:
+            return fail(e)
+        if user in self._accounts:
+            return fail(UsernameTaken(user))
+        return None
+
     def look_alike_of(self, user: str) -> str | None:
         """Another account's name that ``user`` looks like, or None."""
         existing = self._skeletons.get(names.skeleton(user))
@@ -334,12 +346,10 @@ class CredentialsFile(AccountTable):
         return self._file.run(locked).addBoth(done)
 
     def create(self, user: str, password: str) -> Deferred[None]:
-        try:
-            check_username(user)
-            check_password(password)
-        except (InvalidUsername, InvalidPassword) as e:
-            return fail(e)
-        if user in self._accounts or user in self._creating:
+        refused = self.refusal(user, password)
+        if refused is not None:
+            return refused
+        if user in self._creating:
             return fail(UsernameTaken(user))
         problem = self.new_account_problem(user)
         if problem is not None:

@@ -14,19 +14,17 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_chat.errors import InvalidPassword, InvalidUsername, QueueFull, UsernameTaken
+from twisted_chat.errors import QueueFull, UsernameTaken
 from twisted_chat.interfaces import IAccountStore, IBlockStore, IMailbox, StoredMessage
 from twisted_chat.server import names
 from twisted_chat.server.accounts import (
     AccountTable,
     CredentialsFile,
-    check_password,
-    check_username,
 )
 from twisted_chat.server.auth import MAX_FAILURES
 from twisted_chat.server.cluster import scripts
@@ -151,13 +149,9 @@ class ClusterAccounts(AccountTable):
         return self.file.refresh().addCallback(lambda _: self.merge_file()).addCallback(merged)
 
     def create(self, user: str, password: str) -> Deferred[None]:
-        try:
-            check_username(user)
-            check_password(password)
-        except (InvalidUsername, InvalidPassword) as e:
-            return fail(e)
-        if user in self._accounts:
-            return fail(UsernameTaken(user))
+        refused = self.refusal(user, password)
+        if refused is not None:
+            return refused
 
         def reserved(answer: str) -> Deferred[None]:
             if answer != "ok":
