@@ -129,6 +129,8 @@ async def test_three_nodes_are_one_chat(three: Cluster) -> None:
         await hans.expect("yoda\n")
         luke.send("unblock hans")
         await luke.expect("hans is unblocked")
+        hans.send("message luke now you hear me")  # the unblock holds on node a at once
+        await luke.expect("hans: now you hear me")
 
         # Offline mail is stored in Redis and delivered at a login on another node.
         hans.send("message yoda see you later")
