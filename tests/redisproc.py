@@ -14,7 +14,7 @@ from twisted.internet.task import deferLater
 from twisted_chat import launch
 from twisted_chat.launch import Process
 from twisted_chat.server.cluster.redis import RedisAddress, RedisClient
-from twisted_chat.server.cluster.scripts import Scripts
+from twisted_chat.server.cluster.scripts import SOURCES, Scripts
 
 WAIT = 15.0
 
@@ -52,7 +52,9 @@ class RedisServer:
 
     async def client(self, timeout: float = 2.0, url: str | None = None) -> RedisClient:
         """A connected client (stop it with ``await client.stop()``)."""
-        client = RedisClient(reactor, RedisAddress.parse(url or self.url), timeout=timeout)
+        client = RedisClient(
+            reactor, RedisAddress.parse(url or self.url), timeout=timeout, scripts=SOURCES
+        )
         client.start()
         for _ in range(100):
             if client.is_up:

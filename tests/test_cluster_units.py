@@ -86,17 +86,40 @@ def test_a_connection_is_handed_over_once_signed_in_and_dropped_when_redis_is_lo
     assert ready == [protocol] and transport.disconnecting
 
 
+def test_scripts_are_loaded_on_each_connection_and_a_lost_one_reconnects() -> None:
+    ready: list[RedisProtocol] = []
+    address = RedisAddress.parse("redis://127.0.0.1:1/0")
+    protocol = RedisProtocol(Clock(), address, 2.0, ready.append, ["return 1", "return 2"])
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    assert transport.value() == (
+        encode_command(["SCRIPT", "LOAD", "return 1"])
+        + encode_command(["SCRIPT", "LOAD", "return 2"])
+        + encode_command(["PING"])
+    )
+    protocol.dataReceived(b"$40\r\n" + b"a" * 40 + b"\r\n$40\r\n" + b"b" * 40 + b"\r\n")
+    assert ready == []  # not before every script is in
+    protocol.dataReceived(b"+PONG\r\n")
+    assert ready == [protocol]
+    # SCRIPT FLUSH by someone: the call fails as unavailable and the connection goes,
+    # so that the next one loads the scripts again.
+    flushed = results(protocol.call("EVALSHA", "a" * 40, 0))
+    protocol.dataReceived(b"-NOSCRIPT No matching script. Please use EVAL.\r\n")
+    assert isinstance(flushed[0].value, SharedStateUnavailable)
+    assert transport.disconnecting
+
+
 def test_replies_come_back_in_order_including_errors_and_split_reads() -> None:
     protocol, _transport = connected(Clock())
     first = results(protocol.call("GET", "a"))
     second = results(protocol.call("EVALSHA", "x", 0))
     third = results(protocol.call("HGETALL", "h"))
-    for byte in b"$4\r\n0123\r\n-NOSCRIPT No matching script\r\n*2\r\n$1\r\nk\r\n$3\r\nv\xc3":
+    for byte in b"$4\r\n0123\r\n-WRONGTYPE Operation against a key\r\n*2\r\n$1\r\nk\r\n$3\r\nv\xc3":
         protocol.dataReceived(bytes([byte]))
     protocol.dataReceived(b"\xa9\r\n")
     assert first == ["0123"]  # a string stays a string: no number conversion
     assert isinstance(second[0].value, RedisError)
-    assert str(second[0].value).startswith("NOSCRIPT")
+    assert str(second[0].value).startswith("WRONGTYPE")
     assert third == [["k", "vé"]]
     # Bytes that are not UTF-8 (written by another tool) cannot stop the replies.
     fourth = results(protocol.call("GET", "binary"))

@@ -61,7 +61,11 @@ def message(avatar: Session, to: str, text: str) -> Reply:
     stored = avatar.message(names.normalise(to), text)
     if stored is None:
         return _DELIVERED
-    return stored.addCallback(lambda was_stored: {"stored": was_stored})
+    return stored.addCallback(_stored_reply)
+
+
+def _stored_reply(stored: bool) -> dict[str, Any]:
+    return {"stored": stored}
 
 
 def _field(name: str, value: Now[Any]) -> Reply:

@@ -27,7 +27,7 @@ from twisted_chat.server.auth import LockoutPasswordChecker, LoginThrottle
 from twisted_chat.server.cluster.chat import ClusterChat
 from twisted_chat.server.cluster.node import ClusterNode
 from twisted_chat.server.cluster.redis import DEFAULT_CALL_TIMEOUT, RedisAddress, RedisClient
-from twisted_chat.server.cluster.scripts import Scripts
+from twisted_chat.server.cluster.scripts import SOURCES, Scripts
 from twisted_chat.server.cluster.stores import (
     ClusterAccounts,
     ClusterBlocks,
@@ -342,7 +342,7 @@ def _cluster_parts(
     """A node of a chat on Redis: the stores and the domain over Redis, and the node."""
     address = options["redis-address"]
     node_name = options["node-id"]
-    commands = RedisClient(reactor, address, name=f"node {node_name}")
+    commands = RedisClient(reactor, address, name=f"node {node_name}", scripts=SOURCES)
     redis = Scripts(commands)
     accounts = ClusterAccounts(file, redis, node_name, check_hash)
     blocks = ClusterBlocks(redis)

@@ -126,11 +126,13 @@ class RedisProtocol(Protocol):
         address: RedisAddress,
         timeout: float,
         on_ready: Callable[[RedisProtocol], None] | None = None,
+        scripts: Sequence[str] = (),
     ) -> None:
         self._clock = clock
         self._address = address
         self._timeout = timeout
         self._on_ready = on_ready
+        self._scripts = scripts
         # Everything we write is UTF-8; bytes that are not (another tool's) become
         # U+FFFD rather than an exception in the middle of the reply stream.
         self._reader = hiredis.Reader(encoding="utf-8", errors="replace")
@@ -149,6 +151,9 @@ class RedisProtocol(Protocol):
             hello.append(self.call("AUTH", *(sign_in or [address.password])))
         if address.db:
             hello.append(self.call("SELECT", address.db))
+        # Every script, before any call: EVALSHA then never meets a Redis that lacks
+        # one (a restarted Redis has an empty script cache; this is a new connection).
+        hello.extend(self.call("SCRIPT", "LOAD", source) for source in self._scripts)
         hello.append(self.call("PING"))
         hello[-1].addCallbacks(self._signed_in, self._hello_failed)
         for d in hello[:-1]:
@@ -216,10 +221,15 @@ class RedisProtocol(Protocol):
                 self.transport.abortConnection()
                 return
             d, _ = self._waiting.popleft()
-            if isinstance(reply, hiredis.ReplyError):
-                d.errback(RedisError(str(reply)))
-            else:
+            if not isinstance(reply, hiredis.ReplyError):
                 d.callback(reply)
+            elif str(reply).startswith("NOSCRIPT"):
+                # Someone flushed Redis's scripts: a new connection loads them again.
+                self.log.warn("Redis has lost our scripts; reconnecting to load them")
+                d.errback(SharedStateUnavailable())
+                self.transport.abortConnection()
+            else:
+                d.errback(RedisError(str(reply)))
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.connected = False
@@ -240,14 +250,18 @@ class _RedisFactory(Factory):
         address: RedisAddress,
         timeout: float,
         on_ready: Callable[[RedisProtocol], None],
+        scripts: Sequence[str],
     ) -> None:
         self._clock = clock
         self._address = address
         self._timeout = timeout
         self._on_ready = on_ready
+        self._scripts = scripts
 
     def buildProtocol(self, addr: object) -> RedisProtocol:
-        return RedisProtocol(self._clock, self._address, self._timeout, self._on_ready)
+        return RedisProtocol(
+            self._clock, self._address, self._timeout, self._on_ready, self._scripts
+        )
 
 
 def _backoff(attempt: int) -> float:
@@ -268,7 +282,9 @@ class RedisClient:
         address: RedisAddress,
         timeout: float = DEFAULT_CALL_TIMEOUT,
         name: str = "redis",
+        scripts: Sequence[str] = (),
     ) -> None:
+        """``scripts``: Lua sources loaded on every new connection before it is used."""
         self.address = address
         self._protocol: RedisProtocol | None = None
         # Not ClientService's prepareConnection for the sign-in: a connection that
@@ -277,7 +293,7 @@ class RedisClient:
         # after it is lost, calls fail at once.
         self._service = ClientService(
             address.endpoint(reactor),
-            _RedisFactory(reactor, address, timeout, self._ready),
+            _RedisFactory(reactor, address, timeout, self._ready, scripts),
             retryPolicy=_backoff,
             clock=reactor,
         )

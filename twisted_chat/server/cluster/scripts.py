@@ -34,9 +34,8 @@ import hashlib
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
 
-from twisted_chat.server.cluster.redis import RedisClient, RedisError, Reply
+from twisted_chat.server.cluster.redis import RedisClient, Reply
 
 PRELUDE = r"""
 local P = 'chat:'
@@ -513,20 +512,21 @@ return 'full'
 )
 
 
+EVERY_SCRIPT = tuple(v for v in list(globals().values()) if isinstance(v, Script))
+"""Loaded on every connection that runs scripts (``RedisClient(scripts=...)``)."""
+
+SOURCES = tuple(script.source for script in EVERY_SCRIPT)
+
+
 class Scripts:
-    """Runs :class:`Script` objects by SHA1, sending the source only when Redis does not
-    have it (the first call, or after Redis restarted)."""
+    """Runs :class:`Script` objects by SHA1 on a client that loaded them
+    (:data:`SOURCES`) when it connected."""
 
     def __init__(self, client: RedisClient) -> None:
         self._client = client
 
     def run(self, script: Script, *args: str | int | float) -> Deferred[Reply]:
-        def missing(failure: Failure) -> Deferred[Reply] | Failure:
-            if failure.check(RedisError) and str(failure.value).startswith("NOSCRIPT"):
-                return self._client.call("EVAL", script.source, 0, *args)
-            return failure
-
-        return self._client.call("EVALSHA", script.sha, 0, *args).addErrback(missing)
+        return self._client.call("EVALSHA", script.sha, 0, *args)
 
     def call(self, *args: str | int | float) -> Deferred[Reply]:
         """One plain command, for what touches a single key."""
