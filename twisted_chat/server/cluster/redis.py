@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -244,24 +245,13 @@ class RedisProtocol(Protocol):
 
 
 class _RedisFactory(Factory):
-    def __init__(
-        self,
-        clock: IReactorTime,
-        address: RedisAddress,
-        timeout: float,
-        on_ready: Callable[[RedisProtocol], None],
-        scripts: Sequence[str],
-    ) -> None:
-        self._clock = clock
-        self._address = address
-        self._timeout = timeout
-        self._on_ready = on_ready
-        self._scripts = scripts
+    """Makes each new connection's protocol, with the client's settings."""
+
+    def __init__(self, make: Callable[[], RedisProtocol]) -> None:
+        self._make = make
 
     def buildProtocol(self, addr: object) -> RedisProtocol:
-        return RedisProtocol(
-            self._clock, self._address, self._timeout, self._on_ready, self._scripts
-        )
+        return self._make()
 
 
 def _backoff(attempt: int) -> float:
@@ -293,7 +283,7 @@ class RedisClient:
         # after it is lost, calls fail at once.
         self._service = ClientService(
             address.endpoint(reactor),
-            _RedisFactory(reactor, address, timeout, self._ready, scripts),
+            _RedisFactory(partial(RedisProtocol, reactor, address, timeout, self._ready, scripts)),
             retryPolicy=_backoff,
             clock=reactor,
         )
