@@ -70,6 +70,8 @@ class ClusterChat(Chat):
         heartbeat (the node's heartbeat calls :meth:`retry_releases`)."""
         self.lapses: dict[tuple[str, str], IDelayedCall] = {}
         """Private requests made through this node -> the call that lapses them."""
+        self.announced: set[str] = set()
+        """Users claimed back whose login the others never saw end: no new notice."""
         self.serving = False
         """The node has joined and loaded its replicas (``node.ClusterNode``): until
         then, and after it lost Redis, logins are refused as ``unavailable``."""
@@ -86,8 +88,10 @@ class ClusterChat(Chat):
         session.hold()
 
         def claimed(answer: str) -> Session:
-            if answer == "ok":
+            if answer in ("ok", "back"):
                 self.unreleased.discard(user)
+                if answer == "back":  # the others never saw this user leave
+                    self.announced.add(user)
                 return session
             self._forget(session)
             if answer == "online":
@@ -116,8 +120,24 @@ class ClusterChat(Chat):
         return d
 
     def begin(self, session: Session) -> Deferred[None]:
-        # Held since the claim; everyone's presence notice comes through the inboxes.
+        """The session begins: everyone is told (through their inboxes, as every event
+        is), then the idle timer and offline mail. Events have been held since the
+        claim."""
+        if session.name in self.announced:
+            self.announced.discard(session.name)
+        else:
+            self.redis.run(scripts.ANNOUNCE, session.name, self.node_id).addErrback(
+                self._not_announced, session.name
+            )
         return self._welcome(session)
+
+    def _not_announced(self, failure: Failure, user: str) -> None:
+        failure.trap(SharedStateUnavailable, RedisError)
+        self.log.warn(
+            "could not tell the others {user} logged in: {why}",
+            user=user,
+            why=failure.getErrorMessage(),
+        )
 
     def detach(self, session: Session, reason: str) -> None:
         if not self._forget(session):

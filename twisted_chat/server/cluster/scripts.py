@@ -204,7 +204,9 @@ CLAIM = Script(
     "claim",
     r"""
 -- ARGV: user, node. The login's one decision: 'ok' (now online through node),
--- 'online' (through another node), 'no-node' (this node is not a member now).
+-- 'back' (the same, and the others never heard the user leave), 'online' (through
+-- another node), 'no-node' (this node is not a member now). Nobody is told yet: the
+-- presence notice waits for the session to begin (ANNOUNCE), as in one process.
 local user, node = ARGV[1], ARGV[2]
 if not redis.call('ZSCORE', P .. 'nodes', node) then return 'no-node' end
 local holder = redis.call('HGET', P .. 'online', user)
@@ -213,8 +215,19 @@ local holder = redis.call('HGET', P .. 'online', user)
 if holder and holder ~= node then return 'online' end
 redis.call('HSET', P .. 'online', user, node)
 redis.call('SADD', P .. 'node:' .. node .. ':users', user)
-if not holder then send_all({'p', user, 1}) end
+if holder then return 'back' end
 return 'ok'
+""",
+)
+
+ANNOUNCE = Script(
+    "announce",
+    r"""
+-- ARGV: user, node. The user's session began (they have their welcome): everyone is
+-- told, if they are still online through node.
+if redis.call('HGET', P .. 'online', ARGV[1]) ~= ARGV[2] then return 0 end
+send_all({'p', ARGV[1], 1})
+return 1
 """,
 )
 
