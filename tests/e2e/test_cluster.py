@@ -31,8 +31,12 @@ class Cluster:
 
     async def start(self, *names: str, block_duration: float = 60, timeout: float = 120) -> Cluster:
         await self.redis.start()
-        for name in names:
-            await self.add(name, block_duration=block_duration, timeout=timeout)
+        try:
+            for name in names:
+                await self.add(name, block_duration=block_duration, timeout=timeout)
+        except BaseException:
+            await self.close()  # no Redis or node left running by a failed start
+            raise
         return self
 
     async def add(
