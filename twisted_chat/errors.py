@@ -99,9 +99,19 @@ class NoSuchUser(ChatError):
 class SelfTarget(ChatError):
     code = "self"
 
+    @classmethod
+    def private(cls) -> SelfTarget:
+        return cls("Error. You cannot start a private session with yourself.")
+
 
 class BlockedByRecipient(ChatError):
     code = "blocked"
+
+    @classmethod
+    def private(cls, user: str) -> BlockedByRecipient:
+        return cls(
+            f"Error. You cannot start a private session with {user}: the user has blocked you."
+        )
 
     def __init__(
         self, text: str = "Your message could not be delivered as the recipient has blocked you."
@@ -192,6 +202,16 @@ class PrivateConflict(ChatError):
     """A private-session request that already exists, or an answer to none."""
 
     code = "private-conflict"
+
+    @classmethod
+    def waiting(cls, user: str) -> PrivateConflict:
+        return cls(
+            f"Error. A private request between you and {user} is already waiting for an answer."
+        )
+
+    @classmethod
+    def none_from(cls, user: str) -> PrivateConflict:
+        return cls(f"Error. There is no private request from {user}.")
 
 
 class ProtocolStateError(ChatError):

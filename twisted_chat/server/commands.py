@@ -7,13 +7,12 @@ from __future__ import annotations
 from typing import Any, TypeAlias
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress
 
 from twisted_chat import wire
 from twisted_chat.errors import BadArgument, ProtocolStateError
 from twisted_chat.server import names
-from twisted_chat.server.core import Now, Session
+from twisted_chat.server.core import Now, Session, then
 
 Reply: TypeAlias = Now[dict[str, Any]]
 """The reply's fields, now or once the command is done (stored, written)."""
@@ -70,16 +69,12 @@ def _stored_reply(stored: bool) -> dict[str, Any]:
 
 def _field(name: str, value: Now[Any]) -> Reply:
     """``{name: value}``, now or once ``value`` is known."""
-    if isinstance(value, Deferred):
-        return value.addCallback(lambda known: {name: known})
-    return {name: value}
+    return then(value, lambda known: {name: known})
 
 
 def _done(value: Now[None]) -> Reply:
     """An empty reply, now or once the command is done."""
-    if isinstance(value, Deferred):
-        return value.addCallback(lambda _: {})
-    return {}
+    return then(value, lambda _: {})
 
 
 _DELIVERED: dict[str, Any] = {"stored": False}

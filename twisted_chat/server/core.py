@@ -52,9 +52,17 @@ DEFAULT_PRIVATE_REQUEST_TTL = 60.0
 """Seconds a private-session request waits for a y/n before it lapses."""
 
 T = TypeVar("T")
+U = TypeVar("U")
 Now: TypeAlias = T | Deferred[T]
 """A command's result: at once in one process, once Redis has answered in a cluster
 (``cluster.chat``); the protocol answers either way."""
+
+
+def then(value: Now[T], f: Callable[[T], U]) -> Now[U]:
+    """``f(value)``, now or once ``value`` is known."""
+    if isinstance(value, Deferred):
+        return value.addCallback(f)
+    return f(value)
 
 
 class PresenceHistory:
@@ -180,9 +188,7 @@ class Chat:
         if self.online.get(session.name) is not session:
             return False
         del self.online[session.name]
-        if session.timer is not None and session.timer.active():
-            session.timer.cancel()
-        session.timer = None
+        session.stop_timer()
         return True
 
     def stop(self) -> None:
@@ -194,9 +200,7 @@ class Chat:
         now = self.clock.seconds()
         sessions, self.online = self.online, {}
         for session in sessions.values():
-            if session.timer is not None and session.timer.active():
-                session.timer.cancel()
-            session.timer = None
+            session.stop_timer()
             self.history.went_offline(session.name, now)
             session.mind.end_session("shutdown")
         self.log.info("server stopping: ended {count} sessions", count=len(sessions))
@@ -216,6 +220,21 @@ class Chat:
         session.timer = None
         session.mind.end_session("timeout")
         self.detach(session, "timeout")
+
+    def deliver_broadcast(self, event: wire.Broadcast) -> bool:
+        """``event`` to everyone online here but its sender and those who block the
+        sender; return whether anyone was skipped for that reason."""
+        sender = event.sender
+        blockers = self.blocks.blockers_of(sender)
+        skipped = False
+        for other, session in self.online.items():
+            if other == sender:
+                continue
+            if other in blockers:
+                skipped = True
+            else:
+                session.deliver(event)
+        return skipped
 
     def _announce(self, user: str, online: bool) -> None:
         """Presence to everyone online except ``user`` and those ``user`` blocks."""
@@ -293,6 +312,12 @@ class Session:
         for event in held:
             self.mind.deliver(event)
 
+    def stop_timer(self) -> None:
+        """The session is ending: its idle timer goes."""
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
     def touch(self) -> None:
         """The user did something: restart the idle timer (reset, not recreated)."""
         if self.timer is not None and self.timer.active():
@@ -312,7 +337,9 @@ class Session:
         self.touch()
         return self._others_online()
 
-    def _others_online(self) -> list[str]:
+    def _others_online(self) -> Now[list[str]]:
+        """Who else is online, less those who block us, sorted (the cluster asks
+        Redis)."""
         me = self.name
         is_blocked = self.server.blocks.is_blocked
         return sorted(u for u in self.server.online if u != me and not is_blocked(u, me))
@@ -321,6 +348,11 @@ class Session:
         if seconds < 0:
             raise BadArgument("Error. whoelsesince takes a number of seconds, 0 or more.")
         self.touch()
+        return self._seen_since(seconds)
+
+    def _seen_since(self, seconds: int) -> Now[list[str]]:
+        """Who is online or logged out at most ``seconds`` ago, less us and those who
+        block us, sorted (the cluster asks Redis)."""
         server = self.server
         cutoff = server.clock.seconds() - seconds
         names = set(server.online)
@@ -336,12 +368,17 @@ class Session:
         names are the store's, kept sorted between changes: no sort per call."""
         names = self.server.accounts.names()
         listed = names[: wire.MAX_ACCOUNT_NAMES]
-        return {
-            "users": listed,
-            "truncated": len(names) > len(listed),
-            "online": self._others_online(),
-            "blocked": sorted(self.server.blocks.blocked_by(self.name)),
-        }
+        blocked = sorted(self.server.blocks.blocked_by(self.name))
+
+        def answer(online: list[str]) -> dict[str, object]:
+            return {
+                "users": listed,
+                "truncated": len(names) > len(listed),
+                "online": online,
+                "blocked": blocked,
+            }
+
+        return then(self._others_online(), answer)
 
     # --- messaging --------------------------------------------------------------------
 
@@ -357,6 +394,12 @@ class Session:
         server.require_user(to)
         if server.blocks.is_blocked(to, self.name):
             raise BlockedByRecipient()
+        return self._send(to, text)
+
+    def _send(self, to: str, text: str) -> Deferred[bool] | None:
+        """A message that passed every check: delivered here, or stored (the cluster
+        routes it through Redis)."""
+        server = self.server
         now = server.clock.seconds()
         recipient = server.online.get(to)
         if recipient is not None:
@@ -370,18 +413,7 @@ class Session:
         check_text(text)
         self.touch()
         server = self.server
-        me = self.name
-        event = wire.Broadcast(me, text, server.clock.seconds())
-        blockers = server.blocks.blockers_of(me)
-        skipped = False
-        for other, session in server.online.items():
-            if other == me:
-                continue
-            if other in blockers:
-                skipped = True
-            else:
-                session.deliver(event)
-        return skipped
+        return server.deliver_broadcast(wire.Broadcast(self.name, text, server.clock.seconds()))
 
     # --- block lists ----------------------------------------------------------------
 
@@ -463,21 +495,15 @@ class PrivateBroker:
         server = self._server
         me = requester.name
         if target == me:
-            raise SelfTarget("Error. You cannot start a private session with yourself.")
+            raise SelfTarget.private()
         server.require_user(target)
         peer = server.online.get(target)
         if peer is None:
             raise UserOffline(target)
         if server.blocks.is_blocked(target, me):
-            raise BlockedByRecipient(
-                f"Error. You cannot start a private session with {target}: "
-                "the user has blocked you."
-            )
+            raise BlockedByRecipient.private(target)
         if (me, target) in self._pending or (target, me) in self._pending:
-            raise PrivateConflict(
-                f"Error. A private request between you and {target} is "
-                "already waiting for an answer."
-            )
+            raise PrivateConflict.waiting(target)
         if not peer.peer_port:
             raise NoPeerListener(target)
         if not requester.peer_fingerprint:
@@ -491,7 +517,7 @@ class PrivateBroker:
     def answer(self, target: Session, requester: str, accept: bool) -> None:
         key = (requester, target.name)
         if key not in self._pending:
-            raise PrivateConflict(f"Error. There is no private request from {requester}.")
+            raise PrivateConflict.none_from(requester)
         self._forget(key).cancel()
         server = self._server
         asker = server.online[requester]  # a requester who left has no pending request

@@ -21,13 +21,10 @@ from twisted.python.failure import Failure
 
 from twisted_chat import wire
 from twisted_chat.errors import (
-    AlreadyBlocked,
     AlreadyOnline,
-    BadArgument,
     BlockedByRecipient,
     NoPeerListener,
     NoSuchUser,
-    NotBlocked,
     PrivateConflict,
     QueueFull,
     SelfTarget,
@@ -68,8 +65,9 @@ class ClusterChat(Chat):
         self.unreleased: set[str] = set()
         """Users who left this node while Redis could not be told: retried on each
         heartbeat (the node's heartbeat calls :meth:`retry_releases`)."""
-        self.lapses: dict[tuple[str, str], IDelayedCall] = {}
-        """Private requests made through this node -> the call that lapses them."""
+        self.lapses: dict[str, dict[str, IDelayedCall]] = {}
+        """Private requests made through this node: requester -> target -> the call
+        that lapses the request (by requester, so a logout finds its own at once)."""
         self.announced: set[str] = set()
         """Users claimed back whose login the others never saw end: no new notice."""
         self.serving = False
@@ -168,24 +166,35 @@ class ClusterChat(Chat):
 
     def end_all(self, reason: str) -> None:
         """End every session here, telling each user ``reason``."""
-        for call in self.lapses.values():
-            if call.active():
-                call.cancel()
-        self.lapses.clear()
+        for user in list(self.lapses):
+            self._cancel_lapses(user)
         sessions, self.online = self.online, {}
         for session in sessions.values():
-            if session.timer is not None and session.timer.active():
-                session.timer.cancel()
-            session.timer = None
+            session.stop_timer()
             session.mind.end_session(reason)
         if sessions:
             self.log.info("ended {count} sessions ({reason})", count=len(sessions), reason=reason)
 
     def _cancel_lapses(self, user: str) -> None:
-        for key in [k for k in self.lapses if k[0] == user]:
-            call = self.lapses.pop(key)
+        for call in self.lapses.pop(user, {}).values():
             if call.active():
                 call.cancel()
+
+    def lapse_later(self, requester: str, target: str, call: IDelayedCall) -> None:
+        """``call`` lapses ``requester``'s request to ``target`` (replacing one before)."""
+        calls = self.lapses.setdefault(requester, {})
+        old = calls.pop(target, None)
+        if old is not None and old.active():
+            old.cancel()
+        calls[target] = call
+
+    def lapse_forgotten(self, requester: str, target: str) -> None:
+        """The request ended (answered, lapsed, a side left): no call lapses it now."""
+        calls = self.lapses.get(requester)
+        if calls is not None:
+            calls.pop(target, None)
+            if not calls:
+                del self.lapses[requester]
 
     # --- events from this node's inbox ----------------------------------------------
 
@@ -205,19 +214,11 @@ class ClusterChat(Chat):
                 return
             recipient.deliver(wire.Message(sender, text, float(sent)))
         elif kind == "b":
-            sender, text, sent = _text(event[1]), _text(event[2]), float(event[3])
-            frame: wire.Frame = wire.Broadcast(sender, text, sent)
-            blockers = self.blocks.blockers_of(sender)
-            for other, session in self.online.items():
-                if other != sender and other not in blockers:
-                    session.deliver(frame)
+            self.deliver_broadcast(
+                wire.Broadcast(_text(event[1]), _text(event[2]), float(event[3]))
+            )
         elif kind == "p":
-            user, online = _text(event[1]), bool(event[2])
-            frame = wire.Presence(user, online)
-            hidden_from = self.blocks.blocked_by(user)
-            for other, session in self.online.items():
-                if other != user and other not in hidden_from:
-                    session.deliver(frame)
+            self._announce(_text(event[1]), bool(event[2]))
         elif kind == "k":
             self.blocks.changed(_text(event[1]), _text(event[2]), bool(event[3]))
         elif kind == "a":
@@ -234,7 +235,7 @@ class ClusterChat(Chat):
             self._to(event[1], wire.PrivateDeclined(_text(event[2])))
         elif kind == "px":
             self._to(event[1], wire.PrivateExpired(_text(event[2]), _text(event[3])))
-            self.lapses.pop((_text(event[1]), _text(event[2])), None)
+            self.lapse_forgotten(_text(event[1]), _text(event[2]))
         else:
             raise ValueError(f"unknown event kind {kind!r}")
 
@@ -271,52 +272,23 @@ class ClusterSession(Session):
     __slots__ = ()
     server: ClusterChat
 
-    def whoelse(self) -> Deferred[list[str]]:
-        self.touch()
-        return self._seen(-1)
+    def _others_online(self) -> Deferred[list[str]]:
+        return self._seen_since(-1)
 
-    def whoelsesince(self, seconds: int) -> Deferred[list[str]]:
-        if seconds < 0:
-            raise BadArgument("Error. whoelsesince takes a number of seconds, 0 or more.")
-        self.touch()
-        return self._seen(seconds)
-
-    def _seen(self, seconds: int) -> Deferred[list[str]]:
+    def _seen_since(self, seconds: int) -> Deferred[list[str]]:
+        """From Redis (``scripts.SEEN``); -1: online now only."""
         d: Deferred[list[str]] = self.server.redis.run(
             scripts.SEEN, self.name, seconds
         ).addCallback(sorted)
         return d
 
-    def accounts(self) -> Deferred[dict[str, object]]:
-        names = self.server.accounts.names()
-        listed = names[: wire.MAX_ACCOUNT_NAMES]
-        blocked = sorted(self.server.blocks.blocked_by(self.name))
-
-        def answer(online: list[str]) -> dict[str, object]:
-            return {
-                "users": listed,
-                "truncated": len(names) > len(listed),
-                "online": online,
-                "blocked": blocked,
-            }
-
-        return self._seen(-1).addCallback(answer)
-
-    def message(self, to: str, text: str) -> Deferred[bool]:
+    def _send(self, to: str, text: str) -> Deferred[bool]:
         """Routed by Redis: into the recipient node's inbox, or their mailbox. Fires
         with whether it was stored."""
-        check_text(text)
-        self.touch()
-        server = self.server
-        if to == self.name:
-            raise SelfTarget("Error. You cannot message yourself.")
-        server.require_user(to)
-        if server.blocks.is_blocked(to, self.name):
-            raise BlockedByRecipient()
-        limit = server.mailbox_limit
-        d: Deferred[bool] = server.redis.run(scripts.ROUTE, self.name, to, text, limit).addCallback(
-            _routed, to, limit
-        )
+        limit = self.server.mailbox_limit
+        d: Deferred[bool] = self.server.redis.run(
+            scripts.ROUTE, self.name, to, text, limit
+        ).addCallback(_routed, to, limit)
         return d
 
     def broadcast(self, text: str) -> Deferred[bool]:
@@ -326,25 +298,6 @@ class ClusterSession(Session):
             bool
         )
         return d
-
-    def block(self, user: str) -> Deferred[None]:
-        return self._block(user, True)
-
-    def unblock(self, user: str) -> Deferred[None]:
-        return self._block(user, False)
-
-    def _block(self, user: str, on: bool) -> Deferred[None]:
-        self.touch()
-        if user == self.name:
-            raise SelfTarget(f"Error. Cannot {'block' if on else 'unblock'} self.")
-        self.server.require_user(user)
-        if self.server.blocks.is_blocked(self.name, user) is on:
-            raise AlreadyBlocked(user) if on else NotBlocked(user)
-        return (
-            self.server.blocks.block(self.name, user)
-            if on
-            else self.server.blocks.unblock(self.name, user)
-        )
 
     def listening(self, host: str, port: int, fingerprint: str) -> Deferred[None]:
         super().listening(host, port, fingerprint)  # checks and keeps them
@@ -358,31 +311,22 @@ class ClusterSession(Session):
         server = self.server
         me = self.name
         if user == me:
-            raise SelfTarget("Error. You cannot start a private session with yourself.")
+            raise SelfTarget.private()
         server.require_user(user)
         ttl = server.private.ttl
         token = secrets.token_urlsafe(12)
 
         def asked(answer: str) -> None:
             if answer == "ok":
-                key = (me, user)
-                old = server.lapses.pop(key, None)
-                if old is not None and old.active():
-                    old.cancel()
-                server.lapses[key] = server.clock.callLater(ttl, self._lapse, user, token)
+                call = server.clock.callLater(ttl, self._lapse, user, token)
+                server.lapse_later(me, user, call)
                 return
             if answer == "offline":
                 raise UserOffline(user)
             if answer == "blocked":
-                raise BlockedByRecipient(
-                    f"Error. You cannot start a private session with {user}: "
-                    "the user has blocked you."
-                )
+                raise BlockedByRecipient.private(user)
             if answer == "conflict":
-                raise PrivateConflict(
-                    f"Error. A private request between you and {user} is "
-                    "already waiting for an answer."
-                )
+                raise PrivateConflict.waiting(user)
             raise NoPeerListener(
                 me if answer == "no-peer-yours" else user, yours=answer == "no-peer-yours"
             )
@@ -393,7 +337,7 @@ class ClusterSession(Session):
         return d
 
     def _lapse(self, user: str, token: str) -> None:
-        self.server.lapses.pop((self.name, user), None)
+        self.server.lapse_forgotten(self.name, user)
         self.server.redis.run(scripts.PRIVATE_LAPSE, self.name, user, token).addErrback(
             lambda f: None  # Redis expires the request by itself (its TTL)
         )
@@ -403,7 +347,7 @@ class ClusterSession(Session):
 
         def answered(answer: str) -> None:
             if answer != "ok":
-                raise PrivateConflict(f"Error. There is no private request from {user}.")
+                raise PrivateConflict.none_from(user)
 
         d: Deferred[None] = self.server.redis.run(
             scripts.PRIVATE_ANSWER,
