@@ -155,6 +155,10 @@ class AccountTable:
         self._skeletons: dict[str, str] = {}
         """See :attr:`ParsedCredentials.skeletons`; kept in step with each change."""
 
+    def _reset(self) -> None:
+        """No accounts (before loading them all again)."""
+        self._accounts, self._skeletons, self._sorted_names = {}, {}, None
+
     def _add(self, user: str, stored: str, look: str | None = None) -> None:
         self._accounts[user] = stored
         self._sorted_names = None

@@ -58,6 +58,10 @@ class BlockIndex:
     ``blockers_of(u)`` who blocks ``u`` (a broadcast skips them)."""
 
     def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
+        self.reset(pairs)
+
+    def reset(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Hold exactly these (blocker, target) pairs."""
         self._blocks: dict[str, set[str]] = {}
         self._blockers: dict[str, set[str]] = {}
         for blocker, target in pairs:

@@ -23,10 +23,10 @@ from twisted.python import usage
 
 from twisted_chat.interfaces import IBlockStore, IMailbox
 from twisted_chat.server.accounts import BlockingRunner, CredentialsFile
-from twisted_chat.server.auth import LockoutPasswordChecker, LoginThrottle
+from twisted_chat.server.auth import LockoutPasswordChecker, LoginThrottle, Throttle
 from twisted_chat.server.cluster.chat import ClusterChat
 from twisted_chat.server.cluster.node import ClusterNode
-from twisted_chat.server.cluster.redis import DEFAULT_CALL_TIMEOUT, RedisAddress, RedisClient
+from twisted_chat.server.cluster.redis import RedisAddress, RedisClient
 from twisted_chat.server.cluster.scripts import SOURCES, Scripts
 from twisted_chat.server.cluster.stores import (
     ClusterAccounts,
@@ -327,9 +327,19 @@ def build_parts(
         timeout=options["timeout"],
         private_request_ttl=options["private-request-ttl"],
     )
-    throttle = LoginThrottle(clock, options["block-duration"])
-    portal = Portal(ChatRealm(chat), [LockoutPasswordChecker(accounts, throttle)])
-    return ServerParts(chat, ChatServerFactory(chat, portal, options["limits"]), closers)
+    return _served(options, chat, LoginThrottle(clock, options["block-duration"]), closers)
+
+
+def _served(
+    options: usage.Options,
+    chat: Chat,
+    throttle: Throttle,
+    closers: list[Callable[[], object]],
+    node: ClusterNode | None = None,
+) -> ServerParts:
+    """The chat behind cred (its accounts, the lockout) and the protocol factory."""
+    portal = Portal(ChatRealm(chat), [LockoutPasswordChecker(chat.accounts, throttle)])
+    return ServerParts(chat, ChatServerFactory(chat, portal, options["limits"]), closers, node)
 
 
 def _cluster_parts(
@@ -357,13 +367,10 @@ def _cluster_parts(
         timeout=options["timeout"],
         private_request_ttl=options["private-request-ttl"],
     )
-    inbox_reader = RedisClient(
-        reactor, address, timeout=DEFAULT_CALL_TIMEOUT, name=f"node {node_name} inbox"
-    )
+    inbox_reader = RedisClient(reactor, address, name=f"node {node_name} inbox")
     node = ClusterNode(reactor, commands, inbox_reader, chat)
     throttle = RedisThrottle(redis, options["block-duration"])
-    portal = Portal(ChatRealm(chat), [LockoutPasswordChecker(accounts, throttle)])
-    return ServerParts(chat, ChatServerFactory(chat, portal, options["limits"]), closers, node)
+    return _served(options, chat, throttle, closers, node)
 
 
 def build_service(options: usage.Options, reactor: Any) -> ChatService:

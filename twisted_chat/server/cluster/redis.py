@@ -16,7 +16,7 @@ Every call is bounded: a reply later than ``timeout`` seconds aborts the connect
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -99,6 +99,12 @@ def _db_number(text: str, url: str) -> int:
     if not text.isdigit():
         raise ValueError(f"{url!r}: the database is a number, not {text!r}")
     return int(text)
+
+
+def pairs(flat: Sequence[str]) -> Iterable[tuple[str, str]]:
+    """A flat reply (``HGETALL``'s: key, value, key, value ...) as (key, value) pairs;
+    ``ValueError`` for an odd count."""
+    return zip(flat[::2], flat[1::2], strict=True)
 
 
 def encode_command(args: Sequence[str | int | float | bytes]) -> bytes:

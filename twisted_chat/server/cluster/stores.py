@@ -28,6 +28,7 @@ from twisted_chat.server.accounts import (
 )
 from twisted_chat.server.auth import MAX_FAILURES
 from twisted_chat.server.cluster import scripts
+from twisted_chat.server.cluster.redis import pairs
 from twisted_chat.server.cluster.scripts import Scripts
 from twisted_chat.server.passwords import HashCheck
 from twisted_chat.server.stores import BlockIndex
@@ -62,8 +63,8 @@ class ClusterAccounts(AccountTable):
 
     def load(self, flat: Sequence[str]) -> None:
         """Replace the replica with ``HGETALL chat:accounts``'s answer."""
-        self._accounts, self._skeletons, self._sorted_names = {}, {}, None
-        for user, stored in zip(flat[::2], flat[1::2], strict=True):
+        self._reset()
+        for user, stored in pairs(flat):
             self.learned(user, stored)
 
     def learned(self, user: str, stored: str) -> None:
@@ -187,7 +188,7 @@ class ClusterBlocks(BlockIndex):
 
     def load(self, flat: Sequence[str]) -> None:
         """Replace the replica with ``scripts.ALL_BLOCKS``'s answer."""
-        BlockIndex.__init__(self, zip(flat[::2], flat[1::2], strict=True))
+        self.reset(pairs(flat))
 
     def changed(self, blocker: str, target: str, on: bool) -> None:
         """A ``k`` event."""
@@ -257,7 +258,7 @@ log = Logger()
 def _stored_messages(flat: Sequence[str]) -> Iterable[StoredMessage]:
     """Parse a mailbox hash; an entry that does not parse is logged and left out (it
     stays in Redis for the operator)."""
-    for key, body in zip(flat[::2], flat[1::2], strict=True):
+    for key, body in pairs(flat):
         try:
             sender, text, sent = json.loads(body)
             yield StoredMessage(str(sender), str(text), float(sent), int(key))
