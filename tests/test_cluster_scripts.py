@@ -9,15 +9,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.task import deferLater
+from twisted.internet.defer import gatherResults
 
 from tests.redisproc import RedisServer, redis_server, scripts_on
+from twisted_chat.errors import QueueFull
+from twisted_chat.interfaces import StoredMessage
 from twisted_chat.server.cluster import scripts
 from twisted_chat.server.cluster.redis import RedisClient
 from twisted_chat.server.cluster.scripts import Scripts
+from twisted_chat.server.cluster.stores import RedisMailbox
 
 __all__ = ["redis_server"]
 
@@ -138,11 +140,12 @@ async def test_a_lock_ends_after_its_duration_and_counting_starts_again(
     redis, client = await scripts_on(redis_server)
     try:
         for _ in range(3):
-            await redis.run(scripts.STRIKE, "hans", 0.2, 3)
+            await redis.run(scripts.STRIKE, "hans", 60, 3)
         assert float(await redis.run(scripts.LOCK_LEFT, "hans")) > 0
-        await sleep(0.3)
+        # The minute passes: the lock's end, kept in Redis, is now a second ago.
+        await redis.call("HSET", "chat:strikes:hans", "until", await redis_now(redis) - 1)
         assert float(await redis.run(scripts.LOCK_LEFT, "hans")) == 0
-        tries, _ = await redis.run(scripts.STRIKE, "hans", 0.2, 3)
+        tries, _ = await redis.run(scripts.STRIKE, "hans", 60, 3)
         assert int(tries) == 2
     finally:
         await client.stop()
@@ -196,6 +199,28 @@ async def test_the_mailbox_cap_holds(redis_server: RedisServer) -> None:
         )
         assert answers == ["stored"] * 3 + ["full"] * 2
         assert [m[1] for m in await mailbox(redis, "luke")] == ["m0", "m1", "m2"]
+    finally:
+        await client.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_redis_mailbox_keeps_order_holds_its_cap_and_forgets_what_was_received(
+    redis_server: RedisServer,
+) -> None:
+    redis, client = await chat_of(redis_server, "a")
+    mailbox = RedisMailbox(redis, limit=2)
+    try:
+        for text in ("first", "second"):
+            await mailbox.append("luke", StoredMessage("hans", text, 1.0))
+        with pytest.raises(QueueFull):
+            await mailbox.append("luke", StoredMessage("hans", "third", 1.0))
+        waiting = await mailbox.pending("luke")
+        assert [(m.sender, m.text) for m in waiting] == [("hans", "first"), ("hans", "second")]
+        assert waiting[0].key < waiting[1].key
+        await mailbox.delivered("luke", waiting[:1])
+        assert [m.text for m in await mailbox.pending("luke")] == ["second"]
+        await mailbox.append("luke", StoredMessage("yoda", "room again", 1.0))
+        assert [m.text for m in await mailbox.pending("luke")] == ["second", "room again"]
     finally:
         await client.stop()
 
@@ -334,8 +359,10 @@ async def test_whoelsesince_uses_logout_times_kept_in_redis(redis_server: RedisS
         assert sorted(await redis.run(scripts.SEEN, "hans", -1)) == []
         assert sorted(await redis.run(scripts.SEEN, "hans", 60)) == ["yoda"]
         assert sorted(await redis.run(scripts.SEEN, "yoda", 60)) == ["hans", "luke"]
-        await sleep(0.3)
-        assert sorted(await redis.run(scripts.SEEN, "hans", 0)) == []
+        # yoda's logout, kept in Redis, ten seconds back: outside a 5 s window.
+        await redis.call("ZADD", "chat:lastseen", await redis_now(redis) - 10, "yoda")
+        assert sorted(await redis.run(scripts.SEEN, "hans", 5)) == []
+        assert sorted(await redis.run(scripts.SEEN, "hans", 60)) == ["yoda"]
     finally:
         await client.stop()
 
@@ -380,5 +407,7 @@ async def test_a_node_reaches_redis_over_a_unix_socket(tmp_path: Path) -> None:
         shutil.rmtree(short, ignore_errors=True)
 
 
-def sleep(seconds: float) -> Deferred[None]:
-    return deferLater(reactor, seconds, lambda: None)
+async def redis_now(redis: Scripts) -> float:
+    """Redis's clock, the one every script reads."""
+    seconds, micros = await redis.call("TIME")
+    return int(seconds) + int(micros) / 1e6
