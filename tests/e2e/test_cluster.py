@@ -72,6 +72,20 @@ class Cluster:
         await self.redis.stop()
 
 
+async def new_account(node: ServerProcess, user: str, password: str) -> Process:
+    """A client that creates ``user`` through ``node`` (the password given twice, as a
+    person types it) and is logged in."""
+    created = node.client(user)
+    try:
+        await created.expect("Username: ")
+        created.send(user, password, password)
+        await created.expect("Welcome")
+    except BaseException:
+        await finish(created)
+        raise
+    return created
+
+
 async def joined(process: Process, name: str) -> None:
     await process.seen(f"node {name} joined the chat")
 
@@ -179,10 +193,7 @@ async def test_login_rules_hold_across_nodes(three: Cluster) -> None:
     await twin.expect("yoda is already logged in")
 
     # An account created on c logs in on a.
-    rey = c.client("rey")
-    await rey.expect("Username: ")
-    rey.send("rey", "jakku+1", "jakku+1")
-    await rey.expect("Welcome")
+    rey = await new_account(c, "rey", "jakku+1")
     await yoda.expect("rey logged in")
     rey.send("logout")
     await rey.exit_status()
@@ -285,10 +296,7 @@ async def test_redis_killed_with_kill_9_loses_nothing_acknowledged(three: Cluste
     for _ in range(5):
         await hans.expect("luke is offline; they will get the message when they log in.")
     await hans.expect("yoda is blocked")
-    rey = c.client("rey")
-    await rey.expect("Username: ")
-    rey.send("rey", "jakku+1", "jakku+1")
-    await rey.expect("Welcome")
+    rey = await new_account(c, "rey", "jakku+1")
 
     marks = {name: node.process.mark() for name, node in three.nodes.items()}
     await three.redis.kill()
@@ -423,11 +431,7 @@ async def test_each_node_merges_its_own_credentials_file_and_appends_only_its_ow
             await sleep(0.1)
         clients.append(await logged_in(a, "leia", "alderaan+1"))
         # A new account created through east is appended to east's file only.
-        rey = a.client("rey")
-        clients.append(rey)
-        await rey.expect("Username: ")
-        rey.send("rey", "jakku+1", "jakku+1")
-        await rey.expect("Welcome")
+        clients.append(await new_account(a, "rey", "jakku+1"))
         assert "rey jakku+1" in (east / "credentials.txt").read_text()
         assert "rey" not in (west / "credentials.txt").read_text()
         # Stopping a node (SIGTERM) logs its users out everywhere at once.
