@@ -30,12 +30,14 @@ from twisted_chat.server.tap import Options, node_id
 
 
 def connected(clock: Clock, timeout: float = 2.0) -> tuple[RedisProtocol, StringTransport]:
-    protocol = RedisProtocol(clock, RedisAddress.parse("redis://127.0.0.1:1/0"), timeout)
+    ready: list[RedisProtocol] = []
+    address = RedisAddress.parse("redis://127.0.0.1:1/0")
+    protocol = RedisProtocol(clock, address, timeout, ready.append)
     transport = StringTransport()
     protocol.makeConnection(transport)
     assert transport.value() == encode_command(["PING"])
     protocol.dataReceived(b"+PONG\r\n")
-    assert protocol.ready.called
+    assert ready == [protocol]
     transport.clear()
     return protocol, transport
 
@@ -58,7 +60,8 @@ def test_the_address_forms() -> None:
 
 
 def test_a_password_and_a_database_are_sent_before_anything_else() -> None:
-    protocol = RedisProtocol(Clock(), RedisAddress.parse("redis://u:p@h/5"), 2.0)
+    ready: list[RedisProtocol] = []
+    protocol = RedisProtocol(Clock(), RedisAddress.parse("redis://u:p@h/5"), 2.0, ready.append)
     transport = StringTransport()
     protocol.makeConnection(transport)
     assert transport.value() == (
@@ -84,6 +87,17 @@ def test_a_connection_is_handed_over_once_signed_in_and_dropped_when_redis_is_lo
     loading.makeConnection(transport)
     loading.dataReceived(b"-LOADING Redis is loading the dataset in memory\r\n")
     assert ready == [protocol] and transport.disconnecting
+
+
+def test_a_connection_lost_while_signing_in_is_never_handed_over() -> None:
+    ready: list[RedisProtocol] = []
+    address = RedisAddress.parse("redis://127.0.0.1:1/0")
+    protocol = RedisProtocol(Clock(), address, 2.0, ready.append, ["return 1"])
+    protocol.makeConnection(StringTransport())
+    protocol.connectionLost()
+    protocol.dataReceived(b"")  # nothing more comes, and nothing is left waiting
+    assert ready == []
+    assert isinstance(results(protocol.call("PING"))[0].value, SharedStateUnavailable)
 
 
 def test_scripts_are_loaded_on_each_connection_and_a_lost_one_reconnects() -> None:

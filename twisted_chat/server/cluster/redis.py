@@ -132,9 +132,11 @@ class RedisProtocol(Protocol):
         clock: IReactorTime,
         address: RedisAddress,
         timeout: float,
-        on_ready: Callable[[RedisProtocol], None] | None = None,
+        on_ready: Callable[[RedisProtocol], None],
         scripts: Sequence[str] = (),
     ) -> None:
+        """``on_ready`` gets the protocol once it is signed in, the database selected
+        and the scripts loaded; a connection whose sign-in fails is dropped."""
         self._clock = clock
         self._address = address
         self._timeout = timeout
@@ -145,8 +147,8 @@ class RedisProtocol(Protocol):
         self._reader = hiredis.Reader(encoding="utf-8", errors="replace")
         self._waiting: deque[tuple[Deferred[Reply], float]] = deque()
         self._watchdog: IDelayedCall | None = None
-        self.ready: Deferred[RedisProtocol] = Deferred()
-        """Fires once signed in and the database selected."""
+        self._hello_over = False
+        """Signed in, or given up on: the sign-in's outcome is acted on once."""
         self.connected = False
 
     def connectionMade(self) -> None:
@@ -167,14 +169,14 @@ class RedisProtocol(Protocol):
             d.addErrback(self._hello_failed)
 
     def _signed_in(self, _: object) -> None:
-        if not self.ready.called:
-            self.ready.callback(self)
-            if self._on_ready is not None:
-                self._on_ready(self)
+        if not self._hello_over:
+            self._hello_over = True
+            self._on_ready(self)
 
     def _hello_failed(self, failure: Failure) -> None:
-        if self.ready.called:
+        if self._hello_over:
             return
+        self._hello_over = True
         if failure.check(RedisError):
             # LOADING: Redis restarted and is reading its AOF; the next try will do.
             loading = str(failure.value).startswith("LOADING")
@@ -183,10 +185,9 @@ class RedisProtocol(Protocol):
                 "Redis refused us: {why}",
                 why=failure.getErrorMessage(),
             )
-        self.ready.errback(failure)
-        self.ready.addErrback(lambda _: None)  # said above; nobody else waits on it
         # ClientService then sees a lost connection and tries again after its backoff.
-        self.transport.abortConnection()
+        if self.connected:
+            self.transport.abortConnection()
 
     def call(self, *args: str | int | float | bytes, extra_time: float = 0.0) -> Deferred[Reply]:
         """Send one command; the Deferred fires with its reply, or fails with
@@ -246,8 +247,6 @@ class RedisProtocol(Protocol):
         waiting, self._waiting = self._waiting, deque()
         for d, _ in waiting:
             d.errback(SharedStateUnavailable())
-        if not self.ready.called:
-            self.ready.errback(SharedStateUnavailable())
 
 
 class _RedisFactory(Factory):
