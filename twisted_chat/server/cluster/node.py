@@ -93,8 +93,6 @@ class ClusterNode(Service):
         """When Redis last took our heartbeat (our clock: only ever compared with it)."""
         self._beat = LoopingCall(self._tick)
         self._beat.clock = reactor
-        self.ready: Deferred[None] = Deferred()
-        """Fires the first time the node has joined (tests and the benchmark wait)."""
 
     # --- the service ------------------------------------------------------------------
 
@@ -235,8 +233,6 @@ class ClusterNode(Service):
                 path=str(chat.accounts.file.path),
             )
             self._read()
-            if not self.ready.called:
-                self.ready.callback(None)
 
         def done(result: object) -> None:
             self._joining = False
