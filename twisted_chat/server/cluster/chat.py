@@ -33,7 +33,7 @@ from twisted_chat.errors import (
 )
 from twisted_chat.interfaces import IChatClient
 from twisted_chat.server.cluster import scripts
-from twisted_chat.server.cluster.redis import RedisError
+from twisted_chat.server.cluster.redis import REDIS_TROUBLE
 from twisted_chat.server.cluster.scripts import Scripts
 from twisted_chat.server.cluster.stores import ClusterAccounts, ClusterBlocks, RedisMailbox
 from twisted_chat.server.core import Chat, Session
@@ -130,7 +130,7 @@ class ClusterChat(Chat):
         return self._welcome(session)
 
     def _not_announced(self, failure: Failure, user: str) -> None:
-        failure.trap(SharedStateUnavailable, RedisError)
+        failure.trap(*REDIS_TROUBLE)
         self.log.warn(
             "could not tell the others {user} logged in: {why}",
             user=user,
@@ -146,7 +146,7 @@ class ClusterChat(Chat):
 
     def _release(self, user: str) -> None:
         def failed(failure: Failure) -> None:
-            failure.trap(SharedStateUnavailable, RedisError)
+            failure.trap(*REDIS_TROUBLE)
             self.unreleased.add(user)
 
         self.redis.run(scripts.RELEASE, user, self.node_id).addErrback(failed)

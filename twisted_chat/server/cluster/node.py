@@ -27,10 +27,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_chat.errors import SharedStateUnavailable
 from twisted_chat.server.cluster import scripts
 from twisted_chat.server.cluster.chat import ClusterChat
-from twisted_chat.server.cluster.redis import RedisClient, RedisError
+from twisted_chat.server.cluster.redis import REDIS_TROUBLE, RedisClient
 from twisted_chat.server.cluster.scripts import Scripts
 
 HEARTBEAT_INTERVAL = 1.0
@@ -162,7 +161,7 @@ class ClusterNode(Service):
         self.chat.retry_releases()
 
     def _missed(self, failure: Failure) -> None:
-        failure.trap(SharedStateUnavailable, RedisError)
+        failure.trap(*REDIS_TROUBLE)
         if self.joined and self._reactor.seconds() - self._last_beat >= self.ttl:
             self.log.error(
                 "no heartbeat for {ttl} s (Redis: {why}): ending this node's sessions "
@@ -193,7 +192,7 @@ class ClusterNode(Service):
         )
 
     def _failed(self, failure: Failure, doing: str) -> None:
-        failure.trap(SharedStateUnavailable, RedisError)
+        failure.trap(*REDIS_TROUBLE)
         self.log.warn("{doing} failed: {why}", doing=doing, why=failure.getErrorMessage())
 
     # --- joining --------------------------------------------------------------------------
@@ -239,7 +238,7 @@ class ClusterNode(Service):
             if not isinstance(result, Failure):
                 self._join_failures = 0
                 return
-            result.trap(SharedStateUnavailable, RedisError, NodeIdInUse)
+            result.trap(*REDIS_TROUBLE, NodeIdInUse)
             # Said once, then every half minute: Redis may be away for an hour.
             if self._join_failures % 30 == 0:
                 self.log.warn(
@@ -299,6 +298,6 @@ class ClusterNode(Service):
 
     def _read_failed(self, failure: Failure) -> None:
         self._reading = False
-        failure.trap(SharedStateUnavailable, RedisError)
+        failure.trap(*REDIS_TROUBLE)
         # Redis away, or our inbox reaped: the heartbeat sorts out which; read again soon.
         self._reactor.callLater(0.2, self._read)

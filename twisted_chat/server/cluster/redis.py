@@ -44,6 +44,11 @@ class RedisError(Exception):
     """Redis answered with an error (a script's ``error_reply``, a wrong type, ...)."""
 
 
+REDIS_TROUBLE = (SharedStateUnavailable, RedisError)
+"""What a call to Redis may fail with that is Redis's doing, not a bug of ours: what
+background work (heartbeat, reaping, releases) traps, says, and tries again."""
+
+
 @dataclass(frozen=True)
 class RedisAddress:
     """Where Redis is and how to sign in: from ``redis://[user:password@]host[:port][/db]``
