@@ -441,7 +441,13 @@ def parse(line: bytes, table: dict[str, type[Frame]]) -> tuple[RequestId, Frame]
     Unknown types, missing or extra fields and fields of the wrong JSON type are
     :class:`FrameError` with the request id preserved so the error can answer it.
     """
-    obj = decode_object(line)
+    return parse_object(decode_object(line), table)
+
+
+def parse_object(obj: dict[str, Any], table: dict[str, type[Frame]]) -> tuple[RequestId, Frame]:
+    """:func:`parse` for an object already decoded (by :func:`decode_object`, or as
+    part of a larger document: a node's event that carries a frame for one user).
+    ``obj`` is consumed."""
     request_id = obj.pop("id", None)
     kind = obj.pop("type")
     cls = table.get(kind)
@@ -530,7 +536,8 @@ def _has_type(value: object, annotation: str) -> bool:
 # --- encoding -------------------------------------------------------------------------
 
 
-def _to_object(frame: Frame, request_id: RequestId) -> dict[str, Any]:
+def to_object(frame: Frame, request_id: RequestId = None) -> dict[str, Any]:
+    """The JSON object that :func:`encode` writes for ``frame``."""
     obj: dict[str, Any] = {"type": frame.TYPE}
     if isinstance(frame, Ok):
         if frame.id is not None:
@@ -551,7 +558,7 @@ def encode(frame: Frame, request_id: RequestId = None) -> bytes:
     """Encode one frame as a complete line, delimiter included: compact JSON, UTF-8
     (not ``\\u`` escapes), as ``json.dumps(..., ensure_ascii=False,
     separators=(",", ":"))`` would write it."""
-    return orjson.dumps(_to_object(frame, request_id), option=orjson.OPT_APPEND_NEWLINE)
+    return orjson.dumps(to_object(frame, request_id), option=orjson.OPT_APPEND_NEWLINE)
 
 
 _last_event: list[tuple[Frame, bytes]] = []
