@@ -1,5 +1,5 @@
 """In-memory server harness: real protocols over ``StringTransport``, a ``Clock``,
-and the same wiring as production (``tap.build_parts``)."""
+and the same wiring as production (``wiring.build_parts``)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from twisted_chat.server.options import Options
 from twisted_chat.server.passwords import check_inline
 from twisted_chat.server.protocol import ChatServerFactory, ChatServerProtocol
-from twisted_chat.server.tap import Options, build_parts
+from twisted_chat.server.wiring import build_parts
 
 HANDOUT_USERS = {
     "hans": "falcon*solo",

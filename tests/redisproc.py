@@ -12,9 +12,11 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from twisted_chat import launch
+from twisted_chat.errors import SharedStateUnavailable
 from twisted_chat.launch import Process
-from twisted_chat.server.cluster.redis import RedisAddress, RedisClient
-from twisted_chat.server.cluster.scripts import SOURCES, Scripts
+from twisted_chat.server.cluster.address import RedisAddress
+from twisted_chat.server.cluster.primitives import SOURCES, Primitives
+from twisted_chat.server.cluster.redis import RedisClient
 
 WAIT = 15.0
 
@@ -57,9 +59,12 @@ class RedisServer:
         )
         client.start()
         for _ in range(100):
-            if client.is_up:
+            try:
+                await client.call("PING")
+            except SharedStateUnavailable:  # not connected yet
+                await deferLater(reactor, 0.05, lambda: None)
+            else:
                 return client
-            await deferLater(reactor, 0.05, lambda: None)
         raise AssertionError(f"no connection to Redis on port {self.port}")
 
 
@@ -74,6 +79,6 @@ async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
         await server.stop()
 
 
-async def scripts_on(server: RedisServer) -> tuple[Scripts, RedisClient]:
+async def primitives_on(server: RedisServer) -> tuple[Primitives, RedisClient]:
     client = await server.client()
-    return Scripts(client), client
+    return Primitives(client), client

@@ -4,10 +4,10 @@ the node's handling of inbox events, and the options that make a node."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python import usage
@@ -15,18 +15,26 @@ from twisted.python import usage
 from tests.harness import write_credentials
 from twisted_chat import wire
 from twisted_chat.errors import AlreadyOnline, SharedStateUnavailable
+from twisted_chat.server import events
 from twisted_chat.server.accounts import CredentialsFile
-from twisted_chat.server.cluster.chat import ClusterChat
+from twisted_chat.server.cluster.address import RedisAddress
+from twisted_chat.server.cluster.directory import RedisDirectory
+from twisted_chat.server.cluster.node import ClusterNode
+from twisted_chat.server.cluster.primitives import Primitive, Primitives
 from twisted_chat.server.cluster.redis import (
-    RedisAddress,
     RedisError,
     RedisProtocol,
     encode_command,
 )
-from twisted_chat.server.cluster.scripts import Script, Scripts
-from twisted_chat.server.cluster.stores import ClusterAccounts, ClusterBlocks, RedisMailbox
+from twisted_chat.server.cluster.stores import (
+    ClusterAccounts,
+    ClusterBlocks,
+    RedisMailbox,
+    RedisPrivateRequests,
+)
+from twisted_chat.server.core import Chat
+from twisted_chat.server.options import Options, node_id
 from twisted_chat.server.passwords import check_inline
-from twisted_chat.server.tap import Options, node_id
 
 
 def connected(clock: Clock, timeout: float = 2.0) -> tuple[RedisProtocol, StringTransport]:
@@ -184,24 +192,20 @@ def test_a_reply_nobody_asked_for_drops_the_connection() -> None:
     assert transport.disconnecting
 
 
-class FakeScripts(Scripts):
+class FakePrimitives(Primitives):
     """Records what would go to Redis; answers with ``answer``."""
 
     def __init__(self, answer: Any = 1) -> None:
         self.ran: list[tuple[str, tuple[Any, ...]]] = []
         self.answer = answer
 
-    def run(self, script: Script, *args: str | int | float) -> Deferred[Any]:
-        self.ran.append((script.name, args))
-        d: Deferred[Any] = Deferred()
-        d.callback(self.answer)
-        return d
+    def run(self, primitive: Primitive, *args: str | int | float | bytes) -> Deferred[Any]:
+        self.ran.append((primitive.name, args))
+        return succeed(self.answer)
 
-    def call(self, *args: str | int | float) -> Deferred[Any]:
+    def call(self, *args: str | int | float | bytes) -> Deferred[Any]:
         self.ran.append(("call", args))
-        d: Deferred[Any] = Deferred()
-        d.callback(self.answer)
-        return d
+        return succeed(self.answer)
 
 
 class Mind:
@@ -216,95 +220,191 @@ class Mind:
         self.ended.append(reason)
 
 
-def cluster_chat(tmp_path: Path) -> tuple[ClusterChat, FakeScripts]:
-    redis = FakeScripts("ok")
+def make_node(chat: Chat, directory: RedisDirectory, commands: Any = None) -> ClusterNode:
+    """The node around ``chat``, on connections that record what they are asked."""
+    accounts, blocks = chat.accounts, chat.blocks
+    assert isinstance(accounts, ClusterAccounts) and isinstance(blocks, ClusterBlocks)
+    fake: Any = commands or FakeClient()
+    return ClusterNode(Clock(), fake, cast(Any, FakeClient()), chat, directory, accounts, blocks)
+
+
+def node_chat(tmp_path: Path) -> tuple[Chat, FakePrimitives, RedisDirectory]:
+    """The core over the Redis seams of node ``a`` (incarnation 1), joined."""
+    redis = FakePrimitives("ok")
     file = CredentialsFile(write_credentials(tmp_path / "credentials.txt"), check_hash=check_inline)
     accounts = ClusterAccounts(file, redis, "a", check_inline)
     accounts.load(["hans", "x", "yoda", "y", "luke", "z"])
-    chat = ClusterChat(
-        Clock(), accounts, ClusterBlocks(redis), RedisMailbox(redis, 100), redis, "a", 120, 60
+    directory = RedisDirectory(redis, "a")
+    directory.joined(1)
+    directory.ready = True
+    chat = Chat(
+        Clock(),
+        accounts,
+        ClusterBlocks(redis, "a"),
+        RedisMailbox(redis, 100),
+        directory,
+        RedisPrivateRequests(redis),
+        120,
+        60,
     )
-    chat.serving = True
-    return chat, redis
+    return chat, redis, directory
 
 
-def online(chat: ClusterChat, user: str) -> Mind:
+def online(chat: Chat, user: str) -> Mind:
     mind = Mind()
-    chat.login(user, mind)  # type: ignore[arg-type]
-    session = chat.online[user]
-    chat.begin(session)
+    session = chat.login(user, mind)  # type: ignore[arg-type]
+    assert not isinstance(session, Deferred) or session.called
+    chat.begin(chat.online[user])
     return mind
 
 
-def test_inbox_events_reach_the_users_of_this_node(tmp_path: Path) -> None:
-    chat, _redis = cluster_chat(tmp_path)
+def test_events_from_other_nodes_reach_the_users_of_this_node(tmp_path: Path) -> None:
+    chat, _redis, _ = node_chat(tmp_path)
     hans, yoda = online(chat, "hans"), online(chat, "yoda")
-    chat.on_event(["k", "yoda", "luke", 1])
-    chat.on_event(["p", "luke", 1])
-    chat.on_event(["m", "hans", "luke", "hi", 5.0])
-    chat.on_event(["b", "luke", "all", 6.0])
-    assert hans.events == [
+    chat.apply(events.BlockChanged("yoda", "luke", True))
+    chat.apply(events.Presence("luke", "b#2", True, 4.0))
+    chat.apply(events.DirectMessage("hans", "luke", "hi", 5.0))
+    chat.apply(events.Broadcast("luke", "all", 6.0))
+    assert hans.events[-3:] == [
         wire.Presence("luke", True),
         wire.Message("luke", "hi", 5.0),
         wire.Broadcast("luke", "all", 6.0),
     ]
     # yoda blocks luke: still sees luke come and go (blocking hides the blocker from
     # the blocked, not the other way), but gets nothing luke sends.
-    assert yoda.events == [wire.Presence("luke", True)]
-    chat.on_event(["k", "luke", "hans", 1])
-    chat.on_event(["p", "luke", 0])
+    assert yoda.events[-1] == wire.Presence("luke", True)
+    assert chat.others_online("hans") == ["luke", "yoda"]
+    chat.apply(events.BlockChanged("luke", "hans", True))
+    chat.apply(events.Presence("luke", "b#2", False, 7.0))
     assert hans.events[-1] == wire.Broadcast("luke", "all", 6.0)  # luke hides from hans
+    assert chat.others_online("hans") == ["yoda"]
+    assert chat.seen_since("yoda", 10**7) == ["hans", "luke"]
+
+
+def test_a_logout_notice_that_comes_after_the_user_moved_is_old_news(tmp_path: Path) -> None:
+    chat, _redis, _ = node_chat(tmp_path)
+    hans = online(chat, "hans")
+    chat.apply(events.Presence("luke", "c#3", True, 4.0))  # luke now on c
+    chat.apply(events.Presence("luke", "b#2", False, 3.0))  # his old session, on b
+    assert hans.events[-1] == wire.Presence("luke", True)
+    assert "luke" in chat.roster
+
+
+def test_a_message_blocked_while_it_crossed_between_nodes_is_not_delivered(
+    tmp_path: Path,
+) -> None:
+    chat, _redis, _ = node_chat(tmp_path)
+    hans = online(chat, "hans")
+    chat.blocks.learned("hans", "luke", True)
+    chat.apply(events.DirectMessage("hans", "luke", "sent before the block reached b", 5.0))
+    assert not any(isinstance(e, wire.Message) for e in hans.events)
 
 
 def test_a_message_for_a_user_who_left_goes_back_to_redis(tmp_path: Path) -> None:
-    chat, redis = cluster_chat(tmp_path)
-    chat.on_event(["m", "luke", "hans", "are you there", 5.0])
-    assert redis.ran[-1] == ("redeliver", ("luke", "hans", "are you there", 5.0, "a"))
+    chat, redis, _ = node_chat(tmp_path)
+    message = events.DirectMessage("luke", "hans", "are you there", 5.0)
+    chat.apply(message)
+    assert redis.ran[-1] == ("route", ("luke", events.encode(message), 0, "a"))
+
+
+def test_a_message_between_two_users_of_one_node_never_waits_on_redis(tmp_path: Path) -> None:
+    chat, redis, _ = node_chat(tmp_path)
+    online(chat, "hans")
+    yoda = online(chat, "yoda")
+    redis.ran.clear()
+    assert chat.online["hans"].message("yoda", "hi") is None  # done, at once
+    assert yoda.events[-1].TYPE == "message"
+    assert redis.ran == []
 
 
 def test_an_account_from_redis_whose_name_could_fool_a_terminal_is_left_out(
     tmp_path: Path,
 ) -> None:
-    chat, _ = cluster_chat(tmp_path)
-    chat.accounts.load(["hans", "x", "evil\x1b[2J", "y", "\u200bhans", "z", "", "w"])
-    assert list(chat.accounts.names()) == ["hans"]
-    chat.on_event(["a", "bad\nname", "pw"])
-    chat.on_event(["a", "rey", "pw"])
-    assert list(chat.accounts.names()) == ["hans", "rey"]
+    chat, _, _ = node_chat(tmp_path)
+    accounts = chat.accounts
+    assert isinstance(accounts, ClusterAccounts)
+    accounts.load(["hans", "x", "evil\x1b[2J", "y", "\u200bhans", "z", "", "w"])
+    assert list(accounts.names()) == ["hans"]
+    chat.apply(events.AccountAdded("bad\nname", "pw"))
+    chat.apply(events.AccountAdded("rey", "pw"))
+    assert list(accounts.names()) == ["hans", "rey"]
 
 
 @pytest.mark.parametrize(
-    "event",
+    "fields",
     [
-        ["zz"],
-        ["m", "hans"],
-        ["m", 1, "x", "y", 2.0],
-        ["p"],
-        ["pa", "hans", "x", "t", "h", "port", "f"],
+        [[b"e", b'["zz"]']],
+        [[b"e", b'["m","hans"]']],
+        [[b"e", b'["m",1,"x","y",2.0]']],
+        [[b"e", b"not json"]],
+        [[b"to", b"hans"]],
     ],
 )
-def test_a_malformed_event_raises_for_the_node_to_skip(tmp_path: Path, event: list[Any]) -> None:
-    chat, _ = cluster_chat(tmp_path)
-    online(chat, "hans")
-    with pytest.raises((ValueError, TypeError, IndexError)):
-        chat.on_event(event)
+def test_a_malformed_or_unknown_inbox_entry_is_logged_and_skipped(
+    tmp_path: Path, fields: list[list[bytes]]
+) -> None:
+    chat, _redis, directory = node_chat(tmp_path)
+    hans = online(chat, "hans")
+    before = list(hans.events)
+    node = make_node(chat, directory)
+    flat = [item.decode() for pair in fields for item in pair]
+    node._dispatch("1-0", flat)
+    assert hans.events == before
+
+
+class FakeClient:
+    """A Redis connection that records each call and answers as a reap of a node with
+    nothing left would."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def start(self) -> None:
+        pass
+
+    def call(self, *args: Any, extra_time: float = 0.0) -> Deferred[Any]:
+        self.calls.append(args)
+        return succeed([[], 0])
+
+
+def test_a_node_that_left_takes_its_users_with_it(tmp_path: Path) -> None:
+    chat, _redis, directory = node_chat(tmp_path)
+    hans = online(chat, "hans")
+    chat.apply(events.Presence("luke", "b#2", True, 4.0))
+    chat.apply(events.Presence("leia", "c#3", True, 4.0))
+    chat.apply(events.Presence("obiwan", "d#9", True, 4.0))  # joined after the answer
+    commands = FakeClient()
+    node = ClusterNode(Clock(), commands, FakeClient(), chat, directory, chat.accounts, chat.blocks)  # type: ignore[arg-type]
+    # The heartbeat's answer: the counter was 5; b expired, c is alive, a is us.
+    node._members(5, ["a", 1, 0, "b", 2, 1, "c", 3, 0])
+    assert [call[3:] for call in commands.calls] == [("b", "0")]  # b reaped
+    assert wire.Presence("luke", False) in hans.events
+    assert wire.Presence("leia", False) not in hans.events
+    assert sorted(chat.roster) == ["leia", "obiwan"]
 
 
 def test_a_node_that_has_not_joined_refuses_logins(tmp_path: Path) -> None:
-    chat, redis = cluster_chat(tmp_path)
-    chat.serving = False
-    refused = results(chat.require_offline("hans"))
-    assert isinstance(refused[0].value, SharedStateUnavailable)
+    chat, redis, directory = node_chat(tmp_path)
+    directory.ready = False
+    with pytest.raises(SharedStateUnavailable):
+        chat.require_offline("hans")
     assert redis.ran == []  # not even asked
-    chat.serving = True
-    redis.answer = None  # HGET chat:online hans: nobody holds him
-    assert results(chat.require_offline("hans")) == [None]
-    redis.answer = "b"  # held through node b
-    assert isinstance(results(chat.require_offline("hans"))[0].value, AlreadyOnline)
+    directory.ready = True
+    assert chat.require_offline("hans") is None  # nobody holds him: no round trip
+    assert redis.ran == []
+    chat.apply(events.Presence("hans", "b#2", True, 4.0))  # the roster says b has him
+    redis.answer = "b"
+    asked = chat.require_offline("hans")
+    assert isinstance(asked, Deferred)
+    assert isinstance(results(asked)[0].value, AlreadyOnline)
+    redis.answer = None  # b is gone, and the roster is a heartbeat behind
+    asked = chat.require_offline("hans")
+    assert isinstance(asked, Deferred)
+    assert results(asked) == [None]
 
 
 def test_losing_redis_ends_every_session_here_with_the_reason(tmp_path: Path) -> None:
-    chat, _ = cluster_chat(tmp_path)
+    chat, _, _ = node_chat(tmp_path)
     hans = online(chat, "hans")
     chat.end_all("unavailable")
     assert hans.ended == ["unavailable"]
@@ -312,12 +412,17 @@ def test_losing_redis_ends_every_session_here_with_the_reason(tmp_path: Path) ->
 
 
 def test_a_release_redis_missed_is_retried_unless_the_user_is_back(tmp_path: Path) -> None:
-    chat, redis = cluster_chat(tmp_path)
-    chat.unreleased.update({"hans", "yoda"})
+    chat, redis, directory = node_chat(tmp_path)
+    online(chat, "hans")
+    online(chat, "yoda")
+    redis.run = lambda primitive, *args: fail(SharedStateUnavailable())  # type: ignore[method-assign]
+    chat.detach(chat.online["hans"], "logout")
+    chat.detach(chat.online["yoda"], "logout")
+    del redis.run
     online(chat, "yoda")
     redis.ran.clear()
-    chat.retry_releases()
-    assert redis.ran == [("release", ("hans", "a"))]
+    directory.retry_releases(chat.online)
+    assert [(name, args[0]) for name, args in redis.ran] == [("release", "hans")]
 
 
 def test_node_options(tmp_path: Path) -> None:

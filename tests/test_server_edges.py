@@ -12,7 +12,8 @@ from twisted.internet.testing import MemoryReactorClock
 
 from tests.harness import Server, write_credentials
 from twisted_chat.server import limits
-from twisted_chat.server.tap import LISTEN_BACKLOG, Options, makeService, with_backlog
+from twisted_chat.server.tap import Options, makeService
+from twisted_chat.server.wiring import LISTEN_BACKLOG, with_backlog
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from tests.logcapture import formatted, log_events
 from twisted_chat.client.main import parse_args as client_args
 from twisted_chat.server.main import parse_args as server_args
 from twisted_chat.server.service import ChatService
-from twisted_chat.server.tap import Options, clear_on_network, makeService
+from twisted_chat.server.tap import Options, makeService
+from twisted_chat.server.wiring import clear_on_network
 
 
 def parse(*argv: str) -> Options:

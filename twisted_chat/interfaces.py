@@ -6,18 +6,41 @@
   (they sit on hot paths: every message checks a block list); writes return Deferreds
   that fire once the change is as durable as the store makes it, so a durable store can
   replace the in-memory one without touching the domain or the protocols.
+- :class:`IDirectory`, :class:`IPrivateRequests` and :class:`IStrikeStore` are what
+  differs between one process and several nodes sharing Redis: who is online where and
+  how to reach them, the private-chat requests waiting for an answer, the login
+  lockout's counters. Each has an in-process implementation (``server.local``) and a
+  Redis one (``server.cluster``); the rules over them are the core's, written once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
 from twisted_chat.wire import Frame
+
+if TYPE_CHECKING:
+    from twisted_chat.server.events import DirectMessage, Event, Presence
+
+T = TypeVar("T")
+U = TypeVar("U")
+Now: TypeAlias = T | Deferred[T]
+"""A result at once (in one process, where nothing waits) or once another party has
+answered (Redis, for a node of a larger chat). Callers chain on it with :func:`then`,
+so the single process's hot path builds no Deferred."""
+
+
+def then(value: Now[T], f: Callable[[T], U]) -> Now[U]:
+    """``f(value)``, now or once ``value`` is known."""
+    if isinstance(value, Deferred):
+        return value.addCallback(f)
+    return f(value)
 
 
 class IChatClient(Interface):
@@ -59,6 +82,19 @@ class IAccountStore(Interface):
     def create(user: str, password: str) -> Deferred[None]:
         """Add an account; fires when it is durable. Fails with ``UsernameTaken`` if the
         name exists or is being created."""
+
+    def learned(user: str, stored: str) -> None:
+        """An account that another node created or read from its file: keep it too."""
+
+    watched_path = Attribute(
+        "The file to watch for hand edits, calling changed() after each (None: none)."
+    )
+
+    def watched() -> None:
+        """From now on :meth:`changed` is called after every change to ``watched_path``."""
+
+    def changed() -> None:
+        """``watched_path`` may have changed: the next :meth:`refresh` looks."""
 
 
 @dataclass(frozen=True)
@@ -105,3 +141,112 @@ class IBlockStore(Interface):
 
     def unblock(blocker: str, target: str) -> Deferred[None]:
         """Remove a block; fires once stored."""
+
+    def learned(blocker: str, target: str, blocked: bool) -> None:
+        """A block (or unblock) stored through another node: the copy kept here for the
+        checks follows it."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAddress:
+    """Where a user's client takes private sessions, and the certificate it shows."""
+
+    host: str
+    port: int
+    fingerprint: str
+
+
+class IDirectory(Interface):
+    """Who holds which user, and the way to users and nodes elsewhere. In one process
+    there is no elsewhere; in a chat of several nodes, Redis. It carries and records;
+    it decides no chat rule (who may reach whom is the core's)."""
+
+    node = Attribute("This node's key: its id and incarnation ('' in one process).")
+
+    def check_ready() -> None:
+        """Raise ``SharedStateUnavailable`` if this node cannot take logins now."""
+
+    def held_elsewhere(user: str) -> Now[bool]:
+        """Whether another node holds ``user`` now (asked when this node's roster says
+        so, which may be a heartbeat behind)."""
+
+    def claim(user: str) -> Now[None]:
+        """``user`` is online through this node from now on; ``AlreadyOnline`` if
+        another node holds them."""
+
+    def release(user: str, presence: Presence) -> None:
+        """``user`` left this node; the other nodes are given ``presence`` (only if the
+        release took effect, so nobody hears of a logout that did not happen)."""
+
+    def publish(event: Event) -> None:
+        """``event`` to every other node."""
+
+    def route(message: DirectMessage, limit: int) -> Deferred[bool]:
+        """``message`` to the node holding its recipient, or to their mailbox (at most
+        ``limit`` waiting; past it ``QueueFull``): whether it was stored."""
+
+    def reroute(message: DirectMessage) -> None:
+        """A message that reached this node after its recipient left it: on to where
+        they are now, or to their mailbox."""
+
+    def tell(user: str, frame: Frame) -> Now[bool]:
+        """``frame`` to ``user`` through the node holding them; False if none does."""
+
+    def set_peer(user: str, peer: PeerAddress) -> Now[None]:
+        """Where ``user`` (online here) takes private sessions."""
+
+    def peer_of(user: str) -> Now[PeerAddress | None]:
+        """Where ``user``, online through another node, takes private sessions."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    """A private-chat request waiting for its target's answer."""
+
+    token: str
+    """Tells this request from a later one between the same two users."""
+    fingerprint: str
+    """The requester's peer certificate, handed to the target on approval."""
+
+
+class IPrivateRequests(Interface):
+    """Private-chat requests waiting for an answer, by (requester, target). Every
+    change is atomic, so that of two answers, or an answer and a lapse, one wins."""
+
+    def open(requester: str, target: str, pending: PendingRequest, ttl: float) -> Deferred[bool]:
+        """Record a request unless one waits between the two, either way (False)."""
+
+    def take(requester: str, target: str) -> Deferred[PendingRequest | None]:
+        """Remove and return the request (None: there is none, or no longer)."""
+
+    def lapse(requester: str, target: str, token: str) -> Deferred[bool]:
+        """Remove the request if it is still the one with ``token``."""
+
+    def drop_user(user: str) -> Deferred[list[tuple[str, str]]]:
+        """Remove every request ``user`` takes part in; return their (requester,
+        target) pairs."""
+
+
+@dataclass(frozen=True, slots=True)
+class Strikes:
+    """A username's recent wrong passwords (see ``server.lockout`` for the rule)."""
+
+    count: int = 0
+    last: float = 0.0
+    """When the latest wrong password came (Unix seconds)."""
+    locked_until: float = 0.0
+
+
+class IStrikeStore(Interface):
+    """Where the login lockout keeps its counts: in this process, or shared by every
+    node. Reads come with a version and the store's time; a write succeeds only if the
+    version is unchanged (compare-and-set), so strikes from several nodes add up."""
+
+    def read(user: str) -> Deferred[tuple[Strikes, int, float]]:
+        """``user``'s strikes, their version, and the time now (Unix seconds)."""
+
+    def write(user: str, version: int, strikes: Strikes, ttl: float) -> Deferred[bool]:
+        """Replace the strikes if still at ``version``; kept at least ``ttl`` s."""
+
+    def clear(user: str) -> Deferred[None]:
+        """Forget ``user``'s strikes."""

@@ -301,7 +301,9 @@ async def test_redis_killed_with_kill_9_loses_nothing_acknowledged(three: Cluste
     marks = {name: node.process.mark() for name, node in three.nodes.items()}
     await three.redis.kill()
     asked_at = reactor.seconds()
-    hans.send("whoelse")
+    # A request that needs Redis (leia is offline: her mail goes to Redis); whoelse
+    # would be answered from the node's own roster.
+    hans.send("message leia probe")
     await hans.expect("shared state cannot be reached", wait=5)
     refused_after = reactor.seconds() - asked_at
     print(f"redis-server killed with kill -9: a request refused after {refused_after:.2f} s")
@@ -332,6 +334,9 @@ async def test_redis_killed_with_kill_9_loses_nothing_acknowledged(three: Cluste
         await luke.expect("yoda\n")
         assert luke.output.count("kept 0") == 1
         assert "never stored" not in luke.output
+        leia = await logged_in(a, "leia", "$blasterpistol$")
+        await finish(leia)
+        assert "probe" not in leia.output
     finally:
         await finish(hans, rey, luke, yoda, rey_again, hans_again)
 

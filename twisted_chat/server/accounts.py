@@ -261,6 +261,16 @@ class CredentialsFile(AccountTable):
         self._sorted_names = None
         self.generation += 1
 
+    @property
+    def watched_path(self) -> Path:
+        return self.path
+
+    def learned(self, user: str, stored: str) -> None:
+        """An account another node made (``IAccountStore.learned``): usable here too,
+        until the file says otherwise at its next re-read."""
+        if user not in self._accounts:
+            self._add(user, stored)
+
     def watched(self) -> None:
         """From now on :meth:`changed` is called after every change to the file (see
         ``twisted_chat.server.watch``), so :meth:`refresh` goes to the disk only after

@@ -11,8 +11,9 @@ from twisted.internet.interfaces import IAddress
 
 from twisted_chat import wire
 from twisted_chat.errors import BadArgument, ProtocolStateError
+from twisted_chat.interfaces import Now, then
 from twisted_chat.server import names
-from twisted_chat.server.core import Now, Session, then
+from twisted_chat.server.session import Session
 
 Reply: TypeAlias = Now[dict[str, Any]]
 """The reply's fields, now or once the command is done (stored, written)."""

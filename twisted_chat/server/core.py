@@ -1,94 +1,59 @@
-"""The domain core: who is online, presence, routing, block effects, offline mail, idle
-timeouts and private-session brokering.
+"""The domain core: the chat's rules, written once for one process and for a node of
+a chat shared through Redis.
+
+:class:`Chat` holds this node's sessions and decides everything that involves more than
+one user: presence and who is told, who may reach whom, where a message goes, who a
+broadcast skips, ``whoelse`` and ``whoelsesince``. What differs between one process and
+many sits behind the seams in ``twisted_chat.interfaces`` (the directory, the stores,
+the private-chat requests, the lockout's counts), which ``wiring`` chooses; nothing
+here knows which it was given.
+
+A change that concerns users elsewhere is an event (``events``): :meth:`Chat.emit`
+applies it here and the directory publishes it to the other nodes, which apply it
+with the same handler (:meth:`Chat.apply`). In one process there is nowhere to publish.
 
 No sockets and no global reactor: time comes from an injected ``IReactorTime`` and
-users are reached through their mind (:class:`IChatClient`). Every per-message operation
-is O(1) per recipient; a broadcast or a presence notice is O(online users) with one
-shared event object (encoded once by the protocol layer).
+users are reached through their mind (:class:`IChatClient`). A message is O(1); a
+broadcast or a presence notice is O(users on this node), with one shared frame that
+the protocol encodes once.
 """
 
 from __future__ import annotations
 
-import secrets
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from typing import TypeAlias, TypeVar
+from collections.abc import Callable
+from itertools import chain
+from typing import Any
 
 from twisted.cred.portal import IRealm
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from twisted_chat import wire
-from twisted_chat.certs import is_fingerprint
-from twisted_chat.errors import (
-    AlreadyBlocked,
-    AlreadyOnline,
-    BadArgument,
-    BlockedByRecipient,
-    NoPeerListener,
-    NoSuchUser,
-    NotBlocked,
-    PrivateConflict,
-    SelfTarget,
-    UserOffline,
-)
+from twisted_chat.errors import AlreadyOnline, NoSuchUser
 from twisted_chat.interfaces import (
     IAccountStore,
     IBlockStore,
     IChatClient,
     IChatUser,
+    IDirectory,
     IMailbox,
-    StoredMessage,
+    IPrivateRequests,
+    Now,
+    PeerAddress,
+    then,
 )
-from twisted_chat.text import check_text
+from twisted_chat.server import events
+from twisted_chat.server.presence import PresenceHistory, Roster
+from twisted_chat.server.private import DEFAULT_PRIVATE_REQUEST_TTL, PrivateBroker
+from twisted_chat.server.session import IDLE_WARNING, Session
 
-IDLE_WARNING = 10.0
-"""Seconds before an idle logout that the user is warned (when the timeout is at
-least twice that: a warning at once would be noise)."""
-
-DEFAULT_PRIVATE_REQUEST_TTL = 60.0
-"""Seconds a private-session request waits for a y/n before it lapses."""
-
-T = TypeVar("T")
-U = TypeVar("U")
-Now: TypeAlias = T | Deferred[T]
-"""A command's result: at once in one process, once Redis has answered in a cluster
-(``cluster.chat``); the protocol answers either way."""
-
-
-def then(value: Now[T], f: Callable[[T], U]) -> Now[U]:
-    """``f(value)``, now or once ``value`` is known."""
-    if isinstance(value, Deferred):
-        return value.addCallback(f)
-    return f(value)
-
-
-class PresenceHistory:
-    """When each user who has been online this run last went offline.
-
-    Kept in logout order (most recent last), so ``offline_since(cutoff)`` walks back
-    only over the users it returns: O(result), never a scan of every user.
-    """
-
-    def __init__(self) -> None:
-        self._last_logout: OrderedDict[str, float] = OrderedDict()
-
-    def went_offline(self, user: str, when: float) -> None:
-        self._last_logout.pop(user, None)
-        self._last_logout[user] = when
-
-    def offline_since(self, cutoff: float) -> Iterator[str]:
-        """Users whose last logout was at or after ``cutoff``."""
-        for user in reversed(self._last_logout):
-            if self._last_logout[user] < cutoff:
-                return
-            yield user
+__all__ = ["DEFAULT_PRIVATE_REQUEST_TTL", "Chat", "ChatRealm", "Session"]
 
 
 class Chat:
-    """The shared state of one chat server and the rules over it."""
+    """The shared state of a chat, as this node holds it, and the rules over it."""
 
     log = Logger()
 
@@ -98,6 +63,8 @@ class Chat:
         accounts: IAccountStore,
         blocks: IBlockStore,
         mailbox: IMailbox,
+        directory: IDirectory,
+        requests: IPrivateRequests,
         timeout: float,
         private_request_ttl: float = DEFAULT_PRIVATE_REQUEST_TTL,
     ) -> None:
@@ -105,58 +72,100 @@ class Chat:
         self.accounts = accounts
         self.blocks = blocks
         self.mailbox = mailbox
+        self.directory = directory
         self.timeout = timeout
-        self.started = clock.seconds()
-        self.history = PresenceHistory()
         self.online: dict[str, Session] = {}
-        """Logged-in users by name: the routing table."""
-        self.private = PrivateBroker(self, private_request_ttl)
+        """Users logged in through this node, by name: the routing table."""
+        self.roster = Roster()
+        """Users logged in through other nodes (none in one process)."""
+        self.history = PresenceHistory()
+        self.private = PrivateBroker(self, requests, private_request_ttl)
+        self._appliers: dict[type[events.Event], Callable[[Any], None]] = {
+            events.DirectMessage: self._on_direct_message,
+            events.Broadcast: self._on_broadcast,
+            events.Presence: self._on_presence,
+            events.ForUser: self._on_for_user,
+            events.BlockChanged: self._on_block_changed,
+            events.AccountAdded: self._on_account_added,
+        }
 
-    session_type: type[Session]
-    """What :meth:`attach` makes (set below, once ``Session`` exists)."""
+    # --- events -------------------------------------------------------------------------
+
+    def emit(self, event: events.Event) -> None:
+        """``event`` happens: to this node's users now, and to every other node's."""
+        self.apply(event)
+        self.directory.publish(event)
+
+    def apply(self, event: events.Event) -> None:
+        """What ``event`` means for this node's users (made here, or on another node)."""
+        self._appliers[type(event)](event)
 
     # --- sessions -------------------------------------------------------------------
 
-    def is_online(self, user: str) -> bool:
-        return user in self.online
-
     def require_offline(self, user: str) -> Now[None]:
-        """Raise (or fail with) :class:`AlreadyOnline` if ``user`` is logged in: asked
-        at the username, so that nobody types a password for nothing. The login's
-        claim (:meth:`login`) decides; this only asks early."""
+        """Raise (or fail with) :class:`AlreadyOnline` if ``user`` is logged in
+        anywhere: asked at the username, so that nobody types a password for nothing.
+        The login's claim (:meth:`login`) decides; this only asks early, and asks the
+        directory only when the roster says another node has them (the roster may be
+        a heartbeat behind a node that left)."""
+        self.directory.check_ready()
         if user in self.online:
             raise AlreadyOnline(user)
-        return None
+        if user not in self.roster:
+            return None
+
+        def held(elsewhere: bool) -> None:
+            if elsewhere:
+                raise AlreadyOnline(user)
+
+        return then(self.directory.held_elsewhere(user), held)
 
     def login(self, user: str, mind: IChatClient) -> Now[Session]:
-        """The realm's half of logging in: ``user`` is online from now on."""
-        return self.attach(user, mind)
+        """The realm's half of logging in: ``user`` is online through this node from
+        now on. The session exists here from the start, holding its events, so that
+        none that is routed here while the claim is made is lost."""
+        session = self.attach(user, mind)
+        try:
+            claimed = self.directory.claim(user)
+        except Exception:
+            self._forget(session)
+            raise
+        if not isinstance(claimed, Deferred):
+            return session
+
+        def refused(failure: Any) -> Any:
+            self._forget(session)
+            return failure
+
+        return claimed.addCallbacks(lambda _: session, refused)
 
     def attach(self, user: str, mind: IChatClient) -> Session:
-        """Register ``user`` as online in this process."""
+        """Register ``user`` as online here; events for them wait until :meth:`begin`
+        has delivered their offline mail."""
         if user in self.online:
             raise AlreadyOnline(user)
-        session = self.session_type(self, user, mind)
+        session = Session(self, user, mind)
+        session.hold()
         self.online[user] = session
+        if self.roster.discard(user):
+            # Their session through another node ended, and its notice has not come
+            # (that node left the chat): said now, before their login here.
+            self.history.went_offline(user, self.clock.seconds())
+            self._announce(user, online=False)
         return session
 
     def begin(self, session: Session) -> Deferred[None]:
-        """Side effects of a login, once the client has its welcome: tell the others,
+        """Side effects of a login, once the client has its welcome: tell everyone,
         start the idle timer, deliver offline mail (in the order it was sent).
 
-        Reading the mail may wait on the disk; events for this user that come meanwhile
-        are held and follow the mail, so nothing overtakes an older message."""
-        session.hold()
-        self._announce(session.name, online=True)
-        return self._welcome(session)
-
-    def _welcome(self, session: Session) -> Deferred[None]:
-        """The idle timer, and the offline mail; events held meanwhile follow it."""
-        session.timer = self.clock.callLater(self.quiet_before_warning, self._idle, session)
+        Reading the mail may wait on the disk or Redis; events for this user that come
+        meanwhile are held and follow the mail, so nothing overtakes an older one."""
+        self.emit(events.Presence(session.name, self.directory.node, True, self.clock.seconds()))
+        session.start_timer()
         self.log.info("{user} logged in", user=session.name)
         user = session.name
 
-        def deliver(stored: list[StoredMessage]) -> None:
+        def deliver(stored: list[Any]) -> None:
             if self.online.get(user) is not session or not stored:
                 return  # gone before the mail came, or none: nothing to do
             for item in stored:
@@ -178,399 +187,206 @@ class Chat:
         """The user is gone (logout, timeout, lost connection). Idempotent."""
         if not self._forget(session):
             return
-        self.history.went_offline(session.name, self.clock.seconds())
-        self.private.user_left(session.name)
-        self._announce(session.name, online=False)
-        self.log.info("{user} logged out ({reason})", user=session.name, reason=reason)
+        user = session.name
+        presence = events.Presence(user, self.directory.node, False, self.clock.seconds())
+        self.directory.release(user, presence)
+        self.private.user_left(user)
+        self.apply(presence)
+        self.log.info("{user} logged out ({reason})", user=user, reason=reason)
 
     def _forget(self, session: Session) -> bool:
-        """Take ``session`` out of this process; False if it was not in it."""
+        """Take ``session`` out of this node; False if it was not in it."""
         if self.online.get(session.name) is not session:
             return False
         del self.online[session.name]
         session.stop_timer()
         return True
 
-    def stop(self) -> None:
-        """End every session (server shutdown): each user gets one ``shutdown`` event
-        and nothing else, since everyone is leaving, no presence notice is due to
-        anyone (one per pair would be O(N²) frames to sockets about to close). No timer
-        outlives the service."""
+    def end_all(self, reason: str) -> None:
+        """End every session here, telling each user ``reason`` and nothing else: at
+        shutdown everyone here is leaving (a notice per pair would be O(N²) frames to
+        sockets about to close), and a node that lost Redis leaves it to the others to
+        tell theirs. No timer outlives this."""
         self.private.cancel_all()
         now = self.clock.seconds()
         sessions, self.online = self.online, {}
         for session in sessions.values():
             session.stop_timer()
             self.history.went_offline(session.name, now)
-            session.mind.end_session("shutdown")
-        self.log.info("server stopping: ended {count} sessions", count=len(sessions))
+            session.mind.end_session(reason)
+        if sessions:
+            self.log.info("ended {count} sessions ({reason})", count=len(sessions), reason=reason)
+
+    def stop(self) -> None:
+        """Server shutdown: every session ends with ``shutdown``."""
+        self.end_all("shutdown")
+
+    def node_gone(self, node: str, when: float) -> None:
+        """Node ``node`` left the chat (it stopped, or stopped beating): its users are
+        offline, and this node's users are told as for a logout."""
+        for user in self.roster.drop_node(node):
+            self.history.went_offline(user, when)
+            self.private.user_left(user)
+            self._announce(user, online=False)
+
+    # --- presence -------------------------------------------------------------------
+
+    def _on_presence(self, event: events.Presence) -> None:
+        user = event.user
+        if event.node != self.directory.node:
+            if event.online:
+                self.roster.add(user, event.node)
+            elif not self.roster.discard(user, event.node):
+                # Already back online somewhere (here, or through another node):
+                # this notice is old news.
+                self.history.went_offline(user, event.when)
+                return
+        if not event.online:
+            self.history.went_offline(user, event.when)
+        self._announce(user, event.online)
+
+    def _announce(self, user: str, online: bool) -> None:
+        """Presence to everyone here except ``user`` and those ``user`` blocks."""
+        frame = wire.Presence(user, online)
+        hidden_from = self.blocks.blocked_by(user)
+        for other, session in self.online.items():
+            if other != user and other not in hidden_from:
+                session.deliver(frame)
+
+    def is_online(self, user: str) -> bool:
+        """Online through any node (as far as this node has heard)."""
+        return user in self.online or user in self.roster
+
+    def others_online(self, me: str) -> list[str]:
+        """``whoelse``: everyone online but ``me`` and those who block ``me``, sorted."""
+        is_blocked = self.blocks.is_blocked
+        return sorted(
+            u for u in chain(self.online, self.roster) if u != me and not is_blocked(u, me)
+        )
+
+    def seen_since(self, me: str, seconds: float) -> list[str]:
+        """``whoelsesince``: everyone online now or logged out at most ``seconds`` ago,
+        but ``me`` and those who block ``me``, sorted."""
+        cutoff = self.clock.seconds() - seconds
+        names = set(self.online)
+        names.update(self.roster)
+        names.update(self.history.offline_since(cutoff))
+        names.discard(me)
+        is_blocked = self.blocks.is_blocked
+        return sorted(u for u in names if not is_blocked(u, me))
+
+    # --- who may reach whom, and how ------------------------------------------------
+
+    def require_user(self, user: str) -> None:
+        if not self.accounts.exists(user):
+            raise NoSuchUser(user)
+
+    def may_reach(self, sender: str, recipient: str) -> bool:
+        """Whether ``recipient`` takes messages and requests from ``sender``: not if
+        ``recipient`` blocks ``sender`` (whoever blocks the other does not matter the
+        other way round)."""
+        return not self.blocks.is_blocked(recipient, sender)
+
+    def blocked_by_someone_online(self, user: str) -> bool:
+        """Whether a broadcast from ``user`` skips anyone now (never who)."""
+        return any(self.is_online(blocker) for blocker in self.blocks.blockers_of(user))
+
+    def send_message(self, sender: str, to: str, text: str) -> Deferred[bool] | None:
+        """A message that passed every check: delivered now to a user here (None), or
+        routed to the node holding them or to their mailbox (a Deferred of whether it
+        was stored). The common case answers at once, without the Deferred."""
+        now = self.clock.seconds()
+        recipient = self.online.get(to)
+        if recipient is not None:
+            recipient.deliver(wire.Message(sender, text, now))
+            return None
+        return self.directory.route(events.DirectMessage(to, sender, text, now), self.mailbox.limit)
+
+    def _on_direct_message(self, event: events.DirectMessage) -> None:
+        recipient = self.online.get(event.to)
+        if recipient is None:
+            self.directory.reroute(event)  # they left this node after it was sent here
+        elif not self.may_reach(event.sender, event.to):
+            # Blocked while it crossed between nodes: blocks hold as of delivery too.
+            self.log.info(
+                "a message from {sender} to {to} was not delivered: blocked meanwhile",
+                sender=event.sender,
+                to=event.to,
+            )
+        else:
+            recipient.deliver(event.frame())
+
+    def broadcast(self, sender: str, text: str) -> bool:
+        """``text`` to everyone online but ``sender`` and those who block ``sender``;
+        whether anyone was skipped for that reason."""
+        self.emit(events.Broadcast(sender, text, self.clock.seconds()))
+        return self.blocked_by_someone_online(sender)
+
+    def _on_broadcast(self, event: events.Broadcast) -> None:
+        sender = event.sender
+        frame = wire.Broadcast(sender, event.text, event.sent)
+        blockers = self.blocks.blockers_of(sender)
+        for other, session in self.online.items():
+            if other != sender and other not in blockers:
+                session.deliver(frame)
+
+    def tell(self, user: str, frame: wire.Frame) -> Now[bool]:
+        """``frame`` to ``user`` wherever they are online; False if nowhere."""
+        session = self.online.get(user)
+        if session is not None:
+            session.deliver(frame)
+            return True
+        if user in self.roster:
+            return self.directory.tell(user, frame)
+        return False
+
+    def _on_for_user(self, event: events.ForUser) -> None:
+        session = self.online.get(event.to)
+        if session is not None:
+            session.deliver(event.frame)
+
+    def peer_of(self, user: str) -> Now[PeerAddress | None]:
+        """Where ``user``'s client takes private sessions (None: nowhere, or offline)."""
+        session = self.online.get(user)
+        if session is not None:
+            return session.peer
+        if user in self.roster:
+            return self.directory.peer_of(user)
+        return None
+
+    # --- what other nodes stored ----------------------------------------------------
+
+    def _on_block_changed(self, event: events.BlockChanged) -> None:
+        self.blocks.learned(event.blocker, event.target, event.blocked)
+
+    def _on_account_added(self, event: events.AccountAdded) -> None:
+        self.accounts.learned(event.user, event.stored)
+
+    # --- idle timeouts --------------------------------------------------------------
 
     @property
     def quiet_before_warning(self) -> float:
         """Idle seconds before the warning (or, with a short timeout, the logout)."""
         return self.timeout - IDLE_WARNING if self.timeout >= 2 * IDLE_WARNING else self.timeout
 
-    def _idle(self, session: Session) -> None:
-        """The idle timer fired: warn first, when there is room; log out after."""
+    def idle(self, session: Session) -> None:
+        """``session``'s idle timer fired: warn first, when there is room; log out after."""
         if not session.warned and self.timeout >= 2 * IDLE_WARNING:
             session.warned = True
-            session.timer = self.clock.callLater(IDLE_WARNING, self._idle, session)
+            session.timer = self.clock.callLater(IDLE_WARNING, self.idle, session)
             session.deliver(wire.IdleWarning(IDLE_WARNING))
             return
         session.timer = None
         session.mind.end_session("timeout")
         self.detach(session, "timeout")
 
-    def deliver_broadcast(self, event: wire.Broadcast) -> bool:
-        """``event`` to everyone online here but its sender and those who block the
-        sender; return whether anyone was skipped for that reason."""
-        sender = event.sender
-        blockers = self.blocks.blockers_of(sender)
-        skipped = False
-        for other, session in self.online.items():
-            if other == sender:
-                continue
-            if other in blockers:
-                skipped = True
-            else:
-                session.deliver(event)
-        return skipped
-
-    def _announce(self, user: str, online: bool) -> None:
-        """Presence to everyone online except ``user`` and those ``user`` blocks."""
-        event = wire.Presence(user, online)
-        hidden_from = self.blocks.blocked_by(user)
-        for other, session in self.online.items():
-            if other != user and other not in hidden_from:
-                session.deliver(event)
-
-    # --- checks shared by commands ----------------------------------------------------
-
-    def require_user(self, user: str) -> None:
-        if not self.accounts.exists(user):
-            raise NoSuchUser(user)
-
-
-@implementer(IChatUser)
-class Session:
-    """A logged-in user: the avatar the protocol calls. Each public method is one
-    command; argument errors come before :meth:`touch` so that malformed commands do
-    not count as activity, domain errors (unknown user, ...) after it."""
-
-    # One per online user: slots keep the idle cost per user down (docs/performance.md).
-    __slots__ = (
-        "_held",
-        "mind",
-        "name",
-        "peer_fingerprint",
-        "peer_host",
-        "peer_port",
-        "server",
-        "timer",
-        "unacknowledged",
-        "warned",
-    )
-
-    def __init__(self, server: Chat, name: str, mind: IChatClient) -> None:
-        self.server = server
-        self.name = name
-        self.mind = mind
-        self.timer: IDelayedCall | None = None
-        self.warned = False
-        """The user was told the idle logout is near; the timer then runs to it."""
-        self.peer_host = ""
-        self.peer_port = 0
-        """Where this user's client accepts private-session connections (0: nowhere)."""
-        self.peer_fingerprint = ""
-        """The certificate this user's client shows its peers (SHA-256, hex)."""
-        self._held: list[wire.Frame] | None = None
-        """Events waiting while offline mail is read (see Chat.begin)."""
-        self.unacknowledged: Sequence[StoredMessage] = ()
-        """Stored messages sent at login and not yet acknowledged by the client."""
-
-    def received(self, upto: int) -> Deferred[None]:
-        """The client has the stored messages up to key ``upto``: forget them. Sent by
-        the client itself, so not user activity."""
-        done = [m for m in self.unacknowledged if m.key <= upto]
-        self.unacknowledged = [m for m in self.unacknowledged if m.key > upto]
-        if not done:
-            return succeed(None)
-        return self.server.mailbox.delivered(self.name, done)
-
-    def deliver(self, event: wire.Frame) -> None:
-        """Push an event to this user, after any offline mail still being read."""
-        if self._held is None:
-            self.mind.deliver(event)
-        else:
-            self._held.append(event)
-
-    def hold(self) -> None:
-        self._held = []
-
-    def release(self) -> None:
-        held, self._held = self._held or [], None
-        for event in held:
-            self.mind.deliver(event)
-
-    def stop_timer(self) -> None:
-        """The session is ending: its idle timer goes."""
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        self.timer = None
-
-    def touch(self) -> None:
-        """The user did something: restart the idle timer (reset, not recreated)."""
-        if self.timer is not None and self.timer.active():
-            self.timer.reset(self.server.quiet_before_warning)
-            self.warned = False
-
-    def logout(self) -> None:
-        """cred's logout callable; also the ``logout`` command."""
-        self.server.detach(self, "logout")
-
-    def lost(self) -> None:
-        self.server.detach(self, "connection lost")
-
-    # --- presence queries -----------------------------------------------------------
-
-    def whoelse(self) -> Now[list[str]]:
-        self.touch()
-        return self._others_online()
-
-    def _others_online(self) -> Now[list[str]]:
-        """Who else is online, less those who block us, sorted (the cluster asks
-        Redis)."""
-        me = self.name
-        is_blocked = self.server.blocks.is_blocked
-        return sorted(u for u in self.server.online if u != me and not is_blocked(u, me))
-
-    def whoelsesince(self, seconds: int) -> Now[list[str]]:
-        if seconds < 0:
-            raise BadArgument("Error. whoelsesince takes a number of seconds, 0 or more.")
-        self.touch()
-        return self._seen_since(seconds)
-
-    def _seen_since(self, seconds: int) -> Now[list[str]]:
-        """Who is online or logged out at most ``seconds`` ago, less us and those who
-        block us, sorted (the cluster asks Redis)."""
-        server = self.server
-        cutoff = server.clock.seconds() - seconds
-        names = set(server.online)
-        names.update(server.history.offline_since(cutoff))
-        names.discard(self.name)
-        is_blocked = server.blocks.is_blocked
-        return sorted(u for u in names if not is_blocked(u, self.name))
-
-    def accounts(self) -> Now[dict[str, object]]:
-        """The account names (sorted, at most ``wire.MAX_ACCOUNT_NAMES``), who else is
-        online (as ``whoelse``), and whom we block: what a client needs to complete
-        names and to say "not a user" or "offline" without asking each time. The
-        names are the store's, kept sorted between changes: no sort per call."""
-        names = self.server.accounts.names()
-        listed = names[: wire.MAX_ACCOUNT_NAMES]
-        blocked = sorted(self.server.blocks.blocked_by(self.name))
-
-        def answer(online: list[str]) -> dict[str, object]:
-            return {
-                "users": listed,
-                "truncated": len(names) > len(listed),
-                "online": online,
-                "blocked": blocked,
-            }
-
-        return then(self._others_online(), answer)
-
-    # --- messaging --------------------------------------------------------------------
-
-    def message(self, to: str, text: str) -> Deferred[bool] | None:
-        """Deliver now if ``to`` is online (and return None: done), else queue it for
-        later (and return a Deferred that fires with whether it was stored, once it
-        is). The common case answers synchronously, without the Deferred machinery."""
-        check_text(text)
-        self.touch()
-        server = self.server
-        if to == self.name:
-            raise SelfTarget("Error. You cannot message yourself.")
-        server.require_user(to)
-        if server.blocks.is_blocked(to, self.name):
-            raise BlockedByRecipient()
-        return self._send(to, text)
-
-    def _send(self, to: str, text: str) -> Deferred[bool] | None:
-        """A message that passed every check: delivered here, or stored (the cluster
-        routes it through Redis)."""
-        server = self.server
-        now = server.clock.seconds()
-        recipient = server.online.get(to)
-        if recipient is not None:
-            recipient.deliver(wire.Message(self.name, text, now))
-            return None
-        return server.mailbox.append(to, StoredMessage(self.name, text, now)).addCallback(_stored)
-
-    def broadcast(self, text: str) -> Now[bool]:
-        """Send to every other online user who has not blocked us; return whether
-        anyone was skipped for that reason."""
-        check_text(text)
-        self.touch()
-        server = self.server
-        return server.deliver_broadcast(wire.Broadcast(self.name, text, server.clock.seconds()))
-
-    # --- block lists ----------------------------------------------------------------
-
-    def block(self, user: str) -> Deferred[None]:
-        self.touch()
-        if user == self.name:
-            raise SelfTarget("Error. Cannot block self.")
-        self.server.require_user(user)
-        if self.server.blocks.is_blocked(self.name, user):
-            raise AlreadyBlocked(user)
-        return self.server.blocks.block(self.name, user)
-
-    def unblock(self, user: str) -> Deferred[None]:
-        self.touch()
-        if user == self.name:
-            raise SelfTarget("Error. Cannot unblock self.")
-        self.server.require_user(user)
-        if not self.server.blocks.is_blocked(self.name, user):
-            raise NotBlocked(user)
-        return self.server.blocks.unblock(self.name, user)
-
-    # --- private sessions -----------------------------------------------------------
-
-    def listening(self, host: str, port: int, fingerprint: str) -> Now[None]:
-        """Record where our client accepts peers, and the certificate it shows them.
-        Not user activity."""
-        # Never a privileged port: the server hands this address to other users'
-        # clients, which connect to it (an ssh or mail port would make them a weapon).
-        if not 1024 <= port <= 65535:
-            raise BadArgument("Error. A peer port is a number from 1024 to 65535.")
-        if not is_fingerprint(fingerprint):
-            raise BadArgument("Error. A peer fingerprint is 64 lowercase hex digits (SHA-256).")
-        self.peer_host = host
-        self.peer_port = port
-        self.peer_fingerprint = fingerprint
-        return None
-
-    def start_private(self, user: str) -> Now[None]:
-        self.touch()
-        self.server.private.request(self, user)
-        return None
-
-    def answer_private(self, user: str, accept: bool) -> Now[None]:
-        self.touch()
-        self.server.private.answer(self, user, accept)
-        return None
-
-    def activity(self) -> None:
-        """Our client did something the server cannot see (a private message)."""
-        self.touch()
-
-
-def _stored(_: object) -> bool:
-    return True
-
-
-Chat.session_type = Session
-
-
-class PrivateBroker:
-    """Pending private-session requests and their consent.
-
-    A request waits for the target's y/n for ``ttl`` seconds; an approval hands both
-    sides the same one-time token, which the connecting side must present to the
-    listening side. Requests are indexed by both users so that a logout cancels that
-    user's requests in O(their requests).
-    """
-
-    log = Logger()
-
-    def __init__(self, server: Chat, ttl: float) -> None:
-        self._server = server
-        self.ttl = ttl
-        self._pending: dict[tuple[str, str], IDelayedCall] = {}
-        """(requester, target) -> the call that lapses the request."""
-        self._by_user: dict[str, set[tuple[str, str]]] = {}
-
-    def request(self, requester: Session, target: str) -> None:
-        server = self._server
-        me = requester.name
-        if target == me:
-            raise SelfTarget.private()
-        server.require_user(target)
-        peer = server.online.get(target)
-        if peer is None:
-            raise UserOffline(target)
-        if server.blocks.is_blocked(target, me):
-            raise BlockedByRecipient.private(target)
-        if (me, target) in self._pending or (target, me) in self._pending:
-            raise PrivateConflict.waiting(target)
-        if not peer.peer_port:
-            raise NoPeerListener(target)
-        if not requester.peer_fingerprint:
-            raise NoPeerListener(me, yours=True)
-        key = (me, target)
-        self._pending[key] = server.clock.callLater(self.ttl, self._lapse, key)
-        self._by_user.setdefault(me, set()).add(key)
-        self._by_user.setdefault(target, set()).add(key)
-        peer.deliver(wire.PrivateRequest(me, self.ttl))
-
-    def answer(self, target: Session, requester: str, accept: bool) -> None:
-        key = (requester, target.name)
-        if key not in self._pending:
-            raise PrivateConflict.none_from(requester)
-        self._forget(key).cancel()
-        server = self._server
-        asker = server.online[requester]  # a requester who left has no pending request
-        if not accept:
-            asker.deliver(wire.PrivateDeclined(target.name))
-            return
-        token = secrets.token_urlsafe(24)
-        asker.deliver(
-            wire.PrivateAccepted(
-                target.name, token, target.peer_host, target.peer_port, target.peer_fingerprint
-            )
-        )
-        target.deliver(wire.PrivateAccepted(requester, token, fingerprint=asker.peer_fingerprint))
-        self.log.info("private session approved: {a} -> {b}", a=requester, b=target.name)
-
-    def user_left(self, user: str) -> None:
-        for key in list(self._by_user.get(user, ())):
-            self._forget(key).cancel()
-            requester, target = key
-            other = target if requester == user else requester
-            session = self._server.online.get(other)
-            if session is not None:
-                session.deliver(wire.PrivateExpired(user, "left"))
-
-    def cancel_all(self) -> None:
-        for key in list(self._pending):
-            self._forget(key).cancel()
-
-    def _lapse(self, key: tuple[str, str]) -> None:
-        self._forget(key)
-        requester, target = key
-        for user, other in ((requester, target), (target, requester)):
-            session = self._server.online.get(user)
-            if session is not None:
-                session.deliver(wire.PrivateExpired(other, "unanswered"))
-
-    def _forget(self, key: tuple[str, str]) -> IDelayedCall:
-        call = self._pending.pop(key)
-        for user in key:
-            keys = self._by_user.get(user)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self._by_user[user]
-        return call
-
 
 @implementer(IRealm)
 class ChatRealm:
     """cred realm: a checked username becomes an online :class:`Session`."""
 
-    def __init__(self, server: Chat) -> None:
-        self._server = server
+    def __init__(self, chat: Chat) -> None:
+        self._chat = chat
 
     def requestAvatar(
         self, avatarId: bytes | tuple[()], mind: object, *interfaces: type[Interface]
@@ -579,7 +395,7 @@ class ChatRealm:
             raise NotImplementedError("twisted-chat only provides IChatUser")
         # Our checker returns the username as str; cred's stubs say bytes.
         user = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else str(avatarId)
-        session = self._server.login(user, IChatClient(mind))
+        session = self._chat.login(user, IChatClient(mind))
         if isinstance(session, Deferred):
             return session.addCallback(_avatar)  # type: ignore[return-value]  # cred takes a Deferred
         return _avatar(session)

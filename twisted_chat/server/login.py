@@ -15,7 +15,7 @@ from twisted_chat import __version__, wire
 from twisted_chat.errors import InvalidUsername, ProtocolStateError
 from twisted_chat.interfaces import IAccountStore, IChatClient, IChatUser
 from twisted_chat.server.accounts import check_password
-from twisted_chat.server.core import Session
+from twisted_chat.server.session import Session
 
 SignedIn = tuple[Session, Callable[[], None]]
 """The session and cred's logout callable."""

@@ -1,7 +1,7 @@
 """``server.py PORT BLOCK_DURATION TIMEOUT [-d]``: the handout's way to start the server.
 
 Wiring only: it parses the handout's positional arguments, builds the same service as
-``twistd chatserver`` (through :func:`twisted_chat.server.tap.makeService`) and runs it.
+``twistd chatserver`` (through :func:`twisted_chat.server.wiring.build_service`) and runs it.
 Quiet unless ``-d``: without it only warnings (security events among them) and errors
 reach the terminal.
 """
@@ -24,7 +24,8 @@ from twisted.logger import (
 from twisted.python import usage
 
 from twisted_chat.server import hashfile
-from twisted_chat.server.tap import Options, build_service, non_negative, port_number, positive
+from twisted_chat.server.options import Options, non_negative, port_number, positive
+from twisted_chat.server.wiring import build_service
 
 USAGE = (
     "usage: server.py [-d] [--tls-cert CERT --tls-key KEY] [--listen ENDPOINT]... "

@@ -10,7 +10,6 @@ reaches Twisted, so a bad line never drops the connection by accident.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from twisted.cred.portal import Portal
@@ -34,11 +33,12 @@ from twisted_chat.errors import (
 from twisted_chat.interfaces import IChatClient
 from twisted_chat.server import commands, login, names
 from twisted_chat.server.accounts import check_username
-from twisted_chat.server.core import Chat, Session
+from twisted_chat.server.core import Chat
 from twisted_chat.server.limits import ConnectionCounter, Limits
 from twisted_chat.server.output import TurnFlusher
 from twisted_chat.server.phases import Phase, Step, after
 from twisted_chat.server.policy import ConnectionPolicy
+from twisted_chat.server.session import Session
 
 TLS_RECORD = b"\x16\x03"
 """How a TLS handshake starts (a handshake record, protocol version 3.x); every frame
@@ -365,8 +365,6 @@ class ChatServerFactory(ServerFactory):
         self.connections = ConnectionCounter(self.limits)
         self.flusher = TurnFlusher(chat.clock)
         """Sends every connection's output once per reactor turn (see ``output``)."""
-        self.closers: list[Callable[[], object]] = []
-        """Called when the service stops (closing the durable store)."""
 
     def buildProtocol(self, addr: IAddress | None) -> ChatServerProtocol:
         return ChatServerProtocol(self)

@@ -30,8 +30,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_chat.server.accounts import CredentialsFile
-from twisted_chat.server.cluster.stores import ClusterAccounts
 from twisted_chat.server.core import Chat
 from twisted_chat.server.protocol import ChatServerFactory
 from twisted_chat.server.watch import watch_file
@@ -64,9 +62,10 @@ class ChatRunning(Service):
     def startService(self) -> None:
         super().startService()
         accounts = self.chat.accounts
-        if isinstance(accounts, CredentialsFile | ClusterAccounts):
+        path = accounts.watched_path
+        if path is not None:
             # With the kernel telling us of hand edits, a login needs no disk access.
-            self._stop_watching = watch_file(self._reactor, accounts.path, accounts.changed)
+            self._stop_watching = watch_file(self._reactor, path, accounts.changed)
             if self._stop_watching is not None:
                 accounts.watched()
 

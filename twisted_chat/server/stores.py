@@ -85,6 +85,13 @@ class BlockIndex:
         _discard(self._blocks, blocker, target)
         _discard(self._blockers, target, blocker)
 
+    def learned(self, blocker: str, target: str, blocked: bool) -> None:
+        """A change stored through another node (``IBlockStore.learned``)."""
+        if blocked:
+            self.add(blocker, target)
+        else:
+            self.discard(blocker, target)
+
 
 def _discard(index: dict[str, set[str]], key: str, member: str) -> None:
     members = index.get(key)

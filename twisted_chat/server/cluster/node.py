@@ -1,18 +1,26 @@
-"""This process as one node of the chat: it joins, beats, reaps the nodes that stopped
-beating, reads its inbox, and leaves.
+"""This process as one node of the chat: it joins, beats, notices the nodes that
+stopped beating, reads its inbox, and leaves.
 
-- **Heartbeat.** Every ``HEARTBEAT_INTERVAL`` seconds the node renews its entry in
-  ``chat:nodes`` for ``HEARTBEAT_TTL`` seconds and reaps any node whose entry expired
-  (``scripts.REAP``: its users go offline, everyone is told, the messages waiting in
-  its inbox go to their recipients' mailboxes). A ``kill -9``-ed node is gone from
-  presence within ``HEARTBEAT_TTL + HEARTBEAT_INTERVAL`` seconds.
+- **Joining.** ``primitives.JOIN`` makes the node a member under a new incarnation
+  (what an earlier run of the same id left is reaped first). Then the node loads its
+  copies of the shared state (accounts, blocks, who is online where and who left
+  when) and takes logins.
+- **Heartbeat.** Every ``HEARTBEAT_INTERVAL`` seconds the node renews its membership
+  for ``HEARTBEAT_TTL`` seconds and learns every member and whether it expired. An
+  expired node is reaped (``primitives.REAP``: what Redis holds of its users is
+  released, and the messages waiting in its inbox go to their recipients), and every
+  node drops that node's users from its roster and tells its own users they logged
+  out (``Chat.node_gone``): a ``kill -9``-ed node is gone from presence within
+  ``HEARTBEAT_TTL + HEARTBEAT_INTERVAL`` seconds.
 - **No split view.** A node that could not beat for ``HEARTBEAT_TTL`` seconds (Redis
-  away) has been, or is about to be, reaped by the others: it ends its own sessions
+  away) has been, or is about to be, given up by the others: it ends its own sessions
   ("unavailable") rather than serve users the others think are gone, and joins again
   once Redis answers.
-- **Inbox.** A stream read through a consumer group; an entry is acknowledged (and
-  deleted) once handed to the user's connection. What a dead node had not
-  acknowledged is moved by its reaper: delivery is at least once (report.md §5).
+- **Inbox.** A stream read through a consumer group; each entry is decoded
+  (``events``) and applied (``Chat.apply``), then acknowledged and deleted. An entry
+  that is not a well-formed event, or of a kind this node does not know, is logged and
+  skipped. What a dead node had not acknowledged is moved by its reaper: delivery is
+  at least once (report.md §5).
 """
 
 from __future__ import annotations
@@ -20,17 +28,19 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-import orjson
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_chat.server.cluster import scripts
-from twisted_chat.server.cluster.chat import ClusterChat
-from twisted_chat.server.cluster.redis import REDIS_TROUBLE, RedisClient
-from twisted_chat.server.cluster.scripts import Scripts
+from twisted_chat.server import events
+from twisted_chat.server.cluster import primitives
+from twisted_chat.server.cluster.directory import RedisDirectory, incarnation_of, node_key
+from twisted_chat.server.cluster.primitives import Primitives
+from twisted_chat.server.cluster.redis import REDIS_TROUBLE, RedisClient, pairs
+from twisted_chat.server.cluster.stores import ClusterAccounts, ClusterBlocks
+from twisted_chat.server.core import Chat
 
 HEARTBEAT_INTERVAL = 1.0
 """Seconds between heartbeats (and reaps)."""
@@ -69,22 +79,27 @@ class ClusterNode(Service):
         reactor: Any,
         commands: RedisClient,
         inbox_reader: RedisClient,
-        chat: ClusterChat,
+        chat: Chat,
+        directory: RedisDirectory,
+        accounts: ClusterAccounts,
+        blocks: ClusterBlocks,
         interval: float = HEARTBEAT_INTERVAL,
         ttl: float = HEARTBEAT_TTL,
     ) -> None:
         self._reactor = reactor
         self._commands = commands
         self._reader = inbox_reader
-        self._redis = Scripts(commands)
+        self._redis = Primitives(commands)
         self.chat = chat
-        self.node_id = chat.node_id
+        self.directory = directory
+        self.accounts = accounts
+        self.blocks = blocks
+        self.node_id = directory.node_id
         self.inbox = f"chat:inbox:{self.node_id}"
         self.interval = interval
         self.ttl = ttl
         self.instance = secrets.token_hex(8)
         """This process, among any that were given the same node id."""
-        self.joined = False
         self._joining = False
         self._join_failures = 0
         self._reading = False
@@ -92,6 +107,10 @@ class ClusterNode(Service):
         """When Redis last took our heartbeat (our clock: only ever compared with it)."""
         self._beat = LoopingCall(self._tick)
         self._beat.clock = reactor
+
+    @property
+    def joined(self) -> bool:
+        return self.directory.ready
 
     # --- the service ------------------------------------------------------------------
 
@@ -106,8 +125,7 @@ class ClusterNode(Service):
         super().stopService()
         if self._beat.running:
             self._beat.stop()
-        was_joined, self.joined = self.joined, False
-        self.chat.serving = False
+        was_joined, self.directory.ready = self.directory.ready, False
 
         def left(result: object) -> None:
             if isinstance(result, Failure):
@@ -121,7 +139,7 @@ class ClusterNode(Service):
                 self.log.info("node {node} left the chat", node=self.node_id)
 
         leaving: Deferred[Any] = (
-            self._redis.run(scripts.REAP, self.node_id, "1") if was_joined else succeed(None)
+            self._redis.run(primitives.REAP, self.node_id, "1") if was_joined else succeed(None)
         )
 
         def close(_: object) -> Deferred[None]:
@@ -141,10 +159,10 @@ class ClusterNode(Service):
             self._join()
             return
         self._redis.run(
-            scripts.HEARTBEAT, self.node_id, round(self.ttl * 1000), self.instance
+            primitives.HEARTBEAT, self.node_id, round(self.ttl * 1000), self.instance
         ).addCallbacks(self._beaten, self._missed)
 
-    def _beaten(self, answer: str | list[str]) -> None:
+    def _beaten(self, answer: str | list[Any]) -> None:
         if not self.joined:
             return
         if answer == "reaped":
@@ -155,10 +173,28 @@ class ClusterNode(Service):
             )
             self._split("unavailable")
             return
+        assert isinstance(answer, list)
         self._last_beat = self._reactor.seconds()
-        for dead in answer:
-            self._reap(dead)
-        self.chat.retry_releases()
+        self._members(int(answer[0]), answer[1:])
+        self.directory.retry_releases(self.chat.online)
+
+    def _members(self, counter: int, flat: list[Any]) -> None:
+        """The members as Redis holds them now: reap those that expired, and forget the
+        users of every node that is no longer a member. A node that joined after this
+        answer was made (an incarnation above ``counter``) is left alone: the answer
+        could not know it."""
+        live: set[str] = set()
+        for i in range(0, len(flat) - 2, 3):
+            node, incarnation, expired = str(flat[i]), int(flat[i + 1]), int(flat[i + 2])
+            if expired:
+                self._reap(node)
+            else:
+                live.add(node_key(node, incarnation))
+        now = self._reactor.seconds()
+        for key in self.chat.roster.nodes():
+            if key not in live and incarnation_of(key) <= counter:
+                self.log.info("node {node} left the chat; its users are offline", node=key)
+                self.chat.node_gone(key, now)
 
     def _missed(self, failure: Failure) -> None:
         failure.trap(*REDIS_TROUBLE)
@@ -172,7 +208,7 @@ class ClusterNode(Service):
             self._split("unavailable")
 
     def _split(self, reason: str) -> None:
-        self.joined = self.chat.serving = False
+        self.directory.ready = False
         self.chat.end_all(reason)
 
     def _reap(self, dead: str) -> None:
@@ -187,7 +223,7 @@ class ClusterNode(Service):
                     moved=moved,
                 )
 
-        self._redis.run(scripts.REAP, dead, "0").addCallbacks(
+        self._redis.run(primitives.REAP, dead, "0").addCallbacks(
             reaped, self._failed, errbackArgs=("reaping",)
         )
 
@@ -202,15 +238,14 @@ class ClusterNode(Service):
             return
         self._joining = True
         redis = self._redis
-        chat = self.chat
 
         async def join() -> None:
             joined = await redis.run(
-                scripts.JOIN, self.node_id, round(self.ttl * 1000), self.instance
+                primitives.JOIN, self.node_id, round(self.ttl * 1000), self.instance
             )
             if joined == "in-use":
                 raise NodeIdInUse(self.node_id)
-            users, moved = joined
+            incarnation, users, moved = joined
             if users or moved:
                 self.log.warn(
                     "node {node} had left {users} users and {moved} messages from an "
@@ -219,17 +254,21 @@ class ClusterNode(Service):
                     users=len(users),
                     moved=moved,
                 )
-            chat.accounts.load(await redis.call("HGETALL", "chat:accounts"))
-            added = await chat.accounts.merge_file(again=True)
-            chat.blocks.load(await redis.run(scripts.ALL_BLOCKS))
+            self.directory.joined(int(incarnation))
+            self.accounts.load(await redis.call("HGETALL", "chat:accounts"))
+            added = await self.accounts.merge_file(again=True)
+            self.blocks.load(await redis.run(primitives.ALL_BLOCKS))
+            self._load_presence(await redis.run(primitives.SNAPSHOT))
             self._last_beat = self._reactor.seconds()
-            self.joined = self.chat.serving = True
+            self.directory.ready = True
             self.log.info(
-                "node {node} joined the chat ({accounts} accounts, {added} new from {path})",
+                "node {node} joined the chat (incarnation {incarnation}; {accounts} "
+                "accounts, {added} new from {path})",
                 node=self.node_id,
-                accounts=len(chat.accounts.names()),
+                incarnation=incarnation,
+                accounts=len(self.accounts.names()),
                 added=added,
-                path=str(chat.accounts.file.path),
+                path=str(self.accounts.file.path),
             )
             self._read()
 
@@ -250,10 +289,21 @@ class ClusterNode(Service):
 
         Deferred.fromCoroutine(join()).addBoth(done)
 
+    def _load_presence(self, snapshot: list[Any]) -> None:
+        """Who is online through the other nodes, and who left when."""
+        online, incarnations, lastseen = snapshot
+        numbers = {node: int(number) for node, number in pairs(incarnations)}
+        roster = self.chat.roster
+        roster.clear()
+        for user, node in pairs(online):
+            if node != self.node_id and node in numbers:
+                roster.add(user, node_key(node, numbers[node]))
+        self.chat.history.load((user, float(when)) for user, when in pairs(lastseen))
+
     # --- the inbox ------------------------------------------------------------------------
 
     def _read(self) -> None:
-        """One read at a time, while joined: events in, handed over, acknowledged."""
+        """One read at a time, while joined: events in, applied, acknowledged."""
         if self._reading or not self.joined or not self.running:
             return
         self._reading = True
@@ -282,19 +332,33 @@ class ClusterNode(Service):
                     ids.append(entry_id)
                     self._dispatch(entry_id, fields)
             if ids:
-                self._redis.run(scripts.ACKNOWLEDGE, self.node_id, *ids).addErrback(
+                self._redis.run(primitives.ACKNOWLEDGE, self.node_id, *ids).addErrback(
                     self._failed, "acknowledging events"
                 )
         self._read()
 
     def _dispatch(self, entry_id: str, fields: list[str]) -> None:
+        payload = dict(pairs(fields)).get("e")
         try:
-            event = orjson.loads(fields[1])
-            if not isinstance(event, list) or not event:
-                raise ValueError("not a non-empty array")
-            self.chat.on_event(event)
-        except (orjson.JSONDecodeError, ValueError, TypeError, IndexError) as e:
+            if payload is None:
+                raise events.EventError("no 'e' field")
+            event = events.decode(payload)
+        except events.UnknownEvent as e:
+            self.log.warn(
+                "inbox entry {id} is an event of a kind this node does not know "
+                "({kind!r}: a newer node's?); skipped",
+                id=entry_id,
+                kind=e.kind,
+            )
+            return
+        except (events.EventError, ValueError) as e:
             self.log.error("inbox entry {id} is malformed ({why}); skipped", id=entry_id, why=e)
+            return
+        try:
+            self.chat.apply(event)
+        except Exception:
+            # A bug of ours, not the event's: said loudly, and the next one still served.
+            self.log.failure("applying inbox entry {id} ({kind})", id=entry_id, kind=event.KIND)
 
     def _read_failed(self, failure: Failure) -> None:
         self._reading = False

@@ -1,11 +1,14 @@
 """The stores over Redis, behind the same interfaces as the embedded ones.
 
 Reads the domain makes on hot paths (does this account exist, does A block B) stay
-synchronous and in memory: each node keeps a replica of the accounts and the blocks,
-loaded when it joins and kept current by the ``a`` and ``k`` events every change sends
-to every node's inbox. Decisions are Redis's: a message's route checks the block in
-Redis itself (``scripts.ROUTE``), so a replica a few milliseconds behind never lets a
-blocked sender through.
+synchronous and in memory: each node keeps a copy of the accounts and the blocks,
+loaded when it joins and kept current by the events each change publishes to the other
+nodes in the same step (``AccountAdded``, ``BlockChanged``). A copy is milliseconds
+behind at most; the node a message is delivered through checks the block again, with
+its own user's list, which is never behind (``core.Chat._on_direct_message``).
+
+Also here: the lockout's strike records (compare-and-set, with Redis's time) and the
+private-chat requests, each change one primitive.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
@@ -20,16 +24,21 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_chat.errors import QueueFull, UsernameTaken
-from twisted_chat.interfaces import IAccountStore, IBlockStore, IMailbox, StoredMessage
-from twisted_chat.server import names
-from twisted_chat.server.accounts import (
-    AccountTable,
-    CredentialsFile,
+from twisted_chat.interfaces import (
+    IAccountStore,
+    IBlockStore,
+    IMailbox,
+    IPrivateRequests,
+    IStrikeStore,
+    PendingRequest,
+    StoredMessage,
+    Strikes,
 )
-from twisted_chat.server.auth import MAX_FAILURES
-from twisted_chat.server.cluster import scripts
+from twisted_chat.server import events, names
+from twisted_chat.server.accounts import AccountTable, CredentialsFile
+from twisted_chat.server.cluster import primitives
+from twisted_chat.server.cluster.primitives import Primitives
 from twisted_chat.server.cluster.redis import pairs
-from twisted_chat.server.cluster.scripts import Scripts
 from twisted_chat.server.passwords import HashCheck
 from twisted_chat.server.stores import BlockIndex
 
@@ -47,7 +56,7 @@ class ClusterAccounts(AccountTable):
     log = Logger()
 
     def __init__(
-        self, file: CredentialsFile, redis: Scripts, node_id: str, check_hash: HashCheck
+        self, file: CredentialsFile, redis: Primitives, node_id: str, check_hash: HashCheck
     ) -> None:
         super().__init__(check_hash)
         self.file = file
@@ -96,8 +105,10 @@ class ClusterAccounts(AccountTable):
         calls = []
         for start in range(0, len(items), MERGE_CHUNK):
             chunk = items[start : start + MERGE_CHUNK]
-            flat = [field for pair in chunk for field in pair]
-            calls.append(self._redis.run(scripts.MERGE_ACCOUNTS, *flat))
+            flat: list[str | bytes] = []
+            for user, stored in chunk:
+                flat += [user, stored, events.encode(events.AccountAdded(user, stored))]
+            calls.append(self._redis.run(primitives.MERGE_ACCOUNTS, self._node_id, *flat))
             for user, stored in chunk:
                 self._merged[user] = stored
                 self.learned(user, stored)
@@ -110,7 +121,7 @@ class ClusterAccounts(AccountTable):
     # --- the file, watched (``service.ChatRunning``) ------------------------------------
 
     @property
-    def path(self) -> Path:
+    def watched_path(self) -> Path:
         return self.file.path
 
     def watched(self) -> None:
@@ -164,9 +175,10 @@ class ClusterAccounts(AccountTable):
             assert stored is not None
             self._merged[user] = stored
             self.learned(user, stored)
-            d: Deferred[None] = self._redis.run(scripts.ADD_ACCOUNT, user, stored).addCallback(
-                lambda _: None
-            )
+            added = events.encode(events.AccountAdded(user, stored))
+            d: Deferred[None] = self._redis.run(
+                primitives.ADD_ACCOUNT, user, stored, added, self._node_id
+            ).addCallback(lambda _: None)
             return d
 
         def unreserve(failure: Failure) -> Failure:
@@ -174,28 +186,22 @@ class ClusterAccounts(AccountTable):
             self._redis.call("DEL", f"chat:newname:{user}").addErrback(lambda _: None)
             return failure
 
-        return self._redis.run(scripts.RESERVE_NAME, user, self._node_id).addCallback(reserved)
+        return self._redis.run(primitives.RESERVE_NAME, user, self._node_id).addCallback(reserved)
 
 
 @implementer(IBlockStore)
 class ClusterBlocks(BlockIndex):
-    """Block lists: a replica for the checks, Redis for the changes (every node hears
-    of each change through its inbox)."""
+    """Block lists: a copy for the checks, Redis for the changes (the other nodes hear
+    of each change through their inboxes)."""
 
-    def __init__(self, redis: Scripts) -> None:
+    def __init__(self, redis: Primitives, node_id: str) -> None:
         super().__init__()
         self._redis = redis
+        self._node_id = node_id
 
     def load(self, flat: Sequence[str]) -> None:
-        """Replace the replica with ``scripts.ALL_BLOCKS``'s answer."""
+        """Replace the copy with ``primitives.ALL_BLOCKS``'s answer."""
         self.reset(pairs(flat))
-
-    def changed(self, blocker: str, target: str, on: bool) -> None:
-        """A ``k`` event."""
-        if on:
-            self.add(blocker, target)
-        else:
-            self.discard(blocker, target)
 
     def block(self, blocker: str, target: str) -> Deferred[None]:
         return self._set(blocker, target, True)
@@ -205,12 +211,12 @@ class ClusterBlocks(BlockIndex):
 
     def _set(self, blocker: str, target: str, on: bool) -> Deferred[None]:
         def done(_: object) -> None:
-            # At once here: the user's next command may be checked on this node before
-            # the event comes back through the inbox.
-            self.changed(blocker, target, on)
+            # Here at once: the user's next command is checked on this node.
+            self.learned(blocker, target, on)
 
+        change = events.encode(events.BlockChanged(blocker, target, on))
         d: Deferred[None] = self._redis.run(
-            scripts.BLOCK, blocker, target, "1" if on else "0"
+            primitives.BLOCK, blocker, target, "1" if on else "0", change, self._node_id
         ).addCallback(done)
         return d
 
@@ -218,9 +224,10 @@ class ClusterBlocks(BlockIndex):
 @implementer(IMailbox)
 class RedisMailbox:
     """Offline messages in Redis: a hash per recipient, keys from one counter, so that
-    their order is the order they were accepted in, across nodes."""
+    their order is the order they were accepted in, across nodes. Each entry is the
+    direct-message event that was routed there (``primitives.ROUTE``)."""
 
-    def __init__(self, redis: Scripts, limit: int) -> None:
+    def __init__(self, redis: Primitives, limit: int) -> None:
         self._redis = redis
         self.limit = limit
 
@@ -229,8 +236,9 @@ class RedisMailbox:
             if answer != "stored":
                 raise QueueFull(recipient, self.limit)
 
+        entry = events.DirectMessage(recipient, message.sender, message.text, message.sent)
         d: Deferred[None] = self._redis.run(
-            scripts.STORE, recipient, message.sender, message.text, self.limit
+            primitives.STORE, recipient, events.encode(entry), self.limit
         ).addCallback(stored)
         return d
 
@@ -257,38 +265,113 @@ log = Logger()
 
 def _stored_messages(flat: Sequence[str]) -> Iterable[StoredMessage]:
     """Parse a mailbox hash; an entry that does not parse is logged and left out (it
-    stays in Redis for the operator)."""
+    stays in Redis for the operator). Entries written before events were typed, as
+    ``[sender, text, sent]``, still parse."""
     for key, body in pairs(flat):
         try:
-            sender, text, sent = json.loads(body)
-            yield StoredMessage(str(sender), str(text), float(sent), int(key))
+            yield _stored_message(int(key), body)
         except (ValueError, TypeError):
             log.error("mailbox entry {key} does not parse; left in Redis", key=key)
 
 
-class RedisThrottle:
-    """The login lockout counted in Redis, so that strikes on any node add up and the
-    lock holds on every node (``auth.Throttle``)."""
+def _stored_message(key: int, body: str) -> StoredMessage:
+    try:
+        event = events.decode(body)
+    except events.EventError:
+        sender, text, sent = json.loads(body)  # the first releases' [sender, text, sent]
+        if not isinstance(sender, str) or not isinstance(text, str):
+            raise ValueError("neither an event nor [sender, text, sent]") from None
+        return StoredMessage(sender, text, float(sent), key)
+    if not isinstance(event, events.DirectMessage):
+        raise ValueError(f"a {event.KIND!r} event in a mailbox")
+    return event.stored(key)
 
-    def __init__(self, redis: Scripts, block_duration: float) -> None:
+
+@implementer(IStrikeStore)
+class RedisStrikes:
+    """The lockout's strike records in Redis, shared by every node: read with Redis's
+    time, written by compare-and-set (``lockout.Lockout`` retries on a conflict)."""
+
+    def __init__(self, redis: Primitives) -> None:
         self._redis = redis
-        self.block_duration = block_duration
 
-    def lock_left(self, user: str) -> Deferred[float]:
-        d: Deferred[float] = self._redis.run(scripts.LOCK_LEFT, user).addCallback(float)
+    def read(self, user: str) -> Deferred[tuple[Strikes, int, float]]:
+        def parsed(reply: list[Any]) -> tuple[Strikes, int, float]:
+            now, flat = reply
+            fields = dict(pairs(flat))
+            strikes = Strikes(
+                int(fields.get("count", 0)),
+                float(fields.get("last", 0)),
+                float(fields.get("until", 0)),
+            )
+            return strikes, int(fields.get("v", 0)), float(now)
+
+        d: Deferred[tuple[Strikes, int, float]] = self._redis.run(
+            primitives.READ_RECORD, f"strikes:{user}"
+        ).addCallback(parsed)
         return d
 
-    def strike(self, user: str) -> Deferred[tuple[int, float]]:
-        def parsed(reply: list[str]) -> tuple[int, float]:
-            return int(reply[0]), float(reply[1])
-
-        d: Deferred[tuple[int, float]] = self._redis.run(
-            scripts.STRIKE, user, self.block_duration, MAX_FAILURES
-        ).addCallback(parsed)
+    def write(self, user: str, version: int, strikes: Strikes, ttl: float) -> Deferred[bool]:
+        d: Deferred[bool] = self._redis.run(
+            primitives.WRITE_RECORD,
+            f"strikes:{user}",
+            version,
+            round(ttl * 1000),
+            "count",
+            strikes.count,
+            "last",
+            repr(strikes.last),
+            "until",
+            repr(strikes.locked_until),
+        ).addCallback(bool)
         return d
 
     def clear(self, user: str) -> Deferred[None]:
         d: Deferred[None] = self._redis.call("DEL", f"chat:strikes:{user}").addCallback(
             lambda _: None
         )
+        return d
+
+
+@implementer(IPrivateRequests)
+class RedisPrivateRequests:
+    """Private-chat requests in Redis, each with Redis's expiry as a backstop (the node
+    the request was made through lapses it on time)."""
+
+    def __init__(self, redis: Primitives) -> None:
+        self._redis = redis
+
+    def open(
+        self, requester: str, target: str, pending: PendingRequest, ttl: float
+    ) -> Deferred[bool]:
+        value = json.dumps([pending.token, pending.fingerprint])
+        # A second past the lapse: the node lapses it (and tells both) before Redis
+        # forgets it.
+        d: Deferred[bool] = self._redis.run(
+            primitives.OPEN_REQUEST, requester, target, value, round(ttl * 1000) + 1000
+        ).addCallback(bool)
+        return d
+
+    def take(self, requester: str, target: str) -> Deferred[PendingRequest | None]:
+        def parsed(value: str | None) -> PendingRequest | None:
+            if value is None:
+                return None
+            token, fingerprint = json.loads(value)
+            return PendingRequest(str(token), str(fingerprint))
+
+        d: Deferred[PendingRequest | None] = self._redis.run(
+            primitives.TAKE_REQUEST, requester, target
+        ).addCallback(parsed)
+        return d
+
+    def lapse(self, requester: str, target: str, token: str) -> Deferred[bool]:
+        d: Deferred[bool] = self._redis.run(
+            primitives.LAPSE_REQUEST, requester, target, token
+        ).addCallback(bool)
+        return d
+
+    def drop_user(self, user: str) -> Deferred[list[tuple[str, str]]]:
+        d: Deferred[list[tuple[str, str]]] = self._redis.run(
+            primitives.DROP_REQUESTS, user
+        ).addCallback(lambda flat: list(pairs(flat)))
         return d
