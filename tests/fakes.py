@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred, succeed
 
 from twisted_chat import wire
 from twisted_chat.client.link import ServerError
-from twisted_chat.client.session import PeerEvents
+from twisted_chat.client.seams import PeerEvents
 from twisted_chat.text import visible
 
 

@@ -12,7 +12,8 @@ from twisted.internet.defer import Deferred
 
 from tests.harness import run_inline, verified, write_credentials
 from twisted_chat.errors import UsernameTaken
-from twisted_chat.server.accounts import CredentialsFile, parse_credentials
+from twisted_chat.server.accounts import CredentialsFile
+from twisted_chat.server.credfile import parse_credentials
 
 
 def test_parses_the_handout_file_without_a_final_newline(tmp_path: Path) -> None:

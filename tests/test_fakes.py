@@ -13,7 +13,7 @@ from tests.harness import Server
 from tests.memnet import MemoryNetwork
 from tests.test_server_durability import SlowMailbox
 from tests.test_service import ControlledEndpoint
-from twisted_chat.client.session import Display, Link, PeerNetwork
+from twisted_chat.client.seams import Display, Link, PeerNetwork
 from twisted_chat.interfaces import IMailbox
 
 

@@ -18,8 +18,9 @@ from twisted.internet.defer import Deferred
 from tests.harness import Server, run_inline, verified, write_credentials
 from tests.logcapture import LogEvent, formatted, log_events
 from twisted_chat.interfaces import StoredMessage
-from twisted_chat.server import accounts as accounts_module
-from twisted_chat.server.accounts import CredentialsFile, parse_credentials
+from twisted_chat.server import credfile as accounts_module
+from twisted_chat.server.accounts import CredentialsFile
+from twisted_chat.server.credfile import parse_credentials
 from twisted_chat.server.sqlite_store import SqliteState, StateFileError, backup, open_state
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

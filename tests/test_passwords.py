@@ -14,7 +14,8 @@ from twisted.internet.defer import Deferred
 
 from tests.harness import Server, run_inline, verified, write_credentials
 from twisted_chat.server import passwords
-from twisted_chat.server.accounts import CredentialsFile, parse_credentials
+from twisted_chat.server.accounts import CredentialsFile
+from twisted_chat.server.credfile import parse_credentials
 from twisted_chat.server.hashfile import hash_credentials
 from twisted_chat.server.passwords import HashChecker, ServerBusy, hash_problem, make_hash
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from twisted_chat.server.phases import TRANSITIONS, WAITING, IllegalStep, Phase, Step, after
+from twisted_chat.server.phases import TRANSITIONS, IllegalStep, Phase, Step, after
+
+WAITING = frozenset({Phase.CHECKING_NAME, Phase.CHECKING_PASSWORD, Phase.CREATING_ACCOUNT})
+"""Phases in which a check is under way and the connection reads nothing."""
 
 
 def reachable_from(start: Phase) -> set[Phase]:

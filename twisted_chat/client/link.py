@@ -27,6 +27,13 @@ class ServerGone(Exception):
     """The connection closed before the reply came."""
 
 
+def server_error(failure: Failure) -> ServerError:
+    """The server's error in ``failure``; anything else passes on down the errbacks."""
+    failure.trap(ServerError)
+    assert isinstance(failure.value, ServerError)
+    return failure.value
+
+
 class LinkListener(Protocol):
     """What the link tells the session."""
 

@@ -55,7 +55,7 @@ from zope.interface import implementer
 
 from twisted_chat import wire
 from twisted_chat.client.peertls import PeerTLS, fingerprint_of, make_identity, session_code
-from twisted_chat.client.session import PeerEvents
+from twisted_chat.client.seams import PeerEvents
 from twisted_chat.errors import ChatError
 from twisted_chat.text import check_text
 

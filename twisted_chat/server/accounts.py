@@ -1,15 +1,11 @@
-"""Accounts in the handout's ``credentials.txt``: one ``username password`` a line.
-
-We read the file ourselves rather than through ``FilePasswordDB``: that splits on *each*
-space (a double space gives an empty password) and compares with ``==``.
-"""
+"""The account stores: :class:`AccountTable` (accounts in memory, what the file store
+and a Redis node's copy have in common) and :class:`CredentialsFile`, the store over
+the handout's ``credentials.txt`` (whose format and disk work are ``credfile``'s),
+and the checks a name and a password pass before an account is made."""
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +23,8 @@ from twisted_chat.errors import (
     UsernameTaken,
 )
 from twisted_chat.interfaces import IAccountStore
-from twisted_chat.server import names, passwords
-from twisted_chat.text import forbidden_character
+from twisted_chat.server import credfile, names, passwords
+from twisted_chat.server.credfile import ParsedCredentials
 
 BlockingRunner = Callable[..., Deferred[Any]]
 """Runs a blocking callable off the reactor thread (``deferToThread`` by default; tests
@@ -55,92 +51,6 @@ def check_password(password: str) -> None:
         # str.isprintable() is False for tabs, newlines and control characters; a
         # plain space is printable, so test it separately.
         raise InvalidPassword("Error. A password cannot contain spaces or control characters.")
-
-
-BOM = b"\xef\xbb\xbf"
-"""The UTF-8 byte order mark Notepad writes at the start of a file."""
-
-
-@dataclass
-class ParsedCredentials:
-    """What a credentials file holds: the accounts to use, and what was wrong with it
-    (each problem names the file and the line)."""
-
-    accounts: dict[str, str] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-    """Lines skipped: damaged, or a name that must not be loaded."""
-    notes: list[str] = field(default_factory=list)
-    """Names kept although no new account could take them."""
-    skeletons: dict[str, str] = field(default_factory=dict)
-    """What each name looks like (``names.skeleton``) -> the first name that looks so:
-    look-alikes of existing names are refused in O(1)."""
-
-
-def parse_credentials(data: bytes, source: str) -> ParsedCredentials:
-    """Parse the file's bytes, line by line, never failing as a whole: a damaged line
-    must neither hand an account to a stranger nor stop the server from restarting.
-
-    - A UTF-8 BOM at the start is dropped (else it would become part of the first
-      name, and that account would answer to no one who types it).
-    - Blank lines are skipped. A line that is not valid UTF-8, holds a NUL or another
-      control character, is not exactly two fields, or names a user with invisible
-      characters is reported and skipped.
-    - Names are compared in NFC; a name seen before is reported and the first line
-      wins (the later one may be a hand edit racing an account's creation).
-    - A name that no new account could take (``hans(private)``, mixed scripts, a
-      look-alike of an earlier name) is reported and kept: existing accounts keep
-      working, but the operator is told.
-    """
-    parsed = ParsedCredentials()
-    if data.startswith(BOM):
-        data = data[len(BOM) :]
-    skeletons = parsed.skeletons
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        where = f"{source}, line {number}"
-        try:
-            line = raw.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            parsed.problems.append(f"{where}: not valid UTF-8; line skipped")
-            continue
-        if not line:
-            continue
-        if forbidden_character(line) is not None:
-            parsed.problems.append(f"{where}: holds a control character; line skipped")
-            continue
-        parts = line.split()
-        if len(parts) != 2:
-            parsed.problems.append(
-                f"{where}: expected 'username password', got {len(parts)} field(s); line skipped"
-            )
-            continue
-        user, password = names.normalise(parts[0]), parts[1]
-        if names.invisible_character(user) is not None or names.login_name_problem(user):
-            parsed.problems.append(
-                f"{where}: the username holds invisible or blank characters or is too "
-                "long; line skipped"
-            )
-            continue
-        if user in parsed.accounts:
-            parsed.problems.append(f"{where}: {user} appears again; the first line for it is used")
-            continue
-        if passwords.is_hash(password):
-            unusable = passwords.hash_problem(password)
-            if unusable is not None:
-                # Never taken as a password in clear: whoever typed the text would log in.
-                parsed.problems.append(f"{where}: {unusable}; line skipped")
-                continue
-        problem = names.new_name_problem(user)
-        look = names.skeleton(user)
-        if problem is None and look in skeletons:
-            problem = f"looks like {skeletons[look]}"
-        if problem is not None:
-            parsed.notes.append(
-                f"{where}: {user} is kept, but no new account could take that name "
-                f"({problem.removeprefix('Error. ')})"
-            )
-        skeletons.setdefault(look, user)
-        parsed.accounts[user] = password
-    return parsed
 
 
 class AccountTable:
@@ -229,10 +139,10 @@ class CredentialsFile(AccountTable):
         self._run_blocking = run_blocking
         self.hash_new = hash_new
         """New accounts are written with an argon2id hash, not the password."""
-        remove_stale_temp_files(path)
+        credfile.remove_stale_temp_files(path)
         data = path.read_bytes()
-        self._signature = _signature(path)
-        self._use(parse_credentials(data, str(path)))
+        self._signature = credfile.signature(path)
+        self._use(credfile.parse_credentials(data, str(path)))
         self._creating: dict[str, str] = {}
         """Names being written now -> their skeletons (taken for everyone else)."""
         self._file = DeferredLock()
@@ -242,7 +152,7 @@ class CredentialsFile(AccountTable):
         """Watched: whether the file may have changed since we last checked it."""
         self._rereading = 0
         """Re-reads queued or running: logins wait for them (never for creations)."""
-        self.read_only = not _writable(path)
+        self.read_only = not credfile.writable(path)
         """The operator made the file read-only: no account can be created."""
         if self.read_only:
             self.log.warn(
@@ -325,11 +235,15 @@ class CredentialsFile(AccountTable):
         def read_if_changed() -> tuple[tuple[int, int, int], ParsedCredentials | None, bool]:
             # In the worker thread: the stat, the read and the parse (seconds for a
             # file of 100,000 accounts) never hold up the reactor.
-            signature = _signature(self.path)
-            writable = _writable(self.path)
+            signature = credfile.signature(self.path)
+            writable = credfile.writable(self.path)
             if signature == self._signature:
                 return signature, None, writable
-            return signature, parse_credentials(self.path.read_bytes(), str(self.path)), writable
+            return (
+                signature,
+                credfile.parse_credentials(self.path.read_bytes(), str(self.path)),
+                writable,
+            )
 
         def reread(changed: tuple[tuple[int, int, int], ParsedCredentials | None, bool]) -> None:
             signature, parsed, writable = changed
@@ -387,122 +301,15 @@ class CredentialsFile(AccountTable):
         def locked() -> Deferred[None]:
             d: Deferred[tuple[tuple[int, int, int], ParsedCredentials | None, str]] = (
                 self._run_blocking(
-                    append_account, self.path, user, password, self._signature, self.hash_new
+                    credfile.append_account,
+                    self.path,
+                    user,
+                    password,
+                    self._signature,
+                    self.hash_new,
                 )
             )
             return d.addCallback(written)
 
         done: Deferred[None] = self._file.run(locked).addBoth(finished)
         return done
-
-
-def _signature(path: Path) -> tuple[int, int, int]:
-    """What tells us the file changed: modification time, size, inode."""
-    return _signature_of(path.stat())
-
-
-def _signature_of(status: os.stat_result) -> tuple[int, int, int]:
-    return status.st_mtime_ns, status.st_size, status.st_ino
-
-
-def _writable(path: Path) -> bool:
-    """Whether the file may be written: by its mode, not by ``access()``, which says
-    yes to root whatever the mode (an operator who made it read-only meant it)."""
-    try:
-        status = path.stat()
-    except OSError:
-        return False
-    return bool(status.st_mode & 0o222) and os.access(path, os.W_OK)
-
-
-def append_account(
-    path: Path, user: str, password: str, known: tuple[int, int, int], hash_new: bool = False
-) -> tuple[tuple[int, int, int], ParsedCredentials | None, str]:
-    """Append ``user password`` to ``path`` durably (runs in a worker thread); with
-    ``hash_new``, ``user`` and an argon2id hash of the password.
-
-    Under an exclusive ``flock`` (several servers sharing the file take turns): if the
-    file is not as we last knew it (``known``), it is read again and the name must still
-    be free in it. A line break goes first if the last line lacks one (the handout's
-    file, or a hand edit). The line is one ``write``, then ``fsync``; if either fails,
-    the file is cut back to its old size, so a failed creation leaves no half account.
-
-    If the file was replaced while we waited for the lock (``chat-server
-    hash-credentials`` renames a converted copy over it), the new one is opened and
-    locked instead: a line appended to the old one would be lost.
-
-    Returns the file's new signature, what it held before our line if it had changed
-    (parsed here, off the reactor thread), and the password field written."""
-    if not _writable(path):
-        raise AccountsReadOnly()
-    stored = passwords.make_hash(password) if hash_new else password
-    fd = open_locked(path)
-    try:
-        status = os.fstat(fd)
-        reread: ParsedCredentials | None = None
-        if _signature_of(status) != known:
-            reread = parse_credentials(read_all(fd, status.st_size), str(path))
-            if user in reread.accounts:
-                raise UsernameTaken(user)
-        size = status.st_size
-        last = os.pread(fd, 1, size - 1) if size else b"\n"
-        line = f"{user} {stored}\n".encode()
-        payload = line if last == b"\n" else b"\n" + line
-        try:
-            written = os.write(fd, payload)
-            if written != len(payload):
-                raise OSError(f"short write to {path} ({written} of {len(payload)} bytes)")
-            os.fsync(fd)
-        except Exception:
-            os.ftruncate(fd, size)  # no half line, no account the user was told failed
-            raise
-        return _signature_of(os.fstat(fd)), reread, stored
-    finally:
-        os.close(fd)  # releases the flock
-
-
-def open_locked(path: Path) -> int:
-    """The file open for appending, under an exclusive ``flock``, and still the file
-    at ``path`` (not one renamed away while we waited)."""
-    for _ in range(10):
-        fd = os.open(path, os.O_RDWR | os.O_APPEND)  # follows a symlink; keeps owner, mode
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                return fd
-        except OSError:
-            pass
-        os.close(fd)
-    raise OSError(f"{path} keeps being replaced; try again")
-
-
-def read_all(fd: int, size: int) -> bytes:
-    chunks = []
-    offset = 0
-    while offset < size:
-        chunk = os.pread(fd, min(1 << 20, size - offset), offset)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
-
-
-def remove_stale_temp_files(path: Path) -> None:
-    """Remove the temporary copies of the file that an older server's rewrite left when
-    it was killed mid-way: each is a full copy of every password."""
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        try:
-            stale.unlink()
-        except OSError as e:
-            CredentialsFile.log.warn(
-                "cannot remove the stale copy {stale} of the accounts file: {error}",
-                stale=str(stale),
-                error=e,
-            )
-        else:
-            CredentialsFile.log.warn(
-                "removed {stale}, a copy of the accounts file left by a crash",
-                stale=str(stale),
-                security_event="stale-copy-removed",
-            )

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twisted_chat.server import passwords
-from twisted_chat.server.accounts import BOM, open_locked, read_all
+from twisted_chat.server.credfile import BOM, open_locked, read_all
 
 
 @dataclass(frozen=True)

@@ -72,9 +72,6 @@ TRANSITIONS: dict[tuple[Phase, Step], Phase] = {
     (Phase.CREATING_ACCOUNT, Step.NAME_TAKEN): Phase.USERNAME,
 }
 
-WAITING = frozenset({Phase.CHECKING_NAME, Phase.CHECKING_PASSWORD, Phase.CREATING_ACCOUNT})
-"""Phases in which a check is under way and the connection reads nothing."""
-
 
 class IllegalStep(Exception):
     """A step the table has no move for: a bug in the protocol, never the client's
