@@ -35,6 +35,7 @@ from twisted_chat.server.cluster.stores import (
 from twisted_chat.server.core import Chat
 from twisted_chat.server.options import Options, node_id
 from twisted_chat.server.passwords import check_inline
+from twisted_chat.server.stats import Stats
 
 
 def connected(clock: Clock, timeout: float = 2.0) -> tuple[RedisProtocol, StringTransport]:
@@ -448,3 +449,25 @@ def test_node_options(tmp_path: Path) -> None:
         with pytest.raises(usage.UsageError):
             parse(*argv)
     assert node_id("ok_1.2-3") == "ok_1.2-3"
+
+
+def test_redis_calls_are_timed_and_their_failures_counted() -> None:
+    clock = Clock()
+    stats = Stats()
+    stats.timing = True
+    address = RedisAddress.parse("redis://127.0.0.1:1/0")
+    protocol = RedisProtocol(clock, address, 2.0, lambda _: None, (), stats)
+    protocol.makeConnection(StringTransport())
+    protocol.dataReceived(b"+PONG\r\n")  # the sign-in's PING: timed too
+    answered = results(protocol.call("GET", "k"))
+    clock.advance(0.003)
+    protocol.dataReceived(b"$1\r\nv\r\n")
+    refused = results(protocol.call("INCR", "k"))
+    protocol.dataReceived(b"-ERR value is not an integer\r\n")
+    waiting = results(protocol.call("GET", "k"))
+    protocol.connectionLost()
+    assert answered == ["v"] and isinstance(refused[0].value, RedisError)
+    assert isinstance(waiting[0].value, SharedStateUnavailable)
+    assert sum(stats.redis_calls.counts) == 3
+    assert stats.redis_calls.total >= 0.003
+    assert stats.redis_errors == {"error": 1, "unavailable": 1}

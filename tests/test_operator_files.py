@@ -221,7 +221,9 @@ def test_copies_left_by_a_crashed_rewrite_are_removed_at_start(tmp_path: Path) -
 
 
 def test_the_state_file_is_created_for_its_owner_only(tmp_path: Path) -> None:
-    state = SqliteState(tmp_path / "state.sqlite3")
+    from twisted.internet import reactor
+
+    state = SqliteState(tmp_path / "state.sqlite3", 100, reactor)
     try:
         assert stat.S_IMODE((tmp_path / "state.sqlite3").stat().st_mode) == 0o600
     finally:

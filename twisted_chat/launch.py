@@ -26,8 +26,10 @@ from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+LISTENING = re.compile(r"chat server listening on 127\.0\.0\.1:(\d+)")
 """What the chat server logs once bound; group 1 is the port."""
+METRICS_LISTENING = re.compile(r"metrics listening on 127\.0\.0\.1:(\d+)")
+"""What it logs once its metrics listener (``--metrics``) is bound."""
 
 DEFAULT_WAIT = 30.0
 """Seconds a process may take to be ready, or to end once told to."""

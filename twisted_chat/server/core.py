@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from twisted_chat import wire
-from twisted_chat.errors import AlreadyOnline, NoSuchUser
+from twisted_chat.errors import AlreadyOnline, NoSuchUser, QueueFull
 from twisted_chat.interfaces import (
     IAccountStore,
     IBlockStore,
@@ -48,6 +48,7 @@ from twisted_chat.server import events
 from twisted_chat.server.presence import PresenceHistory, Roster
 from twisted_chat.server.private import DEFAULT_PRIVATE_REQUEST_TTL, PrivateBroker
 from twisted_chat.server.session import IDLE_WARNING, Session
+from twisted_chat.server.stats import Stats
 
 __all__ = ["DEFAULT_PRIVATE_REQUEST_TTL", "Chat", "ChatRealm", "Session"]
 
@@ -67,8 +68,10 @@ class Chat:
         requests: IPrivateRequests,
         timeout: float,
         private_request_ttl: float = DEFAULT_PRIVATE_REQUEST_TTL,
+        stats: Stats | None = None,
     ) -> None:
         self.clock = clock
+        self.stats = stats or Stats()
         self.accounts = accounts
         self.blocks = blocks
         self.mailbox = mailbox
@@ -296,11 +299,28 @@ class Chat:
         routed to the node holding them or to their mailbox (a Deferred of whether it
         was stored). The common case answers at once, without the Deferred."""
         now = self.clock.seconds()
+        stats = self.stats
+        stats.messages["direct"] += 1
         recipient = self.online.get(to)
         if recipient is not None:
             recipient.deliver(wire.Message(sender, text, now))
+            if stats.timing:
+                stats.delivery.observe(0.0)  # handed over in the turn it came in
             return None
-        return self.directory.route(events.DirectMessage(to, sender, text, now), self.mailbox.limit)
+        routed = self.directory.route(
+            events.DirectMessage(to, sender, text, now), self.mailbox.limit
+        )
+        return routed.addCallbacks(self._routed, self._not_routed)
+
+    def _routed(self, stored: bool) -> bool:
+        if stored:
+            self.stats.mailbox_writes["stored"] += 1
+        return stored
+
+    def _not_routed(self, failure: Any) -> Any:
+        if failure.check(QueueFull):
+            self.stats.mailbox_writes["full"] += 1
+        return failure
 
     def _on_direct_message(self, event: events.DirectMessage) -> None:
         recipient = self.online.get(event.to)
@@ -315,10 +335,12 @@ class Chat:
             )
         else:
             recipient.deliver(event.frame())
+            self.stats.observe_delivery(self.clock.seconds() - event.sent)
 
     def broadcast(self, sender: str, text: str) -> bool:
         """``text`` to everyone online but ``sender`` and those who block ``sender``;
         whether anyone was skipped for that reason."""
+        self.stats.messages["broadcast"] += 1
         self.emit(events.Broadcast(sender, text, self.clock.seconds()))
         return self.blocked_by_someone_online(sender)
 
@@ -329,6 +351,7 @@ class Chat:
         for other, session in self.online.items():
             if other != sender and other not in blockers:
                 session.deliver(frame)
+        self.stats.observe_delivery(self.clock.seconds() - event.sent)
 
     def tell(self, user: str, frame: wire.Frame) -> Now[bool]:
         """``frame`` to ``user`` wherever they are online; False if nowhere."""

@@ -110,6 +110,13 @@ class Options(usage.Options):
             "and who is online then live in Redis, not in --state.",
         ],
         [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics on this endpoint, e.g. "
+            "tcp:9100:interface=127.0.0.1 (off unless given; docs/operations.md).",
+        ],
+        [
             "node-id",
             None,
             None,

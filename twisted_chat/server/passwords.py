@@ -31,6 +31,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from twisted_chat.errors import ChatError
+from twisted_chat.server.stats import Stats
 
 HASH_PREFIX = "$argon2id$"
 HASHER = argon2.PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
@@ -121,8 +122,15 @@ class HashChecker:
     """Hash checks in a bounded pool of threads of their own, a bounded queue before
     it. Start it with the server and :meth:`stop` it with the server."""
 
-    def __init__(self, reactor: Any, threads: int = THREADS, waiting: int = MAX_WAITING) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        threads: int = THREADS,
+        waiting: int = MAX_WAITING,
+        stats: Stats | None = None,
+    ) -> None:
         self._reactor = reactor
+        self._stats = stats or Stats()
         self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="password-checks")
         self._capacity = threads + waiting
         self._in_flight = 0
@@ -130,6 +138,7 @@ class HashChecker:
 
     def __call__(self, stored: str, password: str) -> Deferred[bool]:
         if self._in_flight >= self._capacity:
+            self._stats.hash_refusals += 1
             return fail(ServerBusy())
         if not self._started:
             self._pool.start()
@@ -144,6 +153,10 @@ class HashChecker:
             self._reactor, self._pool, matches_hash, stored, password
         )
         return checked.addBoth(done)
+
+    def queued(self) -> int:
+        """Checks running or waiting for a thread."""
+        return self._in_flight
 
     def stop(self) -> None:
         if self._started:

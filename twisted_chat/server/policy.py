@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted_chat import wire
 from twisted_chat.server.limits import ConnectionCounter, Limits, OutputGate, TokenBucket
 from twisted_chat.server.output import Outbox, TurnFlusher
+from twisted_chat.server.stats import Stats
 
 _NOT_PAUSED: frozenset[str] = frozenset()
 
@@ -68,6 +69,7 @@ class ConnectionPolicy:
         "_owner",
         "_pauses",
         "_resume",
+        "_stats",
         "_throttled_since",
         "_watchdog",
         "host",
@@ -84,8 +86,10 @@ class ConnectionPolicy:
         limits: Limits,
         connections: ConnectionCounter,
         host: str,
+        stats: Stats,
     ) -> None:
         self._owner = owner
+        self._stats = stats
         self._clock = clock
         self._limits = limits
         self._connections = connections
@@ -174,6 +178,7 @@ class ConnectionPolicy:
         now = self._clock.seconds()
         if self._throttled_since is None:
             self._throttled_since = now
+            self._stats.throttled += 1
         elif now - self._throttled_since > self._limits.flood_disconnect:
             self.log.warn(
                 "disconnecting {who} for flooding",

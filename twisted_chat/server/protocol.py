@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, ISSLTransport
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -39,6 +39,7 @@ from twisted_chat.server.output import TurnFlusher
 from twisted_chat.server.phases import Phase, Step, after
 from twisted_chat.server.policy import ConnectionPolicy
 from twisted_chat.server.session import Session
+from twisted_chat.server.stats import Stats
 
 TLS_RECORD = b"\x16\x03"
 """How a TLS handshake starts (a handshake record, protocol version 3.x); every frame
@@ -74,6 +75,8 @@ class ChatServerProtocol(LineReceiver):
         self._peer_ip: str | None = None
         """The client's IP address (None over a UNIX socket), read once: the address
         objects ``getPeer`` makes are not cheap, and every command may need it."""
+        self._listener: tuple[str, str] = ("", "")
+        """(where it was accepted, "tls" or "plain"): what its connection counts under."""
 
     def _step(self, step: Step) -> None:
         self.phase = after(self.phase, step)
@@ -84,8 +87,16 @@ class ChatServerProtocol(LineReceiver):
         factory = self.factory
         self._peer_ip = commands.ip_of(self.transport.getPeer())
         self.policy = ConnectionPolicy(
-            self, factory.chat.clock, factory.limits, factory.connections, self._host()
+            self,
+            factory.chat.clock,
+            factory.limits,
+            factory.connections,
+            self._host(),
+            factory.stats,
         )
+        self._listener = listener_of(self.transport)
+        factory.stats.connections_opened[self._listener] += 1
+        factory.stats.connections_open[self._listener] += 1
         refusal = self.policy.admit(self.transport, factory.flusher)
         if refusal is not None:
             self._send(wire.Error("refused", refusal))
@@ -124,6 +135,7 @@ class ChatServerProtocol(LineReceiver):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._step(Step.CLOSE)
+        self.factory.stats.connections_open[self._listener] -= 1
         self.policy.lost()
         if self.avatar is not None:
             self.avatar.lost()  # nothing, if the session already ended
@@ -139,10 +151,12 @@ class ChatServerProtocol(LineReceiver):
             fast = wire.parse_message(line) if self.phase is Phase.ONLINE else None
             if fast is not None:
                 assert self.avatar is not None
+                self.factory.stats.frames["message"] += 1
                 request_id, to, text = fast
                 result: Result = commands.message(self.avatar, to, text)
             else:
                 request_id, frame = wire.parse(line, wire.CLIENT_REQUESTS)
+                self.factory.stats.frames[frame.TYPE] += 1
                 result = self._dispatch(frame, request_id)
         except wire.FrameError as e:
             self._send(wire.Error(e.code, e.text, e.request_id))
@@ -252,6 +266,7 @@ class ChatServerProtocol(LineReceiver):
 
         def refused(failure: Failure) -> Failure:
             self._step(Step.NAME_REFUSED)
+            self._count_login(failure)
             return failure
 
         self.policy.hold_reading()
@@ -275,6 +290,7 @@ class ChatServerProtocol(LineReceiver):
                 logout()
                 return _REPLIED
             self.avatar = avatar
+            self.factory.stats.logins["new-account" if new_account else "ok"] += 1
             self._step(Step.ACCEPTED)
             self.policy.online = True
             self._reply(request_id, {"user": user})
@@ -284,6 +300,7 @@ class ChatServerProtocol(LineReceiver):
             return _REPLIED
 
         def refused(failure: Failure) -> Failure:
+            self._count_login(failure)
             if failure.check(AccountLocked):
                 self._close_soon()  # answered in this phase, closed next turn
             else:
@@ -293,6 +310,10 @@ class ChatServerProtocol(LineReceiver):
 
         self.policy.hold_reading()
         return signing_in.addCallbacks(signed_in, refused)
+
+    def _count_login(self, failure: Failure) -> None:
+        error = failure.value
+        self.factory.stats.logins[error.code if isinstance(error, ChatError) else "error"] += 1
 
     # --- replies ----------------------------------------------------------------------
 
@@ -347,6 +368,15 @@ class ChatServerProtocol(LineReceiver):
         return type(peer).__name__
 
 
+def listener_of(transport: Any) -> tuple[str, str]:
+    """Where a connection was accepted (the listener's port, or its kind of socket)
+    and whether it speaks TLS: what ``chat_connections`` is labelled with."""
+    host = transport.getHost()
+    port = getattr(host, "port", None)
+    where = str(port) if port is not None else type(host).__name__
+    return where, "tls" if ISSLTransport.providedBy(transport) else "plain"
+
+
 def _kind(line: bytes) -> str:
     try:
         return str(wire.decode_object(line)["type"])[:32]
@@ -358,10 +388,17 @@ class ChatServerFactory(ServerFactory):
     """Builds one :class:`ChatServerProtocol` per connection; holds the shared
     :class:`Chat` and the cred portal."""
 
-    def __init__(self, chat: Chat, portal: Portal, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        chat: Chat,
+        portal: Portal,
+        limits: Limits | None = None,
+        stats: Stats | None = None,
+    ) -> None:
         self.chat = chat
         self.portal = portal
         self.limits = limits or Limits()
+        self.stats = stats or Stats()
         self.connections = ConnectionCounter(self.limits)
         self.flusher = TurnFlusher(chat.clock)
         """Sends every connection's output once per reactor turn (see ``output``)."""

@@ -19,6 +19,7 @@ A server must never run deaf.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, cast
 
 from twisted.application.internet import StreamServerEndpointService
@@ -136,18 +137,28 @@ class ChatService(MultiService):
         self._failure: str | None = None
         self._starting = False
 
-    def add_listener(self, endpoint: IStreamServerEndpoint, description: str) -> None:
-        reporting = ReportingEndpoint(endpoint, description, self._bound, self._listen_failed)
-        StreamServerEndpointService(reporting, self.factory).setServiceParent(self)
+    def add_listener(
+        self,
+        endpoint: IStreamServerEndpoint,
+        description: str,
+        factory: IProtocolFactory | None = None,
+        what: str = "chat server",
+    ) -> None:
+        """Listen on ``endpoint`` for clients (or, given a ``factory``, for something
+        else the server serves, such as its metrics): a failure is the server's."""
+        bound = partial(self._bound, what, factory is None)
+        reporting = ReportingEndpoint(endpoint, description, bound, self._listen_failed)
+        StreamServerEndpointService(reporting, factory or self.factory).setServiceParent(self)
 
-    def _bound(self, port: IListeningPort) -> None:
+    def _bound(self, what: str, clients: bool, port: IListeningPort) -> None:
         address = port.getHost()
         self.log.info(
-            "chat server listening on {host}:{port}",
+            "{what} listening on {host}:{port}",
+            what=what,
             host=getattr(address, "host", "?"),
             port=getattr(address, "port", "?"),
         )
-        if not self.listening.called:
+        if clients and not self.listening.called:
             self.listening.callback(port)
 
     def _listen_failed(self, text: str) -> None:

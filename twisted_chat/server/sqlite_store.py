@@ -22,13 +22,15 @@ from typing import Any
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_chat.errors import QueueFull
 from twisted_chat.interfaces import IBlockStore, IMailbox, StoredMessage
-from twisted_chat.server.stores import DEFAULT_MAILBOX_LIMIT, BlockIndex, MailboxQuota
+from twisted_chat.server.stats import Stats
+from twisted_chat.server.stores import BlockIndex, MailboxQuota
 
 SCHEMA_VERSION = 1
 
@@ -152,10 +154,12 @@ class SqliteState:
     def __init__(
         self,
         path: Path,
-        mailbox_limit: int = DEFAULT_MAILBOX_LIMIT,
-        reactor: Any = None,
+        mailbox_limit: int,
+        reactor: Any,
+        stats: Stats | None = None,
     ) -> None:
         self.path = path
+        stats = stats or Stats()
         blocks, counts = open_state(path)
         self.pool = adbapi.ConnectionPool(
             "sqlite3",
@@ -168,8 +172,9 @@ class SqliteState:
             cp_noisy=False,
             cp_reactor=reactor,
         )
-        self.blocks = SqliteBlockStore(self.pool, blocks)
-        self.mailbox = SqliteMailbox(self.pool, counts, mailbox_limit)
+        timed = TimedWrites(reactor, stats)
+        self.blocks = SqliteBlockStore(self.pool, blocks, timed)
+        self.mailbox = SqliteMailbox(self.pool, counts, mailbox_limit, timed)
 
     def close(self) -> Deferred[None]:
         """Checkpoint (the database file alone then holds everything, and the -wal file
@@ -192,6 +197,27 @@ class SqliteState:
         return d.addErrback(failed).addCallback(close)
 
 
+class TimedWrites:
+    """Times each durable write and counts the ones that fail (``metrics``)."""
+
+    def __init__(self, clock: IReactorTime, stats: Stats) -> None:
+        self._clock = clock
+        self._stats = stats
+
+    def __call__(self, write: Deferred[Any]) -> Deferred[Any]:
+        started = self._clock.seconds()
+        stats = self._stats
+
+        def done(result: object) -> object:
+            if isinstance(result, Failure):
+                stats.store_errors += 1
+            elif stats.timing:
+                stats.store_writes.observe(self._clock.seconds() - started)
+            return result
+
+        return write.addBoth(done)
+
+
 @implementer(IBlockStore)
 class SqliteBlockStore(BlockIndex):
     """Block lists: indexed in memory, every change written through.
@@ -200,21 +226,28 @@ class SqliteBlockStore(BlockIndex):
     after the disk write); the returned Deferred fires once it is committed, and a
     failed write is undone in memory too."""
 
-    def __init__(self, pool: adbapi.ConnectionPool, loaded: dict[str, set[str]]) -> None:
+    def __init__(
+        self, pool: adbapi.ConnectionPool, loaded: dict[str, set[str]], timed: TimedWrites
+    ) -> None:
         super().__init__((b, t) for b, targets in loaded.items() for t in targets)
         self._pool = pool
+        self._timed = timed
 
     def block(self, blocker: str, target: str) -> Deferred[None]:
         self.add(blocker, target)
-        d: Deferred[None] = self._pool.runOperation(
-            "INSERT OR IGNORE INTO blocks (blocker, target) VALUES (?, ?)", (blocker, target)
+        d: Deferred[None] = self._timed(
+            self._pool.runOperation(
+                "INSERT OR IGNORE INTO blocks (blocker, target) VALUES (?, ?)", (blocker, target)
+            )
         )
         return d.addErrback(self._undo, lambda: self.discard(blocker, target))
 
     def unblock(self, blocker: str, target: str) -> Deferred[None]:
         self.discard(blocker, target)
-        d: Deferred[None] = self._pool.runOperation(
-            "DELETE FROM blocks WHERE blocker = ? AND target = ?", (blocker, target)
+        d: Deferred[None] = self._timed(
+            self._pool.runOperation(
+                "DELETE FROM blocks WHERE blocker = ? AND target = ?", (blocker, target)
+            )
         )
         return d.addErrback(self._undo, lambda: self.add(blocker, target))
 
@@ -228,8 +261,11 @@ class SqliteBlockStore(BlockIndex):
 class SqliteMailbox:
     """Offline messages in the ``offline`` table, in the order they were accepted."""
 
-    def __init__(self, pool: adbapi.ConnectionPool, counts: dict[str, int], limit: int) -> None:
+    def __init__(
+        self, pool: adbapi.ConnectionPool, counts: dict[str, int], limit: int, timed: TimedWrites
+    ) -> None:
         self._pool = pool
+        self._timed = timed
         self.quota = MailboxQuota(limit, counts)
         """Messages stored or being stored per recipient (loaded at start)."""
         self._waiting: list[tuple[str, StoredMessage, Deferred[None]]] = []
@@ -281,7 +317,7 @@ class SqliteMailbox:
             for waiter in waiters:
                 waiter.callback(None)
 
-        self._writing = self._pool.runInteraction(insert)
+        self._writing = self._timed(self._pool.runInteraction(insert))
         self._writing.addBoth(done)
 
     def drained(self) -> Deferred[None]:

@@ -43,6 +43,7 @@ from twisted_chat.server.passwords import HashCheck, HashChecker
 from twisted_chat.server.protocol import ChatServerFactory
 from twisted_chat.server.service import ChatRunning, ChatService, StoresService
 from twisted_chat.server.sqlite_store import SqliteState, StateFileError
+from twisted_chat.server.stats import Stats
 from twisted_chat.server.stores import MemoryBlockStore, MemoryMailbox
 
 
@@ -69,9 +70,12 @@ class ServerParts:
     chat: Chat
     factory: ChatServerFactory
     lockout: Lockout
+    stats: Stats
     closers: list[Callable[[], object]]
     membership: IService | None = None
     """This process's membership of a chat on Redis (None: a chat of its own)."""
+    hash_queue: Callable[[], int] | None = None
+    """Password hash checks running or waiting now (for the metrics; None: inline)."""
 
 
 def build_parts(
@@ -86,10 +90,13 @@ def build_parts(
     with the stores); tests run both inline. A file the operator must fix raises
     ``UsageError`` with one line."""
     closers: list[Callable[[], object]] = []
+    stats = Stats()
+    hash_queue: Callable[[], int] | None = None  # checks given by the caller run inline
     if check_hash is None:
-        checker = HashChecker(clock)
+        checker = HashChecker(clock, stats=stats)
         check_hash = checker
         closers.append(checker.stop)
+        hash_queue = checker.queued
     try:
         accounts = CredentialsFile(
             Path(options["credentials"]),
@@ -103,9 +110,9 @@ def build_parts(
         # Only now: a chat of one process loads nothing of the cluster (nor hiredis).
         from twisted_chat.server.cluster.wiring import node_seams
 
-        seams = node_seams(options, clock, accounts, check_hash)
+        seams = node_seams(options, clock, accounts, check_hash, stats)
     else:
-        seams = local_seams(options, clock, accounts)
+        seams = local_seams(options, clock, accounts, stats)
     chat = Chat(
         clock,
         seams.accounts,
@@ -115,15 +122,20 @@ def build_parts(
         seams.requests,
         timeout=options["timeout"],
         private_request_ttl=options["private-request-ttl"],
+        stats=stats,
     )
     lockout = Lockout(seams.strikes, options["block-duration"])
     portal = Portal(ChatRealm(chat), [LockoutPasswordChecker(chat.accounts, lockout)])
-    factory = ChatServerFactory(chat, portal, options["limits"])
+    factory = ChatServerFactory(chat, portal, options["limits"], stats)
     membership = seams.membership(chat) if seams.membership is not None else None
-    return ServerParts(chat, factory, lockout, closers + seams.closers, membership)
+    return ServerParts(
+        chat, factory, lockout, stats, closers + seams.closers, membership, hash_queue
+    )
 
 
-def local_seams(options: usage.Options, clock: IReactorTime, accounts: CredentialsFile) -> Seams:
+def local_seams(
+    options: usage.Options, clock: IReactorTime, accounts: CredentialsFile, stats: Stats
+) -> Seams:
     """A chat that is this one process: SQLite (or memory) for what lasts."""
     blocks: IBlockStore
     mailbox: IMailbox
@@ -132,7 +144,7 @@ def local_seams(options: usage.Options, clock: IReactorTime, accounts: Credentia
         blocks, mailbox = MemoryBlockStore(), MemoryMailbox(options["mailbox-limit"])
     else:
         try:
-            state = SqliteState(Path(options["state"]), options["mailbox-limit"], clock)
+            state = SqliteState(Path(options["state"]), options["mailbox-limit"], clock, stats)
         except StateFileError as e:
             raise usage.UsageError(str(e)) from e
         blocks, mailbox = state.blocks, state.mailbox
@@ -191,6 +203,17 @@ def build_service(options: usage.Options, reactor: Any) -> ChatService:
                 "(--port ssl:PORT:privateKey=KEY:certKey=CERT) or on 127.0.0.1 only",
                 where=where,
             )
+    if options["metrics"] is not None:
+        # Only now: a server that serves no metrics loads nothing of Prometheus.
+        from twisted_chat.server.metrics import SecurityEventCounting, metrics_site
+
+        chat = parts.chat
+        site = metrics_site(
+            parts.stats, lambda: len(chat.online), lambda: len(chat.roster), parts.hash_queue
+        )
+        SecurityEventCounting(parts.stats).setServiceParent(chat_service)
+        endpoint = serverFromString(reactor, options["metrics"])
+        chat_service.add_listener(endpoint, options["metrics"], site, "metrics")
     return chat_service
 
 

@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 
 from twisted_chat.errors import SharedStateUnavailable
 from twisted_chat.server.cluster.address import RedisAddress
+from twisted_chat.server.stats import Stats
 
 DEFAULT_CALL_TIMEOUT = 2.0
 """Seconds a call may wait for its reply; a blocking read adds its own block time."""
@@ -80,6 +81,7 @@ class RedisProtocol(Protocol):
         timeout: float,
         on_ready: Callable[[RedisProtocol], None],
         scripts: Sequence[str] = (),
+        stats: Stats | None = None,
     ) -> None:
         """``on_ready`` gets the protocol once it is signed in, the database selected
         and the scripts loaded; a connection whose sign-in fails is dropped."""
@@ -88,10 +90,12 @@ class RedisProtocol(Protocol):
         self._timeout = timeout
         self._on_ready = on_ready
         self._scripts = scripts
+        self._stats = stats or Stats()
         # Everything we write is UTF-8; bytes that are not (another tool's) become
         # U+FFFD rather than an exception in the middle of the reply stream.
         self._reader = hiredis.Reader(encoding="utf-8", errors="replace")
-        self._waiting: deque[tuple[Deferred[Reply], float]] = deque()
+        self._waiting: deque[tuple[Deferred[Reply], float, float]] = deque()
+        """(the call's Deferred, its deadline, when it was sent), oldest first."""
         self._watchdog: IDelayedCall | None = None
         self._hello_over = False
         """Signed in, or given up on: the sign-in's outcome is acted on once."""
@@ -142,7 +146,8 @@ class RedisProtocol(Protocol):
         if not self.connected:
             return fail(SharedStateUnavailable())
         d: Deferred[Reply] = Deferred()
-        self._waiting.append((d, self._clock.seconds() + self._timeout + extra_time))
+        now = self._clock.seconds()
+        self._waiting.append((d, now + self._timeout + extra_time, now))
         self.transport.write(encode_command(args))
         if self._watchdog is None:
             self._watchdog = self._clock.callLater(self._timeout / 4, self._watch)
@@ -174,15 +179,20 @@ class RedisProtocol(Protocol):
                 self.log.error("Redis sent a reply nobody asked for; reconnecting")
                 self.transport.abortConnection()
                 return
-            d, _ = self._waiting.popleft()
+            d, _, sent = self._waiting.popleft()
+            stats = self._stats
+            if stats.timing:
+                stats.redis_calls.observe(self._clock.seconds() - sent)
             if not isinstance(reply, hiredis.ReplyError):
                 d.callback(reply)
             elif str(reply).startswith("NOSCRIPT"):
                 # Someone flushed Redis's scripts: a new connection loads them again.
                 self.log.warn("Redis has lost our scripts; reconnecting to load them")
+                stats.redis_errors["unavailable"] += 1
                 d.errback(SharedStateUnavailable())
                 self.transport.abortConnection()
             else:
+                stats.redis_errors["error"] += 1
                 d.errback(RedisError(str(reply)))
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -191,7 +201,8 @@ class RedisProtocol(Protocol):
             self._watchdog.cancel()
         self._watchdog = None
         waiting, self._waiting = self._waiting, deque()
-        for d, _ in waiting:
+        self._stats.redis_errors["unavailable"] += len(waiting)
+        for d, _, _ in waiting:
             d.errback(SharedStateUnavailable())
 
 
@@ -224,6 +235,7 @@ class RedisClient:
         timeout: float = DEFAULT_CALL_TIMEOUT,
         name: str = "redis",
         scripts: Sequence[str] = (),
+        stats: Stats | None = None,
     ) -> None:
         """``scripts``: Lua sources loaded on every new connection before it is used."""
         self.address = address
@@ -234,12 +246,15 @@ class RedisClient:
         # after it is lost, calls fail at once.
         self._service = ClientService(
             address.endpoint(reactor),
-            _RedisFactory(partial(RedisProtocol, reactor, address, timeout, self._ready, scripts)),
+            _RedisFactory(
+                partial(RedisProtocol, reactor, address, timeout, self._ready, scripts, stats)
+            ),
             retryPolicy=_backoff,
             clock=reactor,
         )
         self._name = name
         self._was_up = False
+        self._stats = stats or Stats()
 
     def _ready(self, protocol: RedisProtocol) -> None:
         self._protocol = protocol
@@ -260,5 +275,6 @@ class RedisClient:
     def call(self, *args: str | int | float | bytes, extra_time: float = 0.0) -> Deferred[Reply]:
         protocol = self._protocol
         if protocol is None or not protocol.connected:
+            self._stats.redis_errors["unavailable"] += 1
             return fail(SharedStateUnavailable())
         return protocol.call(*args, extra_time=extra_time)

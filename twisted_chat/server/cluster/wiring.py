@@ -22,18 +22,24 @@ from twisted_chat.server.cluster.stores import (
     RedisStrikes,
 )
 from twisted_chat.server.passwords import HashCheck
+from twisted_chat.server.stats import Stats
 from twisted_chat.server.wiring import Seams
 
 
 def node_seams(
-    options: usage.Options, reactor: Any, file: CredentialsFile, check_hash: HashCheck
+    options: usage.Options,
+    reactor: Any,
+    file: CredentialsFile,
+    check_hash: HashCheck,
+    stats: Stats,
 ) -> Seams:
     """A node of a chat on Redis: two connections (commands, and the inbox's blocking
     read, which would hold up every command queued behind it), the seams over them,
     and the membership that joins the chat and feeds the chat its inbox."""
     address = options["redis-address"]
     node_id = options["node-id"]
-    commands = RedisClient(reactor, address, name=f"node {node_id}", scripts=SOURCES)
+    commands = RedisClient(reactor, address, name=f"node {node_id}", scripts=SOURCES, stats=stats)
+    # Not counted in the call latencies: each read waits up to a second on purpose.
     inbox_reader = RedisClient(reactor, address, name=f"node {node_id} inbox")
     redis = Primitives(commands)
     accounts = ClusterAccounts(file, redis, node_id, check_hash)
