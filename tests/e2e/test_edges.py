@@ -173,6 +173,9 @@ async def test_twistd_on_a_port_in_use_says_one_line_and_exits_non_zero(workdir:
 
 
 LATE_FAILING_ENDPOINT = """\
+import atexit
+import pathlib
+
 from twisted.internet.error import CannotListenError
 from twisted.internet.task import deferLater
 from twisted.plugin import IPlugin
@@ -200,6 +203,9 @@ class Parser:
 
 
 parser = Parser()
+# Another part of the process that counts on its exit handler (a log flushed, a
+# socket file removed): it must still run when the server ends with status 1.
+atexit.register(pathlib.Path("another-exit-handler-ran").write_text, "yes")
 """
 
 
@@ -219,6 +225,7 @@ async def test_twistd_whose_listener_fails_late_says_one_line_and_exits_non_zero
     assert status == 1
     everything = server.output + server.errors
     assert "Traceback" not in everything
+    assert (workdir / "another-exit-handler-ran").read_text() == "yes"
     (said,) = [line for line in everything.splitlines() if "cannot listen" in line]
     assert said.endswith("chatserver: cannot listen on latefail:: the network went away")
 

@@ -35,13 +35,21 @@ def makeService(options: usage.Options, reactor: Any = None) -> ChatService:
 
 
 def _stop_twistd_with_status_1(reactor: Any) -> None:
-    """twistd has no way to set its exit status: once it has stopped the reactor (our
-    services stopping in order) and cleaned up, the process ends with status 1."""
+    """A listener failed after the start: stop the reactor, so that the services stop
+    in order through ``stopService`` (listeners, then sessions, then stores) and
+    twistd cleans up as after any stop; then the process ends with status 1.
+
+    twistd has no way to say how its process should end (it ends with 0, or with the
+    signal that stopped it), and an exit handler cannot change the status. So one
+    handler, registered now and therefore run first (they run last-in first-out), runs
+    every other exit handler itself, then ends the process with 1: none is skipped."""
     atexit.register(_exit_status_1)
     reactor.stop()
 
 
 def _exit_status_1() -> None:
+    atexit.unregister(_exit_status_1)
+    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1)
