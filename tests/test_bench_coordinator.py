@@ -10,7 +10,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from twisted_chat.bench.__main__ import parse
-from twisted_chat.bench.coordinator import WorkerProcess, bottleneck, combine, percentile, table
+from twisted_chat.bench.results import bottleneck, combine, table
+from twisted_chat.bench.workers import WorkerProcess, percentile
 
 
 def test_events_are_handed_out_whether_they_come_before_or_after_the_wait() -> None:

@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred
 from tests.harness import Server
 from tests.memnet import MemoryNetwork, Person, RawPeer, people, raw_peer
 from twisted_chat import wire
-from twisted_chat.client.peer import HANDSHAKE_TIMEOUT, PeerProtocol
+from twisted_chat.client.peerlink import HANDSHAKE_TIMEOUT, PeerProtocol
 from twisted_chat.client.peertls import PeerTLS
 
 TIMEOUT = 600.0

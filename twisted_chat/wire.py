@@ -6,7 +6,9 @@ before it is tolerated). Every object has a string ``type``. Requests may carry 
 ``error`` frames; everything else the server sends is an event pushed at any time.
 ``docs/protocol.md`` documents every frame with an example.
 
-This module is a leaf: no I/O, no Twisted. It turns bytes into typed frames and typed
+This module is a leaf: no I/O, no Twisted. It is long on purpose: the wire format
+lives in one place (every frame class, the tables that parse them, the codec and the
+message fast path), so that it reads as a whole beside docs/protocol.md. It turns bytes into typed frames and typed
 frames into bytes, and raises :class:`FrameError` (with a stable code) for anything that
 is not a well-formed frame. Its one piece of state is :func:`encode_event`'s last
 encoded event, a cache that changes no result.

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 from typing import Any, TypeAlias
 
-from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IAddress
-
 from twisted_chat import wire
 from twisted_chat.errors import BadArgument, ProtocolStateError
 from twisted_chat.interfaces import Now, then
@@ -80,10 +77,3 @@ def _done(value: Now[None]) -> Reply:
 
 _DELIVERED: dict[str, Any] = {"stored": False}
 """The reply to every message delivered at once (read only: one dict for all)."""
-
-
-def ip_of(address: IAddress | None) -> str | None:
-    """The IP address of ``address``; None for a UNIX socket or anything else."""
-    if isinstance(address, IPv4Address | IPv6Address):
-        return address.host
-    return None

@@ -24,11 +24,9 @@ from collections.abc import Callable
 from itertools import chain
 from typing import Any
 
-from twisted.cred.portal import IRealm
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from zope.interface import Interface, implementer
 
 from twisted_chat import wire
 from twisted_chat.errors import AlreadyOnline, NoSuchUser, QueueFull
@@ -36,7 +34,6 @@ from twisted_chat.interfaces import (
     IAccountStore,
     IBlockStore,
     IChatClient,
-    IChatUser,
     IDirectory,
     IMailbox,
     IPrivateRequests,
@@ -47,10 +44,10 @@ from twisted_chat.interfaces import (
 from twisted_chat.server import events
 from twisted_chat.server.presence import PresenceHistory, Roster
 from twisted_chat.server.private import DEFAULT_PRIVATE_REQUEST_TTL, PrivateBroker
-from twisted_chat.server.session import IDLE_WARNING, Session
+from twisted_chat.server.session import Session
 from twisted_chat.server.stats import Stats
 
-__all__ = ["DEFAULT_PRIVATE_REQUEST_TTL", "Chat", "ChatRealm", "Session"]
+__all__ = ["DEFAULT_PRIVATE_REQUEST_TTL", "Chat", "Session"]
 
 
 class Chat:
@@ -384,45 +381,3 @@ class Chat:
 
     def _on_account_added(self, event: events.AccountAdded) -> None:
         self.accounts.learned(event.user, event.stored)
-
-    # --- idle timeouts --------------------------------------------------------------
-
-    @property
-    def quiet_before_warning(self) -> float:
-        """Idle seconds before the warning (or, with a short timeout, the logout)."""
-        return self.timeout - IDLE_WARNING if self.timeout >= 2 * IDLE_WARNING else self.timeout
-
-    def idle(self, session: Session) -> None:
-        """``session``'s idle timer fired: warn first, when there is room; log out after."""
-        if not session.warned and self.timeout >= 2 * IDLE_WARNING:
-            session.warned = True
-            session.timer = self.clock.callLater(IDLE_WARNING, self.idle, session)
-            session.deliver(wire.IdleWarning(IDLE_WARNING))
-            return
-        session.timer = None
-        session.mind.end_session("timeout")
-        self.detach(session, "timeout")
-
-
-@implementer(IRealm)
-class ChatRealm:
-    """cred realm: a checked username becomes an online :class:`Session`."""
-
-    def __init__(self, chat: Chat) -> None:
-        self._chat = chat
-
-    def requestAvatar(
-        self, avatarId: bytes | tuple[()], mind: object, *interfaces: type[Interface]
-    ) -> tuple[type[Interface], object, Callable[[], None]]:
-        if IChatUser not in interfaces:
-            raise NotImplementedError("twisted-chat only provides IChatUser")
-        # Our checker returns the username as str; cred's stubs say bytes.
-        user = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else str(avatarId)
-        session = self._chat.login(user, IChatClient(mind))
-        if isinstance(session, Deferred):
-            return session.addCallback(_avatar)  # type: ignore[return-value]  # cred takes a Deferred
-        return _avatar(session)
-
-
-def _avatar(session: Session) -> tuple[type[Interface], object, Callable[[], None]]:
-    return IChatUser, session, session.logout

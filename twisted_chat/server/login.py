@@ -1,21 +1,26 @@
 """The work of the login conversation, apart from any connection: the answer to
-``hello``, which kind of account a username is, and signing in through cred. The
-protocol moves its phases (``phases``) on what these return."""
+``hello``, which kind of account a username is, and signing in through cred, whose
+realm (:class:`ChatRealm`) makes the session. The protocol moves its phases
+(``phases``) on what these return."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.cred.credentials import UsernamePassword
-from twisted.cred.portal import Portal
+from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, succeed
+from zope.interface import Interface, implementer
 
 from twisted_chat import __version__, wire
 from twisted_chat.errors import InvalidUsername, ProtocolStateError
 from twisted_chat.interfaces import IAccountStore, IChatClient, IChatUser
 from twisted_chat.server.accounts import check_password
 from twisted_chat.server.session import Session
+
+if TYPE_CHECKING:
+    from twisted_chat.server.core import Chat
 
 SignedIn = tuple[Session, Callable[[], None]]
 """The session and cred's logout callable."""
@@ -77,3 +82,27 @@ def sign_in(
         lambda _: portal.login(credentials, mind, IChatUser)
     ).addCallback(logged_in)
     return signed_in
+
+
+@implementer(IRealm)
+class ChatRealm:
+    """cred realm: a checked username becomes an online :class:`Session`."""
+
+    def __init__(self, chat: Chat) -> None:
+        self._chat = chat
+
+    def requestAvatar(
+        self, avatarId: bytes | tuple[()], mind: object, *interfaces: type[Interface]
+    ) -> tuple[type[Interface], object, Callable[[], None]]:
+        if IChatUser not in interfaces:
+            raise NotImplementedError("twisted-chat only provides IChatUser")
+        # Our checker returns the username as str; cred's stubs say bytes.
+        user = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else str(avatarId)
+        session = self._chat.login(user, IChatClient(mind))
+        if isinstance(session, Deferred):
+            return session.addCallback(_avatar)  # type: ignore[return-value]  # cred takes a Deferred
+        return _avatar(session)
+
+
+def _avatar(session: Session) -> tuple[type[Interface], object, Callable[[], None]]:
+    return IChatUser, session, session.logout

@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, ISSLTransport
+from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -33,6 +33,7 @@ from twisted_chat.errors import (
 from twisted_chat.interfaces import IChatClient
 from twisted_chat.server import commands, login, names
 from twisted_chat.server.accounts import check_username
+from twisted_chat.server.addresses import ip_of, listener_of
 from twisted_chat.server.core import Chat
 from twisted_chat.server.limits import ConnectionCounter, Limits
 from twisted_chat.server.output import TurnFlusher
@@ -85,7 +86,7 @@ class ChatServerProtocol(LineReceiver):
 
     def connectionMade(self) -> None:
         factory = self.factory
-        self._peer_ip = commands.ip_of(self.transport.getPeer())
+        self._peer_ip = ip_of(self.transport.getPeer())
         self.policy = ConnectionPolicy(
             self,
             factory.chat.clock,
@@ -366,15 +367,6 @@ class ChatServerProtocol(LineReceiver):
             return self._peer_ip
         peer = self.transport.getPeer() if self.transport is not None else None
         return type(peer).__name__
-
-
-def listener_of(transport: Any) -> tuple[str, str]:
-    """Where a connection was accepted (the listener's port, or its kind of socket)
-    and whether it speaks TLS: what ``chat_connections`` is labelled with."""
-    host = transport.getHost()
-    port = getattr(host, "port", None)
-    where = str(port) if port is not None else type(host).__name__
-    return where, "tls" if ISSLTransport.providedBy(transport) else "plain"
 
 
 def _kind(line: bytes) -> str:

@@ -82,8 +82,27 @@ class Session:
             return succeed(None)
         return self.chat.mailbox.delivered(self.name, done)
 
+    # --- idle timeout ----------------------------------------------------------------
+
+    def _quiet_before_warning(self) -> float:
+        """Idle seconds before the warning (or, with a short timeout, the logout)."""
+        timeout = self.chat.timeout
+        return timeout - IDLE_WARNING if timeout >= 2 * IDLE_WARNING else timeout
+
     def start_timer(self) -> None:
-        self.timer = self.chat.clock.callLater(self.chat.quiet_before_warning, self.chat.idle, self)
+        self.timer = self.chat.clock.callLater(self._quiet_before_warning(), self._idle)
+
+    def _idle(self) -> None:
+        """The idle timer fired: warn first, when there is room; log out after."""
+        chat = self.chat
+        if not self.warned and chat.timeout >= 2 * IDLE_WARNING:
+            self.warned = True
+            self.timer = chat.clock.callLater(IDLE_WARNING, self._idle)
+            self.deliver(wire.IdleWarning(IDLE_WARNING))
+            return
+        self.timer = None
+        self.mind.end_session("timeout")
+        chat.detach(self, "timeout")
 
     def stop_timer(self) -> None:
         """The session is ending: its idle timer goes."""
@@ -94,7 +113,7 @@ class Session:
     def touch(self) -> None:
         """The user did something: restart the idle timer (reset, not recreated)."""
         if self.timer is not None and self.timer.active():
-            self.timer.reset(self.chat.quiet_before_warning)
+            self.timer.reset(self._quiet_before_warning())
             self.warned = False
 
     def logout(self) -> None:

@@ -33,10 +33,11 @@ from twisted_chat.interfaces import (
 )
 from twisted_chat.server.accounts import BlockingRunner, CredentialsFile
 from twisted_chat.server.auth import LockoutPasswordChecker
-from twisted_chat.server.core import Chat, ChatRealm
+from twisted_chat.server.core import Chat
 from twisted_chat.server.limits import fit_descriptor_limit
 from twisted_chat.server.local import LocalDirectory, MemoryPrivateRequests, MemoryStrikes
 from twisted_chat.server.lockout import Lockout
+from twisted_chat.server.login import ChatRealm
 from twisted_chat.server.options import DEFAULT_LIMITS
 from twisted_chat.server.output import turn_listening_reactor
 from twisted_chat.server.passwords import HashCheck, HashChecker

@@ -33,7 +33,11 @@ The key layout (docs/scaling.md), all under ``chat:``:
 =============================  =====================================================
 
 An inbox entry has the field ``e`` (the event) and, for a direct message, ``to`` (its
-recipient), which is all a reaper needs to move it on. Scripts name no KEYS: this is
+recipient), which is all a reaper needs to move it on.
+
+This module is long on purpose: every script is here with the prelude of helpers
+they share and the key layout they keep, so that one can check, reading it through,
+that no two disagree about a key. Scripts name no KEYS: this is
 for one Redis primary, not Redis Cluster (docs/scaling.md says why that is enough).
 """
 
