@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,8 @@ from twisted_chat.server.main import parse_args as server_args
 from twisted_chat.server.service import ChatService
 from twisted_chat.server.tap import Options, makeService
 from twisted_chat.server.wiring import clear_on_network
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def parse(*argv: str) -> Options:
@@ -204,3 +209,29 @@ def test_client_py_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert exited.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: client.py") and "--tls" in out and "Exit status" in out
+
+
+def test_a_server_of_one_process_imports_nothing_of_the_cluster(tmp_path: Path) -> None:
+    """Redis's connection, hiredis and Prometheus are loaded only by the options that
+    need them (--redis, --metrics)."""
+    credentials = tmp_path / "credentials.txt"
+    credentials.write_text("hans falcon*solo\n")
+    program = (
+        "import sys\n"
+        "from twisted.internet import reactor\n"
+        "from twisted_chat.server.tap import Options, makeService\n"
+        "options = Options()\n"
+        f"options.parseOptions(['--credentials', {str(credentials)!r}, '--in-memory'])\n"
+        "makeService(options, reactor)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('twisted_chat.server.cluster',"
+        " 'hiredis', 'prometheus_client'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
