@@ -135,12 +135,14 @@ class Connection:
             self.lost = True
             self.protocol.connectionLost(Failure(ConnectionDone()))
 
-    def hello(self) -> dict[str, Any]:
-        return self.send("hello", version=2)
+    def hello(self, version: int = 2) -> dict[str, Any]:
+        """Version 2 by default: the handout's frames, as today's tests expect them;
+        rooms and history need 3."""
+        return self.send("hello", version=version)
 
-    def login(self, user: str, password: str | None = None) -> dict[str, Any]:
+    def login(self, user: str, password: str | None = None, version: int = 2) -> dict[str, Any]:
         """hello + login + password; return the password reply."""
-        assert self.hello()["type"] == "ok"
+        assert self.hello(version)["type"] == "ok"
         reply = self.send("login", user=user)
         assert reply["type"] == "ok", reply
         if password is None:
@@ -176,15 +178,15 @@ class Server:
         self._ports += 1
         return Connection(self, self._ports, host)
 
-    def online(self, user: str) -> Connection:
+    def online(self, user: str, version: int = 2) -> Connection:
         connection = self.connect()
-        reply = connection.login(user)
+        reply = connection.login(user, version=version)
         assert reply["type"] == "ok", reply
         return connection
 
-    def everyone(self, *users: str) -> dict[str, Connection]:
+    def everyone(self, *users: str, version: int = 2) -> dict[str, Connection]:
         """Log users in one after the other, then drop the presence events so far."""
-        connections = {user: self.online(user) for user in users}
+        connections = {user: self.online(user, version) for user in users}
         for connection in connections.values():
             connection.events()
         return connections

@@ -206,7 +206,7 @@ def test_end_of_input_logs_out_after_the_lines_before_it(client: Client) -> None
     client.link.answer(user="hans")
     assert client.link.sent()[-4:] == [
         wire.Listening(4321, FAKE_FINGERPRINT),
-        wire.Accounts(),  # the names to complete, asked for at login
+        wire.Accounts(),  # the names to complete (and our rooms), asked for at login
         wire.WhoElse(),
         wire.Logout(),
     ]

@@ -26,6 +26,7 @@ from twisted_chat.server.cluster.redis import (
     RedisProtocol,
     encode_command,
 )
+from twisted_chat.server.cluster.rooms import RedisHistory, RedisRoomStore
 from twisted_chat.server.cluster.stores import (
     ClusterAccounts,
     ClusterBlocks,
@@ -35,6 +36,7 @@ from twisted_chat.server.cluster.stores import (
 from twisted_chat.server.core import Chat
 from twisted_chat.server.options import Options, node_id
 from twisted_chat.server.passwords import check_inline
+from twisted_chat.server.rooms import RoomLimits
 from twisted_chat.server.stats import Stats
 
 
@@ -206,7 +208,8 @@ class FakePrimitives(Primitives):
 
     def call(self, *args: str | int | float | bytes) -> Deferred[Any]:
         self.ran.append(("call", args))
-        return succeed(self.answer)
+        # A map read (a user's rooms, their positions) finds nothing in this fake.
+        return succeed([] if args[0] == "HGETALL" else self.answer)
 
 
 class Mind:
@@ -245,8 +248,11 @@ def node_chat(tmp_path: Path) -> tuple[Chat, FakePrimitives, RedisDirectory]:
         RedisMailbox(redis, 100),
         directory,
         RedisPrivateRequests(redis),
+        RedisRoomStore(redis),
+        RedisHistory(redis, Clock(), 30, 100),
         120,
         60,
+        room_limits=RoomLimits(history_days=0),  # messages here are not what is tested
     )
     return chat, redis, directory
 

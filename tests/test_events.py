@@ -24,6 +24,9 @@ EXAMPLES: list[events.Event] = [
     events.ForUser("hans", wire.PrivateExpired("yoda", "left")),
     events.BlockChanged("luke", "hans", True),
     events.AccountAdded("rey", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"),
+    events.DirectMessage("yoda", "hans", "kept", 5.0, msgid=42),
+    events.RoomSaid("#general", "hans", "hello room", 6.0, 7),
+    events.RoomJoined("#general", "yoda", True),
 ]
 
 
@@ -45,8 +48,15 @@ def test_any_text_round_trips(to: str, sender: str, text: str, sent: float) -> N
 
 def test_an_unknown_kind_is_named() -> None:
     with pytest.raises(events.UnknownEvent) as raised:
-        events.decode(b'["room-message","#general","hans","hi",1.0]')
-    assert raised.value.kind == "room-message"
+        events.decode(b'["reaction","#general","hans","+1",1.0]')
+    assert raised.value.kind == "reaction"
+
+
+def test_an_event_of_an_earlier_release_lacks_its_later_fields() -> None:
+    """A direct message from a node that kept no history: no msgid, read as 0."""
+    assert events.decode(b'["m","yoda","hans","hi",1.5]') == events.DirectMessage(
+        "yoda", "hans", "hi", 1.5
+    )
 
 
 @pytest.mark.parametrize(

@@ -272,7 +272,7 @@ def test_backup_copies_a_consistent_state_and_refuses_to_overwrite(tmp_path: Pat
     with pytest.raises(StateFileError, match="exists"):
         backup(path, copy)
     writer.close()
-    _, counts = open_state(copy)
+    counts = open_state(copy).mail_counts
     assert counts == {"luke": 20}
 
 

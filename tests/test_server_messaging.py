@@ -31,6 +31,7 @@ def test_message_to_an_online_user_arrives_at_once(server: Server) -> None:
         "type": "ok",
         "id": 4,
         "stored": False,
+        "msgid": 1,  # its place in hans and yoda's history
     }
     (event,) = users["yoda"].events()
     assert event["type"] == "message"

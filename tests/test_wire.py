@@ -136,7 +136,9 @@ def test_encoding_is_compact_json_with_text_as_utf8(
     expected = {"type": "message", "sender": "hans", "text": text, "sent": sent}
     if request_id is not None:
         expected["id"] = request_id
-    assert json.loads(line) == {**expected, "stored": False, "key": 0}
+    assert json.loads(line) == {**expected, "stored": False, "key": 0, "msgid": 0}
+    older = wire.encode(wire.Message("hans", text, sent), request_id, version=2)
+    assert json.loads(older) == {**expected, "stored": False, "key": 0}  # no msgid for 2
     assert json.dumps(text, ensure_ascii=False).encode("utf-8") in line
     assert line.startswith(b'{"type":"message",')
 

@@ -238,3 +238,73 @@ class SharedStateUnavailable(ChatError):
             "Error. The chat's shared state cannot be reached right now; nothing was "
             "done. Try again in a few seconds."
         )
+
+
+class InvalidRoom(ChatError):
+    """A room name that is not ``#`` and a name under the rules of usernames, or that
+    looks like another room's."""
+
+    code = "invalid-room"
+
+
+class NoSuchRoom(ChatError):
+    code = "no-such-room"
+
+    def __init__(self, room: str) -> None:
+        super().__init__(f"Error. There is no room {room}.")
+
+
+class NotMember(ChatError):
+    code = "not-a-member"
+
+    def __init__(self, room: str) -> None:
+        super().__init__(f"Error. You are not in {room}: join {room} first.")
+
+
+class AlreadyMember(ChatError):
+    code = "already-a-member"
+
+    def __init__(self, room: str) -> None:
+        super().__init__(f"Error. You are already in {room}.")
+
+
+class RoomFull(ChatError):
+    code = "room-full"
+
+    def __init__(self, room: str, limit: int) -> None:
+        super().__init__(f"Error. {room} has {limit} members, as many as a room may have.")
+
+
+class TooManyRooms(ChatError):
+    code = "too-many-rooms"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"Error. You are in {limit} rooms, as many as this server allows: leave one first."
+        )
+
+
+class TooManyNewRooms(ChatError):
+    code = "too-many-new-rooms"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"Error. You created {limit} rooms in the last hour, as many as this server "
+            "allows: join an existing room, or try again later."
+        )
+
+
+class NeedsNewerProtocol(ChatError):
+    """A request of a later protocol version than the connection announced."""
+
+    code = "bad-state"
+
+    def __init__(self, kind: str, version: int) -> None:
+        super().__init__(f"A {kind} frame needs protocol version {version}: say so in hello.")
+
+
+class HistoryOff(ChatError):
+    code = "history-off"
+
+    def __init__(self) -> None:
+        super().__init__("Error. This server keeps no history (--history-days 0).")

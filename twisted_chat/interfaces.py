@@ -106,6 +106,8 @@ class StoredMessage:
     text: str
     sent: float
     key: int = 0
+    msgid: int = 0
+    """Its place in the two users' history (0: not kept)."""
 
 
 class IMailbox(Interface):
@@ -250,3 +252,73 @@ class IStrikeStore(Interface):
 
     def clear(user: str) -> Deferred[None]:
         """Forget ``user``'s strikes."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLine:
+    """One message kept in a conversation's history."""
+
+    msgid: int
+    """Its place in the conversation: 1, 2, 3... in the order they were kept."""
+    sender: str
+    text: str
+    sent: float
+    """When the server accepted it (Unix seconds)."""
+
+
+class IHistory(Interface):
+    """What was said, by conversation: a room (``#name``) or two users
+    (``history.conversation_of``). Each conversation's messages are numbered from 1 in
+    the order they were kept; the oldest go first when a conversation holds more than
+    ``limit`` or when they are older than ``days`` (the operator's bounds)."""
+
+    def append(conversation: str, sender: str, text: str, sent: float) -> Deferred[int]:
+        """Keep a message; fires with its msgid once it is durable."""
+
+    def before(conversation: str, before: int, limit: int) -> Deferred[list[HistoryLine]]:
+        """The newest ``limit`` messages with msgid < ``before`` (0: no bound), oldest
+        first."""
+
+    def after(conversation: str, after: int, limit: int) -> Deferred[list[HistoryLine]]:
+        """The oldest ``limit`` messages with msgid > ``after``, oldest first."""
+
+    def last_ids(conversations: Sequence[str]) -> Deferred[dict[str, int]]:
+        """Each conversation's newest msgid (0: none yet)."""
+
+
+class IRoomStore(Interface):
+    """Rooms, their members and what each member has seen. Each change is atomic, so
+    that two nodes racing to create one room, or to fill its last seat, do not both
+    succeed."""
+
+    def create(room: str, look: str, creator: str, when: float) -> Deferred[str | None]:
+        """Create ``room`` unless a room has that name or looks the same (``look``);
+        None if created, else the existing room's name."""
+
+    def created_since(user: str, since: float) -> Deferred[int]:
+        """How many rooms ``user`` created at or after ``since``."""
+
+    def add_member(
+        room: str, user: str, joined: int, max_members: int, max_rooms: int
+    ) -> Deferred[str]:
+        """``user`` joins ``room``, having seen up to msgid ``joined``: ``ok``,
+        ``member`` (already), ``no-room``, ``full`` (``max_members`` reached) or
+        ``too-many`` (``user`` is in ``max_rooms`` rooms)."""
+
+    def remove_member(room: str, user: str) -> Deferred[bool]:
+        """``user`` leaves ``room``; False if they were not in it."""
+
+    def members(room: str) -> Deferred[dict[str, int] | None]:
+        """The room's members, each with the msgid they joined after; None: no room."""
+
+    def rooms_of(user: str) -> Deferred[dict[str, int]]:
+        """The rooms ``user`` is in, each with the msgid they joined after."""
+
+    def member_counts(rooms: Sequence[str]) -> Deferred[dict[str, int]]:
+        """How many members each room has."""
+
+    def positions(user: str) -> Deferred[dict[str, int]]:
+        """The newest msgid ``user`` was sent, per room."""
+
+    def save_positions(user: str, positions: dict[str, int]) -> Deferred[None]:
+        """Record newer positions (a position only ever moves forward)."""

@@ -6,12 +6,12 @@ before it is tolerated). Every object has a string ``type``. Requests may carry 
 ``error`` frames; everything else the server sends is an event pushed at any time.
 ``docs/protocol.md`` documents every frame with an example.
 
-This module is a leaf: no I/O, no Twisted. It is long on purpose: the wire format
-lives in one place (every frame class, the tables that parse them, the codec and the
-message fast path), so that it reads as a whole beside docs/protocol.md. It turns bytes into typed frames and typed
+This module is a leaf: no I/O, no Twisted. It turns bytes into typed frames and typed
 frames into bytes, and raises :class:`FrameError` (with a stable code) for anything that
 is not a well-formed frame. Its one piece of state is :func:`encode_event`'s last
-encoded event, a cache that changes no result.
+encoded event, a cache that changes no result. It is long on purpose: the wire format
+lives in one place (every frame class, the tables that parse them, the codec and the
+message fast path), so that it reads as a whole beside docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -23,11 +23,21 @@ from typing import Any, ClassVar
 
 import orjson
 
-PROTOCOL_VERSION = 2
-"""The version a client announces in ``hello`` (and a peer in ``peer-hello``); a server
-refuses any other. 2: private sessions over TLS, pinned by certificate fingerprints
-(``listening`` and ``private-accepted`` carry them); a version-1 client would connect
-in clear to a TLS listener."""
+PROTOCOL_VERSION = 3
+"""The version this release's client announces in ``hello``. 3: rooms and history
+(``join``, ``leave``, ``rooms``, ``members``, ``history``; ``room-*`` events; a
+``message`` event carries its history ``id``). 2: private sessions over TLS, pinned by
+certificate fingerprints; a version-1 client would connect in clear to a TLS
+listener."""
+
+SUPPORTED_VERSIONS = frozenset({2, 3})
+"""What a server accepts in ``hello``. A version-2 client keeps every command of the
+handout: it is sent no frame and no field it does not know (``SINCE``), and its
+requests for rooms or history are refused as needing version 3."""
+
+PEER_PROTOCOL_VERSION = 2
+"""The version peers announce in ``peer-hello``: private sessions did not change in
+version 3, so clients of either release talk to each other."""
 
 DELIMITER = b"\n"
 
@@ -66,9 +76,13 @@ RequestId = int | str | None
 
 @dataclass(frozen=True)
 class Frame:
-    """Base of every frame. ``TYPE`` is the value of the ``type`` field on the wire."""
+    """Base of every frame. ``TYPE`` is the value of the ``type`` field on the wire;
+    ``SINCE`` names the fields that only clients of a later version are sent (field ->
+    the version that brought it), and ``VERSION`` the version that brought the frame."""
 
     TYPE: ClassVar[str] = ""
+    SINCE: ClassVar[dict[str, int]] = {}
+    VERSION: ClassVar[int] = 2
 
 
 # --- client -> server requests -------------------------------------------------------
@@ -195,6 +209,58 @@ class Logout(Frame):
     TYPE: ClassVar[str] = "logout"
 
 
+@dataclass(frozen=True)
+class Join(Frame):
+    """Join a room (``#name``), creating it if there is none. Version 3."""
+
+    TYPE: ClassVar[str] = "join"
+    VERSION: ClassVar[int] = 3
+    room: str
+
+
+@dataclass(frozen=True)
+class Leave(Frame):
+    TYPE: ClassVar[str] = "leave"
+    VERSION: ClassVar[int] = 3
+    room: str
+
+
+@dataclass(frozen=True)
+class Rooms(Frame):
+    """The rooms the sender is in, each with its member count and unread count."""
+
+    TYPE: ClassVar[str] = "rooms"
+    VERSION: ClassVar[int] = 3
+
+
+@dataclass(frozen=True)
+class Members(Frame):
+    """A room's members, and which of them the sender may see online."""
+
+    TYPE: ClassVar[str] = "members"
+    VERSION: ClassVar[int] = 3
+    room: str
+
+
+MAX_HISTORY = 200
+"""Messages one ``history`` reply holds at most."""
+
+DEFAULT_HISTORY = 20
+
+
+@dataclass(frozen=True)
+class History(Frame):
+    """The last ``limit`` messages of a conversation (``target``: a user, for the
+    messages between the sender and them, or a room), before the message ``before``
+    (0: the newest). Version 3."""
+
+    TYPE: ClassVar[str] = "history"
+    VERSION: ClassVar[int] = 3
+    target: str
+    limit: int = DEFAULT_HISTORY
+    before: int = 0
+
+
 # --- server -> client replies and events ---------------------------------------------
 
 
@@ -227,14 +293,18 @@ class Presence(Frame):
 @dataclass(frozen=True)
 class Message(Frame):
     """A direct message. ``sent`` is when the server accepted it (Unix seconds);
-    ``stored`` says it waited in the offline queue, where ``key`` identifies it."""
+    ``stored`` says it waited in the offline queue, where ``key`` identifies it;
+    ``msgid`` is its place in the conversation's history (0: not kept), the same in
+    ``history`` replies, so that a client shows it once."""
 
     TYPE: ClassVar[str] = "message"
+    SINCE: ClassVar[dict[str, int]] = {"msgid": 3}
     sender: str
     text: str
     sent: float
     stored: bool = False
     key: int = 0
+    msgid: int = 0
 
 
 @dataclass(frozen=True)
@@ -313,6 +383,44 @@ class IdleWarning(Frame):
 
 
 @dataclass(frozen=True)
+class RoomMessage(Frame):
+    """What ``sender`` said in ``room``; ``msgid`` is its place in the room's history.
+    ``replay``: sent at login, from what was said while the recipient was away."""
+
+    TYPE: ClassVar[str] = "room-message"
+    VERSION: ClassVar[int] = 3
+    room: str
+    sender: str
+    text: str
+    sent: float
+    msgid: int
+    replay: bool = False
+
+
+@dataclass(frozen=True)
+class RoomMember(Frame):
+    """``user`` joined (or left) ``room``."""
+
+    TYPE: ClassVar[str] = "room-member"
+    VERSION: ClassVar[int] = 3
+    room: str
+    user: str
+    joined: bool
+
+
+@dataclass(frozen=True)
+class RoomReplayed(Frame):
+    """The end of a room's replay at login: ``shown`` messages were sent, and ``more``
+    unseen ones follow them in the room's history."""
+
+    TYPE: ClassVar[str] = "room-replayed"
+    VERSION: ClassVar[int] = 3
+    room: str
+    shown: int
+    more: int
+
+
+@dataclass(frozen=True)
 class LoggedOut(Frame):
     """The server ends this session (``reason``: ``logout``, ``timeout``, ...);
     the connection closes after this frame."""
@@ -368,6 +476,11 @@ CLIENT_REQUESTS = _table(
     Ping,
     Logout,
     Received,
+    Join,
+    Leave,
+    Rooms,
+    Members,
+    History,
 )
 SERVER_FRAMES = _table(
     Hello,
@@ -384,6 +497,9 @@ SERVER_FRAMES = _table(
     IdleWarning,
     LoggedOut,
     Ping,
+    RoomMessage,
+    RoomMember,
+    RoomReplayed,
 )
 PEER_FRAMES = _table(PeerHello, Ok, Error, PrivateText, StopPrivate)
 
@@ -538,8 +654,11 @@ def _has_type(value: object, annotation: str) -> bool:
 # --- encoding -------------------------------------------------------------------------
 
 
-def to_object(frame: Frame, request_id: RequestId = None) -> dict[str, Any]:
-    """The JSON object that :func:`encode` writes for ``frame``."""
+def to_object(
+    frame: Frame, request_id: RequestId = None, version: int = PROTOCOL_VERSION
+) -> dict[str, Any]:
+    """The JSON object that :func:`encode` writes for ``frame``, for a peer that speaks
+    ``version`` (a field it does not know is left out)."""
     obj: dict[str, Any] = {"type": frame.TYPE}
     if isinstance(frame, Ok):
         if frame.id is not None:
@@ -553,27 +672,33 @@ def to_object(frame: Frame, request_id: RequestId = None) -> dict[str, Any]:
         if name == "id" and value is None:
             continue
         obj[name] = value
+    for name, since in frame.SINCE.items():
+        if since > version:
+            del obj[name]
     return obj
 
 
-def encode(frame: Frame, request_id: RequestId = None) -> bytes:
+def encode(frame: Frame, request_id: RequestId = None, version: int = PROTOCOL_VERSION) -> bytes:
     """Encode one frame as a complete line, delimiter included: compact JSON, UTF-8
     (not ``\\u`` escapes), as ``json.dumps(..., ensure_ascii=False,
-    separators=(",", ":"))`` would write it."""
-    return orjson.dumps(to_object(frame, request_id), option=orjson.OPT_APPEND_NEWLINE)
+    separators=(",", ":"))`` would write it; for a peer of ``version``."""
+    return orjson.dumps(to_object(frame, request_id, version), option=orjson.OPT_APPEND_NEWLINE)
 
 
-_last_event: list[tuple[Frame, bytes]] = []
+_last_event: list[tuple[Frame, int, bytes]] = []
 
 
-def encode_event(frame: Frame) -> bytes:
-    """Encode a server event. Presence and broadcasts hand the *same* frame object to
-    each recipient in turn, so the last one encoded is kept and reused by identity:
-    encoded once per fan-out, with no hashing, and a unique direct message costs no
-    more than ``encode``. (The kept frame is referenced, so its identity is not reused.)
+def encode_event(frame: Frame, version: int = PROTOCOL_VERSION) -> bytes:
+    """Encode a server event for a client of ``version``. Presence and broadcasts hand
+    the *same* frame object to each recipient in turn, so the last one encoded is kept
+    and reused by identity: encoded once per fan-out (and per version), with no
+    hashing, and a unique direct message costs no more than ``encode``. (The kept
+    frame is referenced, so its identity is not reused.)
     """
-    if _last_event and _last_event[0][0] is frame:
-        return _last_event[0][1]
-    line = encode(frame)
-    _last_event[:] = [(frame, line)]
+    if _last_event:
+        last, last_version, line = _last_event[0]
+        if last is frame and last_version == version:
+            return line
+    line = encode(frame, None, version)
+    _last_event[:] = [(frame, version, line)]
     return line

@@ -86,11 +86,13 @@ async def test_metrics_move_with_what_users_do(workdir: Path) -> None:
         labels = (("listener", str(server.port)), ("tls", "plain"))
         assert after["chat_connections_opened_total", labels] == 3
         assert after["chat_connections", labels] == 2  # the guesser, on a pipe, gave up
-        assert after["chat_store_write_seconds_count", ()] == 0  # nobody was offline
+        # Every message is kept in history first: at most one commit each (group commit).
+        commits = after["chat_store_write_seconds_count", ()]
+        assert 0 < commits <= count
         hans.send("message leia kept for later")
         await hans.expect("leia is offline")
         _, _, last = await scrape(metrics_port)
         assert last["chat_mailbox_writes_total", (("result", "stored"),)] == 1
-        assert last["chat_store_write_seconds_count", ()] == 1  # one durable commit
+        assert last["chat_store_write_seconds_count", ()] > commits  # history, then mail
     finally:
         await finish(*clients, server)

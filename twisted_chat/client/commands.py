@@ -20,14 +20,16 @@ class CommandSpec:
 
     @property
     def takes_user(self) -> bool:
-        return bool(self.args) and self.args[0] == "user"
+        return bool(self.args) and self.args[0] in ("user", "target")
 
 
 COMMANDS: dict[str, CommandSpec] = {
     spec.name: spec
     for spec in (
         CommandSpec(
-            "message", ("user", "message"), "send a message; kept for later if the user is offline"
+            "message",
+            ("user", "message"),
+            "send a message to a user (kept for later if they are offline), or to a #room",
         ),
         CommandSpec("broadcast", ("message",), "send a message to everyone online"),
         CommandSpec("whoelse", (), "list the other users online"),
@@ -46,11 +48,25 @@ COMMANDS: dict[str, CommandSpec] = {
             ("user",),
             "show a private chat's session code, to compare aloud with the user",
         ),
+        CommandSpec("join", ("room",), "join a #room, making it if there is none"),
+        CommandSpec("leave", ("room",), "leave a #room"),
+        CommandSpec("rooms", (), "list your rooms, with their members and what you have not seen"),
+        CommandSpec("members", ("room",), "list a room's members, and who is online"),
+        CommandSpec(
+            "history",
+            ("target", "count"),
+            "show what was said with a user or in a #room: the last <count> (20 if left "
+            "out, at most 200), or 'more' for what came before the last you were shown",
+        ),
         CommandSpec("logout", (), "log out and quit"),
         CommandSpec("help", (), "show this list"),
     )
 }
 
+
+DEFAULT_HISTORY = 20
+MAX_HISTORY = 200
+"""What a ``history`` shows when no count is given, and at most (the server's cap)."""
 
 MAX_WHOELSESINCE = 10**12
 """Seconds (some 31,000 years): a longer window is this one. Bounded so that the number
@@ -81,6 +97,11 @@ class Command:
         """A message's text (its last argument)."""
         return self.args[-1]
 
+    @property
+    def count(self) -> int | None:
+        """``history``'s count: a number, or None for ``more`` (what came before)."""
+        return None if self.args[1] == "more" else int(self.args[1])
+
 
 def parse_command(line: str) -> Command:
     """Parse one typed line. Words are separated by spaces; a trailing ``message``
@@ -90,6 +111,8 @@ def parse_command(line: str) -> Command:
     spec = COMMANDS.get(name)
     if spec is None:
         raise CommandError(f"Error. Invalid command: {name}. Type help for the commands.")
+    if name == "history" and len(rest.split()) == 1:
+        rest += f" {DEFAULT_HISTORY}"  # the count may be left out
     args: list[str] = []
     for position, arg in enumerate(spec.args):
         rest = rest.lstrip(" ")
@@ -110,6 +133,12 @@ def parse_command(line: str) -> Command:
         if len(args[0]) > len(str(MAX_WHOELSESINCE)) or int(args[0]) > MAX_WHOELSESINCE:
             # Any such window reaches back past the server's start: the same answer.
             args[0] = str(MAX_WHOELSESINCE)
+    if name in ("join", "leave", "members") and not args[0].startswith("#"):
+        raise CommandError(f"Usage: {spec.usage}  (a room's name starts with #: #{args[0]})")
+    count = args[1] if name == "history" else "more"
+    if count != "more":
+        if not count.isascii() or not count.isdigit() or not 1 <= int(count) <= MAX_HISTORY:
+            raise CommandError(f"Usage: {spec.usage}  (a number from 1 to {MAX_HISTORY}, or more)")
     return Command(name, tuple(args))
 
 
@@ -118,4 +147,5 @@ def help_text() -> str:
     lines = ["Commands:"]
     lines += [f"  {spec.usage:<{width}}  {spec.summary}" for spec in COMMANDS.values()]
     lines.append("Answer a private-chat request with y or n.")
+    lines.append("A room's name starts with #: message #general hello.")
     return "\n".join(lines)

@@ -11,7 +11,13 @@ from twisted.logger import Logger
 
 from twisted_chat import wire
 from twisted_chat.client import presentation
-from twisted_chat.client.commands import Command, CommandError, help_text, parse_command
+from twisted_chat.client.commands import (
+    DEFAULT_HISTORY,
+    Command,
+    CommandError,
+    help_text,
+    parse_command,
+)
 
 if TYPE_CHECKING:
     from twisted_chat.client.session import ClientSession
@@ -27,6 +33,9 @@ class Conversation:
 
     def __init__(self, session: ClientSession) -> None:
         self._session = session
+        self._repeats = Repeats()
+        self._oldest_shown: dict[str, int] = {}
+        """Per ``history`` target, the oldest msgid shown: where ``more`` goes on from."""
 
     # --- what the server pushes ---------------------------------------------------------
 
@@ -39,8 +48,10 @@ class Conversation:
                 roster.presence(user, online)
                 if session.private.shows_presence(user, online):
                     show(presentation.presence(user, online), "presence")
-            case wire.Message(sender=sender, text=text, sent=sent, stored=stored):
+            case wire.Message(sender=sender, text=text, sent=sent, stored=stored, msgid=msgid):
                 roster.saw(sender)
+                if self._repeats.seen(sender, msgid):
+                    return  # already shown (a repeat after a crash, or history's too)
                 if stored:
                     show(presentation.stored_message(sender, text, sent), "message")
                 else:
@@ -59,6 +70,22 @@ class Conversation:
                 session.private.declined(user)
             case wire.PrivateExpired(user=user, reason=reason):
                 session.private.expired(user, reason)
+            case wire.RoomMessage(
+                room=room, sender=sender, text=text, sent=sent, msgid=msgid, replay=replay
+            ):
+                roster.saw(sender)
+                if self._repeats.seen(room, msgid):
+                    return
+                if replay:
+                    show(presentation.replayed_room_message(room, sender, text, sent), "message")
+                else:
+                    show(presentation.room_message(room, sender, text), "message")
+            case wire.RoomMember(room=room, user=user, joined=joined):
+                roster.saw(user)
+                show(presentation.room_member(room, user, joined), "presence")
+            case wire.RoomReplayed(room=room, more=more):
+                if more:
+                    show(presentation.more_in_room(room, more), "presence")
             case wire.IdleWarning(seconds=seconds):
                 show(
                     f"You will be logged out for inactivity in {seconds:.0f} s "
@@ -109,6 +136,16 @@ class Conversation:
                 command.user,
                 command.text,
             )
+        elif name == "join":
+            self._send(wire.Join(command.args[0]), self._joined)
+        elif name == "leave":
+            self._send(wire.Leave(command.args[0]), self._left)
+        elif name == "rooms":
+            self._send(wire.Rooms(), self._show_rooms)
+        elif name == "members":
+            self._send(wire.Members(command.args[0]), self._show_members, command.args[0])
+        elif name == "history":
+            self._history(command.args[0], command.count)
         elif name == "broadcast":
             self._send(wire.SendBroadcast(command.text), self._broadcast_sent, command.text)
         elif name == "whoelse":
@@ -137,12 +174,76 @@ class Conversation:
         session = self._session
         session.request(frame).addCallback(done, *args).addErrback(session.show_error)
 
-    def _message_sent(self, result: dict[str, Any], user: str, text: str) -> None:
+    def _message_sent(self, result: dict[str, Any], to: str, text: str) -> None:
         # What we said, as a chat line (the conversation reads as one), once accepted.
         display = self._session.display
-        display.show(presentation.own_message(user, text), "own")
+        msgid = result.get("msgid")
+        if isinstance(msgid, int):
+            self._repeats.seen(to, msgid)  # our own line, should history bring it again
+        if to.startswith("#"):
+            display.show(presentation.own_room_message(str(result.get("room", to)), text), "own")
+            return
+        display.show(presentation.own_message(to, text), "own")
         if result.get("stored"):
-            display.show(f"{user} is offline; they will get the message when they log in.")
+            display.show(f"{to} is offline; they will get the message when they log in.")
+
+    def _joined(self, result: dict[str, Any]) -> None:
+        room = str(result.get("room", ""))
+        self._session.roster.rooms.add(room)
+        members = result.get("members", 1)
+        made = " (a new room)" if result.get("created") else ""
+        self._session.display.show(f"You joined {room}{made}: {members} member(s).")
+
+    def _left(self, result: dict[str, Any]) -> None:
+        room = str(result.get("room", ""))
+        self._session.roster.rooms.discard(room)
+        self._session.display.show(f"You left {room}.")
+
+    def _show_rooms(self, result: dict[str, Any]) -> None:
+        rooms = [r for r in result.get("rooms", []) if isinstance(r, dict)]
+        self._session.roster.rooms.update(str(r.get("room", "")) for r in rooms)
+        if not rooms:
+            self._session.display.show("You are in no room: join #name to make or join one.")
+        for room in rooms:
+            self._session.display.show(
+                f"{room.get('room')}: {room.get('members')} member(s), "
+                f"{room.get('unread')} not seen"
+            )
+
+    def _show_members(self, result: dict[str, Any], room: str) -> None:
+        members = [m for m in result.get("members", []) if isinstance(m, dict)]
+        listed = ", ".join(
+            f"{m.get('user')}{' (online)' if m.get('online') else ''}" for m in members
+        )
+        self._session.roster.saw(*(str(m.get("user", "")) for m in members))
+        self._session.display.show(f"{room}: {listed}")
+
+    def _history(self, target: str, count: int | None) -> None:
+        before = 0
+        if count is None:  # 'more': on from the oldest shown
+            before = self._oldest_shown.get(target, 0)
+            if before <= 1:
+                self._session.display.show(f"There is nothing before that in {target}'s history.")
+                return
+        wanted = count or DEFAULT_HISTORY
+        self._send(wire.History(target, wanted, before), self._show_history, target)
+
+    def _show_history(self, result: dict[str, Any], target: str) -> None:
+        display = self._session.display
+        lines = [m for m in result.get("messages", []) if isinstance(m, dict)]
+        if not lines:
+            display.show(f"Nothing more in the history with {target}.")
+            self._oldest_shown[target] = 1
+            return
+        for line in lines:
+            display.show(
+                presentation.history_line(
+                    target, str(line.get("sender")), str(line.get("text")), float(line["sent"])
+                )
+            )
+        self._oldest_shown[target] = int(lines[0].get("msgid", 0))
+        if result.get("more"):
+            display.show(f"(older: history {target} more)")
 
     def _broadcast_sent(self, result: dict[str, Any], text: str) -> None:
         display = self._session.display
@@ -159,3 +260,28 @@ class Conversation:
     def _blocked(self, _: dict[str, Any], user: str, blocked: bool) -> None:
         self._session.roster.block(user, blocked)
         self._session.display.show(f"{user} is {'blocked' if blocked else 'unblocked'}")
+
+
+class Repeats:
+    """The msgids shown this run, per conversation, to show each message once: a
+    server may send one again (after a crash, it cannot know it was sent) and a
+    ``history`` reply may hold what was shown live. The newest thousand a
+    conversation."""
+
+    KEPT = 1000
+
+    def __init__(self) -> None:
+        self._seen: dict[str, set[int]] = {}
+
+    def seen(self, conversation: str, msgid: int) -> bool:
+        """Whether ``msgid`` was shown in ``conversation``; remembers it (0: not kept,
+        so never a repeat)."""
+        if not msgid:
+            return False
+        seen = self._seen.setdefault(conversation, set())
+        if msgid in seen:
+            return True
+        seen.add(msgid)
+        if len(seen) > self.KEPT:
+            seen.discard(min(seen))
+        return False

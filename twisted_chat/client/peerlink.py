@@ -89,7 +89,7 @@ class PeerProtocol(LineReceiver):
     def connectionMade(self) -> None:
         self._deadline = self.network.clock.callLater(HANDSHAKE_TIMEOUT, self._too_slow)
         if self.state is PeerState.HANDSHAKING:
-            hello = wire.PeerHello(wire.PROTOCOL_VERSION, self.network.me, self._token)
+            hello = wire.PeerHello(wire.PEER_PROTOCOL_VERSION, self.network.me, self._token)
             self.transport.write(wire.encode(hello))
 
     def lineReceived(self, line: bytes) -> None:
@@ -103,7 +103,7 @@ class PeerProtocol(LineReceiver):
         match self.state, frame:
             case PeerState.AUTHENTICATING, wire.PeerHello() if not self.said_hello:
                 self.said_hello = True  # one hello per connection, whatever it holds
-                if frame.version != wire.PROTOCOL_VERSION:
+                if frame.version != wire.PEER_PROTOCOL_VERSION:
                     self._refuse("refused", f"Protocol version {frame.version} is not spoken.")
                     return
                 if not 0 < len(frame.user) <= wire.MAX_NAME_CHARS or not (

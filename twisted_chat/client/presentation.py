@@ -20,8 +20,7 @@ def message(sender: str, text: str) -> str:
 
 def stored_message(sender: str, text: str, sent: float) -> str:
     """A message that waited for you while you were away."""
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(sent))
-    return f"{sender}: {text}  (sent {when} while you were away)"
+    return f"{sender}: {text}  (sent {_when(sent)} while you were away)"
 
 
 def broadcast(sender: str, text: str) -> str:
@@ -47,3 +46,34 @@ def own_private(to: str, text: str) -> str:
 
 def presence(user: str, online: bool) -> str:
     return f"{user} logged {'in' if online else 'out'}"
+
+
+def room_message(room: str, sender: str, text: str) -> str:
+    return f"[{room}] {sender}: {text}"
+
+
+def replayed_room_message(room: str, sender: str, text: str, sent: float) -> str:
+    """A room's message said while you were away, sent at login."""
+    return f"[{room}] {sender}: {text}  (sent {_when(sent)} while you were away)"
+
+
+def own_room_message(room: str, text: str) -> str:
+    return f"\u2192 {room}: {text}"
+
+
+def room_member(room: str, user: str, joined: bool) -> str:
+    return f"{user} {'joined' if joined else 'left'} {room}"
+
+
+def more_in_room(room: str, more: int) -> str:
+    return f"\u2026 {more} more: history {room}"
+
+
+def history_line(target: str, sender: str, text: str, sent: float) -> str:
+    """One line of a ``history`` reply: with its date, for it may be from any day."""
+    where = f"[{target}] " if target.startswith("#") else ""
+    return f"{_when(sent)} {where}{sender}: {text}"
+
+
+def _when(sent: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(sent))

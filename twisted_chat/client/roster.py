@@ -23,6 +23,8 @@ class Roster:
         """Users seen logging out and not back in since."""
         self.blocked: set[str] = set()
         """Users we block (for completing ``unblock``)."""
+        self.rooms: set[str] = set()
+        """The rooms we are in (for completing ``leave``, ``members``...)."""
 
     def saw(self, *users: str) -> None:
         self.known.update(users)
@@ -35,6 +37,7 @@ class Roster:
             self.accounts = set(users)
         self.online.update(u for u in result.get("online", []) if isinstance(u, str))
         self.blocked.update(u for u in result.get("blocked", []) if isinstance(u, str))
+        self.rooms.update(r for r in result.get("rooms", []) if isinstance(r, str))
 
     def presence(self, user: str, online: bool) -> None:
         self.known.add(user)
@@ -64,6 +67,10 @@ class Roster:
             pool = set(self.blocked)
         elif command == "startprivate":
             pool = set(self.online)
+        elif command in ("join", "leave", "members"):
+            pool = set(self.rooms)
+        elif command in ("message", "history"):
+            pool = set(self.accounts or self.known) | self.rooms
         else:
             pool = set(self.accounts or self.known)
         pool.discard(me)

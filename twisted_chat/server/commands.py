@@ -50,19 +50,33 @@ def run(avatar: Session, frame: wire.Frame, peer_ip: str | None) -> Reply:
             return {}
         case wire.Received(upto=upto):
             return avatar.received(upto).addCallback(lambda _: {})
+        case wire.Join(room=room):
+            return avatar.join(room)
+        case wire.Leave(room=room):
+            return avatar.leave(room)
+        case wire.Rooms():
+            return _field("rooms", avatar.list_rooms())
+        case wire.Members(room=room):
+            return _field("members", avatar.members(room))
+        case wire.History(target=target, limit=limit, before=before):
+            return avatar.history(names.normalise(target), limit, before)
     raise ProtocolStateError(f"A {frame.TYPE} frame is not expected now.")
 
 
 def message(avatar: Session, to: str, text: str) -> Reply:
-    """``message``: delivered now (``stored`` false), or once stored for later."""
-    stored = avatar.message(names.normalise(to), text)
-    if stored is None:
+    """``message``: to a room (``#name``), or to a user: delivered now (``stored``
+    false), or once kept in history and delivered or stored for later (``msgid``)."""
+    if to.startswith("#"):
+        return avatar.say(to, text)
+    sent = avatar.message(names.normalise(to), text)
+    if sent is None:
         return _DELIVERED
-    return stored.addCallback(_stored_reply)
+    return sent.addCallback(_sent_reply)
 
 
-def _stored_reply(stored: bool) -> dict[str, Any]:
-    return {"stored": stored}
+def _sent_reply(sent: tuple[bool, int]) -> dict[str, Any]:
+    stored, msgid = sent
+    return {"stored": stored, "msgid": msgid}
 
 
 def _field(name: str, value: Now[Any]) -> Reply:

@@ -35,8 +35,10 @@ from twisted_chat.interfaces import (
     IBlockStore,
     IChatClient,
     IDirectory,
+    IHistory,
     IMailbox,
     IPrivateRequests,
+    IRoomStore,
     Now,
     PeerAddress,
     then,
@@ -44,10 +46,18 @@ from twisted_chat.interfaces import (
 from twisted_chat.server import events
 from twisted_chat.server.presence import PresenceHistory, Roster
 from twisted_chat.server.private import DEFAULT_PRIVATE_REQUEST_TTL, PrivateBroker
+from twisted_chat.server.rooms import RoomLimits, Rooms, conversation_of
 from twisted_chat.server.session import Session
 from twisted_chat.server.stats import Stats
 
-__all__ = ["DEFAULT_PRIVATE_REQUEST_TTL", "Chat", "Session"]
+__all__ = ["DEFAULT_PRIVATE_REQUEST_TTL", "Chat", "Sent", "Session"]
+
+Sent = tuple[bool, int]
+"""A message's outcome: whether it was stored for later (its recipient offline), and
+its msgid in the two users' history (0: not kept)."""
+
+_SENT_HERE: Sent = (False, 0)
+"""Delivered here at once, and not kept: the common case without history."""
 
 
 class Chat:
@@ -63,9 +73,12 @@ class Chat:
         mailbox: IMailbox,
         directory: IDirectory,
         requests: IPrivateRequests,
+        room_store: IRoomStore,
+        history: IHistory,
         timeout: float,
         private_request_ttl: float = DEFAULT_PRIVATE_REQUEST_TTL,
         stats: Stats | None = None,
+        room_limits: RoomLimits | None = None,
     ) -> None:
         self.clock = clock
         self.stats = stats or Stats()
@@ -78,8 +91,11 @@ class Chat:
         """Users logged in through this node, by name: the routing table."""
         self.roster = Roster()
         """Users logged in through other nodes (none in one process)."""
-        self.history = PresenceHistory()
+        self.logouts = PresenceHistory()
+        """When each user last went offline (``whoelsesince``)."""
         self.private = PrivateBroker(self, requests, private_request_ttl)
+        self.history = history
+        self.rooms = Rooms(self, room_store, history, room_limits or RoomLimits())
         self._appliers: dict[type[events.Event], Callable[[Any], None]] = {
             events.DirectMessage: self._on_direct_message,
             events.Broadcast: self._on_broadcast,
@@ -87,6 +103,8 @@ class Chat:
             events.ForUser: self._on_for_user,
             events.BlockChanged: self._on_block_changed,
             events.AccountAdded: self._on_account_added,
+            events.RoomSaid: self.rooms.on_said,
+            events.RoomJoined: self.rooms.on_joined,
         }
 
     # --- events -------------------------------------------------------------------------
@@ -150,7 +168,7 @@ class Chat:
         if self.roster.discard(user):
             # Their session through another node ended, and its notice has not come
             # (that node left the chat): said now, before their login here.
-            self.history.went_offline(user, self.clock.seconds())
+            self.logouts.went_offline(user, self.clock.seconds())
             self._announce(user, online=False)
         return session
 
@@ -170,24 +188,28 @@ class Chat:
                 return  # gone before the mail came, or none: nothing to do
             for item in stored:
                 session.mind.deliver(
-                    wire.Message(item.sender, item.text, item.sent, True, item.key)
+                    wire.Message(item.sender, item.text, item.sent, True, item.key, item.msgid)
                 )
             # Kept until the client says it has them (``received``): written to a socket
             # is not received, and a client may drop right after logging in.
             session.unacknowledged = stored
             session.mind.deliver(wire.StoredDone(stored[-1].key, len(stored)))
 
+        def rooms(_: object) -> Deferred[None]:
+            return Deferred.fromCoroutine(self.rooms.session_began(session))
+
         def release(result: object) -> object:
             session.release()
             return result
 
-        return self.mailbox.pending(user).addCallback(deliver).addBoth(release)
+        return self.mailbox.pending(user).addCallback(deliver).addCallback(rooms).addBoth(release)
 
     def detach(self, session: Session, reason: str) -> None:
         """The user is gone (logout, timeout, lost connection). Idempotent."""
         if not self._forget(session):
             return
         user = session.name
+        self.rooms.session_ended(session)
         presence = events.Presence(user, self.directory.node, False, self.clock.seconds())
         self.directory.release(user, presence)
         self.private.user_left(user)
@@ -211,21 +233,27 @@ class Chat:
         now = self.clock.seconds()
         sessions, self.online = self.online, {}
         for session in sessions.values():
+            self.rooms.session_ended(session)
             session.stop_timer()
-            self.history.went_offline(session.name, now)
+            self.logouts.went_offline(session.name, now)
             session.mind.end_session(reason)
         if sessions:
             self.log.info("ended {count} sessions ({reason})", count=len(sessions), reason=reason)
 
-    def stop(self) -> None:
-        """Server shutdown: every session ends with ``shutdown``."""
+    def start(self) -> None:
+        self.rooms.start()
+
+    def stop(self) -> Deferred[None]:
+        """Server shutdown: every session ends with ``shutdown``; fires once what the
+        rooms' members were sent is saved."""
         self.end_all("shutdown")
+        return self.rooms.stop()
 
     def node_gone(self, node: str, when: float) -> None:
         """Node ``node`` left the chat (it stopped, or stopped beating): its users are
         offline, and this node's users are told as for a logout."""
         for user in self.roster.drop_node(node):
-            self.history.went_offline(user, when)
+            self.logouts.went_offline(user, when)
             self.private.user_left(user)
             self._announce(user, online=False)
 
@@ -239,10 +267,10 @@ class Chat:
             elif not self.roster.discard(user, event.node):
                 # Already back online somewhere (here, or through another node):
                 # this notice is old news.
-                self.history.went_offline(user, event.when)
+                self.logouts.went_offline(user, event.when)
                 return
         if not event.online:
-            self.history.went_offline(user, event.when)
+            self.logouts.went_offline(user, event.when)
         self._announce(user, event.online)
 
     def _announce(self, user: str, online: bool) -> None:
@@ -270,7 +298,7 @@ class Chat:
         cutoff = self.clock.seconds() - seconds
         names = set(self.online)
         names.update(self.roster)
-        names.update(self.history.offline_since(cutoff))
+        names.update(self.logouts.offline_since(cutoff))
         names.discard(me)
         is_blocked = self.blocks.is_blocked
         return sorted(u for u in names if not is_blocked(u, me))
@@ -291,28 +319,39 @@ class Chat:
         """Whether a broadcast from ``user`` skips anyone now (never who)."""
         return any(self.is_online(blocker) for blocker in self.blocks.blockers_of(user))
 
-    def send_message(self, sender: str, to: str, text: str) -> Deferred[bool] | None:
-        """A message that passed every check: delivered now to a user here (None), or
-        routed to the node holding them or to their mailbox (a Deferred of whether it
-        was stored). The common case answers at once, without the Deferred."""
+    def send_message(self, sender: str, to: str, text: str) -> Deferred[Sent] | None:
+        """A message that passed every check: kept in the two users' history first
+        (when the server keeps history), then delivered to a user here, or routed to
+        the node holding them or to their mailbox. Fires with whether it was stored
+        for later and its msgid; without history, a message to a user here is done at
+        once (None), without the Deferred."""
         now = self.clock.seconds()
-        stats = self.stats
-        stats.messages["direct"] += 1
-        recipient = self.online.get(to)
-        if recipient is not None:
-            recipient.deliver(wire.Message(sender, text, now))
-            if stats.timing:
-                stats.delivery.observe(0.0)  # handed over in the turn it came in
-            return None
-        routed = self.directory.route(
-            events.DirectMessage(to, sender, text, now), self.mailbox.limit
-        )
-        return routed.addCallbacks(self._routed, self._not_routed)
+        self.stats.messages["direct"] += 1
+        if self.rooms.keeps_history:
+            kept = self.history.append(conversation_of(sender, to), sender, text, now)
+            return kept.addCallback(self._deliver_message, sender, to, text, now)
+        sent = self._deliver_message(0, sender, to, text, now)
+        return None if sent is _SENT_HERE else sent  # type: ignore[return-value]
 
-    def _routed(self, stored: bool) -> bool:
+    def _deliver_message(
+        self, msgid: int, sender: str, to: str, text: str, now: float
+    ) -> Sent | Deferred[Sent]:
+        recipient = self.online.get(to)
+        stats = self.stats
+        if recipient is not None:
+            recipient.deliver(wire.Message(sender, text, now, msgid=msgid))
+            if stats.timing:
+                stats.delivery.observe(self.clock.seconds() - now)
+            return _SENT_HERE if not msgid else (False, msgid)
+        routed = self.directory.route(
+            events.DirectMessage(to, sender, text, now, msgid), self.mailbox.limit
+        )
+        return routed.addCallbacks(self._routed, self._not_routed, callbackArgs=(msgid,))
+
+    def _routed(self, stored: bool, msgid: int) -> Sent:
         if stored:
             self.stats.mailbox_writes["stored"] += 1
-        return stored
+        return stored, msgid
 
     def _not_routed(self, failure: Any) -> Any:
         if failure.check(QueueFull):

@@ -59,13 +59,15 @@ class DirectMessage(Event):
     sender: str
     text: str
     sent: float
+    msgid: int = 0
+    """Its place in the two users' history (0: not kept)."""
 
     def stored(self, key: int = 0) -> StoredMessage:
         """The same message as a mailbox holds it."""
-        return StoredMessage(self.sender, self.text, self.sent, key)
+        return StoredMessage(self.sender, self.text, self.sent, key, self.msgid)
 
     def frame(self) -> wire.Message:
-        return wire.Message(self.sender, self.text, self.sent)
+        return wire.Message(self.sender, self.text, self.sent, msgid=self.msgid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,15 +121,52 @@ class AccountAdded(Event):
     """The password as stored: in clear or an argon2id hash."""
 
 
+@dataclass(frozen=True, slots=True)
+class RoomSaid(Event):
+    """``sender`` said ``text`` in ``room``, kept as ``msgid``: to its members online."""
+
+    KIND: ClassVar[str] = "r"
+    room: str
+    sender: str
+    text: str
+    sent: float
+    msgid: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoomJoined(Event):
+    """``user`` joined ``room`` (or, ``joined`` false, left it)."""
+
+    KIND: ClassVar[str] = "j"
+    room: str
+    user: str
+    joined: bool
+
+
 KINDS: dict[str, type[Event]] = {
     cls.KIND: cls
-    for cls in (DirectMessage, Broadcast, Presence, ForUser, BlockChanged, AccountAdded)
+    for cls in (
+        DirectMessage,
+        Broadcast,
+        Presence,
+        ForUser,
+        BlockChanged,
+        AccountAdded,
+        RoomSaid,
+        RoomJoined,
+    )
 }
 """The one table: every kind a node sends and takes."""
 
 _FIELDS: dict[type[Event], tuple[tuple[str, str], ...]] = {
     cls: tuple((f.name, str(f.type)) for f in dataclasses.fields(cls)) for cls in KINDS.values()
 }
+_REQUIRED: dict[type[Event], int] = {
+    cls: sum(1 for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING)
+    for cls in KINDS.values()
+}
+"""Fields every event of a kind has; later ones (with defaults) may be missing, as in
+the events of a node of an earlier release."""
 
 
 def encode(event: Event) -> bytes:
@@ -152,11 +191,12 @@ def decode(data: bytes | str) -> Event:
     if cls is None:
         raise UnknownEvent(kind)
     fields = _FIELDS[cls]
-    if len(items) != len(fields) + 1:
-        raise EventError(f"a {kind!r} event has {len(fields)} fields, not {len(items) - 1}")
+    given = len(items) - 1
+    if not _REQUIRED[cls] <= given <= len(fields):
+        raise EventError(f"a {kind!r} event has {len(fields)} fields, not {given}")
     values = [
         _checked(kind, name, annotation, value)
-        for (name, annotation), value in zip(fields, items[1:], strict=True)
+        for (name, annotation), value in zip(fields[:given], items[1:], strict=True)
     ]
     return cls(*values)
 
@@ -174,6 +214,8 @@ def _checked(kind: str, name: str, annotation: str, value: object) -> object:
         ok = isinstance(value, str)
     elif annotation == "bool":
         ok = isinstance(value, bool)
+    elif annotation == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
     elif annotation == "float":
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         ok = ok and math.isfinite(value)  # type: ignore[arg-type]

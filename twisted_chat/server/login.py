@@ -28,13 +28,13 @@ SignedIn = tuple[Session, Callable[[], None]]
 
 def greeting(version: int) -> dict[str, Any]:
     """The answer to ``hello``, or :class:`ProtocolStateError` for another version."""
-    if version != wire.PROTOCOL_VERSION:
+    if version not in wire.SUPPORTED_VERSIONS:
+        spoken = ", ".join(str(v) for v in sorted(wire.SUPPORTED_VERSIONS))
         raise ProtocolStateError(
-            f"Protocol version {version} is not supported; "
-            f"this server speaks {wire.PROTOCOL_VERSION}."
+            f"Protocol version {version} is not supported; this server speaks {spoken}."
         )
     return {
-        "version": wire.PROTOCOL_VERSION,
+        "version": version,
         "server": f"twisted-chat/{__version__}",
         "max_line": wire.MAX_INBOUND_LINE,
         "max_text": wire.MAX_TEXT_CHARS,

@@ -15,6 +15,7 @@ from twisted.python import usage
 
 from twisted_chat.server.limits import Limits
 from twisted_chat.server.private import DEFAULT_PRIVATE_REQUEST_TTL
+from twisted_chat.server.rooms import RoomLimits
 from twisted_chat.server.stores import DEFAULT_MAILBOX_LIMIT
 
 DEFAULT_PORT = "5000"
@@ -22,6 +23,7 @@ DEFAULT_BLOCK_DURATION = 60
 DEFAULT_TIMEOUT = 120
 DEFAULT_STATE_NAME = "chat-state.sqlite3"
 DEFAULT_LIMITS = Limits()
+DEFAULT_ROOM_LIMITS = RoomLimits()
 
 
 def non_negative(value: str) -> float:
@@ -94,6 +96,42 @@ class Options(usage.Options):
             positive,
         ],
         ["mailbox-limit", None, DEFAULT_MAILBOX_LIMIT, "Offline messages kept per recipient.", int],
+        [
+            "history-days",
+            None,
+            DEFAULT_ROOM_LIMITS.history_days,
+            "Days what is said (in rooms, and between two users) is kept; 0 keeps no "
+            "history at all.",
+            non_negative,
+        ],
+        [
+            "history-max",
+            None,
+            DEFAULT_ROOM_LIMITS.history_max,
+            "Messages kept per conversation (a room, or two users); the oldest go first.",
+            int,
+        ],
+        [
+            "max-rooms-per-user",
+            None,
+            DEFAULT_ROOM_LIMITS.max_rooms_per_user,
+            "Rooms one user may be in at once.",
+            int,
+        ],
+        [
+            "max-room-members",
+            None,
+            DEFAULT_ROOM_LIMITS.max_room_members,
+            "Members one room may have.",
+            int,
+        ],
+        [
+            "max-rooms-created-per-hour",
+            None,
+            DEFAULT_ROOM_LIMITS.max_rooms_created_per_hour,
+            "Rooms one user may create in an hour.",
+            int,
+        ],
         [
             "state",
             "s",
@@ -215,9 +253,25 @@ class Options(usage.Options):
             raise usage.UsageError("--node-id is for a node of a chat on Redis: give --redis too")
         if self["state"] is None:
             self["state"] = str(credentials.parent / DEFAULT_STATE_NAME)
-        for name in ("output-cap", "login-frames", "max-connections", "max-per-ip"):
+        for name in (
+            "output-cap",
+            "login-frames",
+            "max-connections",
+            "max-per-ip",
+            "history-max",
+            "max-rooms-per-user",
+            "max-room-members",
+            "max-rooms-created-per-hour",
+        ):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")
+        self["room-limits"] = RoomLimits(
+            history_days=self["history-days"],
+            history_max=self["history-max"],
+            max_rooms_per_user=self["max-rooms-per-user"],
+            max_room_members=self["max-room-members"],
+            max_rooms_created_per_hour=self["max-rooms-created-per-hour"],
+        )
         if self["ping-timeout"] <= self["ping-interval"]:
             raise usage.UsageError("--ping-timeout must be longer than --ping-interval")
         self["limits"] = Limits(

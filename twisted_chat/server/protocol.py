@@ -26,6 +26,7 @@ from twisted_chat.errors import (
     AccountLocked,
     AlreadyOnline,
     ChatError,
+    NeedsNewerProtocol,
     NotLoggedIn,
     ProtocolStateError,
     UsernameTaken,
@@ -76,6 +77,8 @@ class ChatServerProtocol(LineReceiver):
         self._peer_ip: str | None = None
         """The client's IP address (None over a UNIX socket), read once: the address
         objects ``getPeer`` makes are not cheap, and every command may need it."""
+        self.version = wire.PROTOCOL_VERSION
+        """The protocol version the client said it speaks (its ``hello``)."""
         self._listener: tuple[str, str] = ("", "")
         """(where it was accepted, "tls" or "plain"): what its connection counts under."""
 
@@ -209,7 +212,7 @@ class ChatServerProtocol(LineReceiver):
     def deliver(self, event: wire.Frame) -> None:
         # Runs once per recipient of every fan-out: kept to the bare minimum.
         if self.phase is Phase.ONLINE:
-            self.policy.send_event(wire.encode_event(event))
+            self.policy.send_event(wire.encode_event(event, self.version))
 
     def end_session(self, reason: str) -> None:
         """The domain ended the session itself (timeout, shutdown): say why, close."""
@@ -231,6 +234,8 @@ class ChatServerProtocol(LineReceiver):
                 self._reply(request_id, {})
                 self._close()
                 return _REPLIED
+            if self.version < frame.VERSION:
+                raise NeedsNewerProtocol(frame.TYPE, frame.VERSION)
             return commands.run(self.avatar, frame, self._peer_ip)
         if phase is Phase.HELLO:
             if not isinstance(frame, wire.Hello):
@@ -251,6 +256,7 @@ class ChatServerProtocol(LineReceiver):
             self._close_soon()
             raise
         self._step(Step.GREETED)
+        self.version = frame.version
         return answer
 
     def _login(self, frame: wire.Login) -> Deferred[dict[str, Any]]:

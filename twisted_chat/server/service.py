@@ -18,7 +18,7 @@ A server must never run deaf.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, cast
 
@@ -37,12 +37,23 @@ from twisted_chat.server.watch import watch_file
 
 
 class StoresService(Service):
-    """Closes the stores when the server stops."""
+    """Starts the stores' own timers with the server, and closes the stores when it
+    stops."""
 
     name = "stores"
 
-    def __init__(self, closers: list[Callable[[], object]]) -> None:
+    def __init__(
+        self,
+        closers: list[Callable[[], object]],
+        starters: Sequence[Callable[[], object]] = (),
+    ) -> None:
         self.closers = closers
+        self.starters = list(starters)
+
+    def startService(self) -> None:
+        super().startService()
+        for start in self.starters:
+            start()
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
@@ -62,6 +73,7 @@ class ChatRunning(Service):
 
     def startService(self) -> None:
         super().startService()
+        self.chat.start()
         accounts = self.chat.accounts
         path = accounts.watched_path
         if path is not None:
@@ -70,12 +82,12 @@ class ChatRunning(Service):
             if self._stop_watching is not None:
                 accounts.watched()
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None]:
         super().stopService()
         if self._stop_watching is not None:
             self._stop_watching()
             self._stop_watching = None
-        self.chat.stop()
+        return self.chat.stop()
 
 
 def listen_failure_text(description: str, failure: Failure) -> str:

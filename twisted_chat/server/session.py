@@ -9,7 +9,7 @@ arguments, counts its own activity and holds its own connection's state.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -21,6 +21,7 @@ from twisted_chat.errors import (
     AlreadyBlocked,
     BadArgument,
     BlockedByRecipient,
+    HistoryOff,
     NotBlocked,
     SelfTarget,
 )
@@ -28,7 +29,7 @@ from twisted_chat.interfaces import IChatClient, IChatUser, Now, PeerAddress, St
 from twisted_chat.text import check_text
 
 if TYPE_CHECKING:
-    from twisted_chat.server.core import Chat
+    from twisted_chat.server.core import Chat, Sent
 
 IDLE_WARNING = 10.0
 """Seconds before an idle logout that the user is warned (when the timeout is at
@@ -40,7 +41,18 @@ class Session:
     """One user online through this node."""
 
     # One per online user: slots keep the idle cost per user down (docs/performance.md).
-    __slots__ = ("_held", "chat", "mind", "name", "peer", "timer", "unacknowledged", "warned")
+    __slots__ = (
+        "_held",
+        "chat",
+        "mind",
+        "name",
+        "peer",
+        "rooms",
+        "seen",
+        "timer",
+        "unacknowledged",
+        "warned",
+    )
 
     def __init__(self, chat: Chat, name: str, mind: IChatClient) -> None:
         self.chat = chat
@@ -55,6 +67,10 @@ class Session:
         """Events waiting while offline mail is read (see Chat.begin)."""
         self.unacknowledged: Sequence[StoredMessage] = ()
         """Stored messages sent at login and not yet acknowledged by the client."""
+        self.rooms: dict[str, int] = {}
+        """The rooms this user is in, each with the msgid they joined after."""
+        self.seen: dict[str, int] = {}
+        """Per room, the newest msgid this user was sent (their position)."""
 
     # --- the connection's side ------------------------------------------------------
 
@@ -137,9 +153,9 @@ class Session:
 
     def accounts(self) -> dict[str, object]:
         """The account names (sorted, at most ``wire.MAX_ACCOUNT_NAMES``), who else is
-        online (as ``whoelse``), and whom we block: what a client needs to complete
-        names and to say "not a user" or "offline" without asking each time. The
-        names are the store's, kept sorted between changes: no sort per call."""
+        online (as ``whoelse``), whom we block and the rooms we are in: what a client
+        needs to complete names and to say "not a user" or "offline" without asking
+        each time. The names are the store's, kept sorted between changes."""
         chat = self.chat
         names = chat.accounts.names()
         listed = names[: wire.MAX_ACCOUNT_NAMES]
@@ -148,13 +164,14 @@ class Session:
             "truncated": len(names) > len(listed),
             "online": chat.others_online(self.name),
             "blocked": sorted(chat.blocks.blocked_by(self.name)),
+            "rooms": sorted(self.rooms),
         }
 
     # --- messaging --------------------------------------------------------------------
 
-    def message(self, to: str, text: str) -> Deferred[bool] | None:
-        """Deliver now if ``to`` is online here (and return None: done), else route it
-        (and return a Deferred that fires with whether it was stored, once it is)."""
+    def message(self, to: str, text: str) -> Deferred[Sent] | None:
+        """Send to a user: kept in history, then delivered or routed (``Chat.
+        send_message``); None: delivered at once, and nothing was kept."""
         check_text(text)
         self.touch()
         chat = self.chat
@@ -164,6 +181,38 @@ class Session:
         if not chat.may_reach(self.name, to):
             raise BlockedByRecipient()
         return chat.send_message(self.name, to, text)
+
+    def say(self, room: str, text: str) -> Deferred[dict[str, Any]]:
+        """Send to a room's members."""
+        check_text(text)
+        self.touch()
+        return self.chat.rooms.say(self, room, text)
+
+    # --- rooms and history --------------------------------------------------------------
+
+    def join(self, room: str) -> Deferred[dict[str, Any]]:
+        self.touch()
+        return Deferred.fromCoroutine(self.chat.rooms.join(self, room))
+
+    def leave(self, room: str) -> Deferred[dict[str, Any]]:
+        self.touch()
+        return Deferred.fromCoroutine(self.chat.rooms.leave(self, room))
+
+    def list_rooms(self) -> Deferred[list[dict[str, Any]]]:
+        self.touch()
+        return Deferred.fromCoroutine(self.chat.rooms.rooms(self))
+
+    def members(self, room: str) -> Deferred[list[dict[str, Any]]]:
+        self.touch()
+        return Deferred.fromCoroutine(self.chat.rooms.members(self, room))
+
+    def history(self, target: str, limit: int, before: int) -> Deferred[dict[str, Any]]:
+        if limit < 1 or before < 0:
+            raise BadArgument("Error. history takes a number of messages, 1 or more.")
+        self.touch()
+        if not self.chat.rooms.keeps_history:
+            raise HistoryOff()
+        return Deferred.fromCoroutine(self.chat.rooms.history_of(self, target, limit, before))
 
     def broadcast(self, text: str) -> bool:
         """Send to every other online user who has not blocked us; return whether

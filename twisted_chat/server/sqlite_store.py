@@ -17,22 +17,24 @@ import os
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_chat.errors import QueueFull
 from twisted_chat.interfaces import IBlockStore, IMailbox, StoredMessage
+from twisted_chat.server.sqlite_rooms import SqliteHistory, SqliteRoomStore
+from twisted_chat.server.sqlite_writes import GroupCommit, TimedWrites
 from twisted_chat.server.stats import Stats
-from twisted_chat.server.stores import BlockIndex, MailboxQuota
+from twisted_chat.server.stores import BlockIndex, MailboxQuota, RoomTables
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: list[list[str]] = [
     # 0 -> 1: the first schema.
@@ -51,6 +53,42 @@ MIGRATIONS: list[list[str]] = [
            )""",
         "CREATE INDEX offline_by_recipient ON offline (recipient, id)",
     ],
+    # 1 -> 2: rooms and history (what an offline message is in its history, too).
+    [
+        "ALTER TABLE offline ADD COLUMN msgid INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE rooms (
+               name    TEXT PRIMARY KEY,
+               look    TEXT NOT NULL UNIQUE,
+               creator TEXT NOT NULL,
+               created REAL NOT NULL
+           ) WITHOUT ROWID""",
+        "CREATE INDEX rooms_by_creator ON rooms (creator, created)",
+        """CREATE TABLE members (
+               room   TEXT NOT NULL,
+               user   TEXT NOT NULL,
+               joined INTEGER NOT NULL,
+               PRIMARY KEY (room, user)
+           ) WITHOUT ROWID""",
+        """CREATE TABLE positions (
+               user TEXT NOT NULL,
+               room TEXT NOT NULL,
+               seen INTEGER NOT NULL,
+               PRIMARY KEY (user, room)
+           ) WITHOUT ROWID""",
+        """CREATE TABLE conversations (
+               conversation TEXT PRIMARY KEY,
+               last         INTEGER NOT NULL
+           ) WITHOUT ROWID""",
+        """CREATE TABLE history (
+               conversation TEXT NOT NULL,
+               msgid        INTEGER NOT NULL,
+               sender       TEXT NOT NULL,
+               text         TEXT NOT NULL,
+               sent         REAL NOT NULL,
+               PRIMARY KEY (conversation, msgid)
+           ) WITHOUT ROWID""",
+        "CREATE INDEX history_by_time ON history (sent)",
+    ],
 ]
 """MIGRATIONS[n] takes a database from schema version n to n + 1 (``PRAGMA
 user_version``). A new version appends a list; existing ones are never edited."""
@@ -68,10 +106,23 @@ def _configure(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA busy_timeout=5000")
 
 
-def open_state(path: Path) -> tuple[dict[str, set[str]], dict[str, int]]:
+@dataclass
+class Loaded:
+    """What the state file holds that is kept in memory beside it (loaded at start)."""
+
+    blocks: dict[str, set[str]]
+    mail_counts: dict[str, int]
+    rooms: RoomTables
+    last_msgids: dict[str, int]
+    """Each conversation's newest msgid ever given (kept even when its history is
+    trimmed away, so that no msgid is given twice)."""
+
+
+def open_state(path: Path) -> Loaded:
     """Create or migrate the database at ``path`` and load what must be in memory:
-    block lists and queue lengths. Synchronous: called once, before the reactor runs.
-    Raises :class:`StateFileError` with the file's name for anything unusable."""
+    block lists, queue lengths, rooms and their members, and each conversation's
+    newest msgid. Synchronous: called once, before the reactor runs. Raises
+    :class:`StateFileError` with the file's name for anything unusable."""
     try:
         _create_private(path)
         connection = sqlite3.connect(path, isolation_level=None)
@@ -103,11 +154,32 @@ def open_state(path: Path) -> tuple[dict[str, set[str]], dict[str, int]]:
         counts = dict(
             connection.execute("SELECT recipient, COUNT(*) FROM offline GROUP BY recipient")
         )
-        return dict(blocks), counts
+        return Loaded(dict(blocks), counts, _load_rooms(connection), _load_last(connection))
     except sqlite3.DatabaseError as e:
         raise StateFileError(f"the state file {path} is damaged or not a database: {e}") from e
     finally:
         connection.close()
+
+
+def _load_rooms(connection: sqlite3.Connection) -> RoomTables:
+    tables = RoomTables()
+    for name, look, creator, created in connection.execute(
+        "SELECT name, look, creator, created FROM rooms"
+    ):
+        tables.rooms[name] = (look, creator, created)
+        tables.looks[look] = name
+        tables.members[name] = {}
+        tables.created.setdefault(creator, []).append(created)
+    for room, user, joined in connection.execute("SELECT room, user, joined FROM members"):
+        tables.members.setdefault(room, {})[user] = joined
+        tables.rooms_of.setdefault(user, {})[room] = joined
+    for user, room, seen in connection.execute("SELECT user, room, seen FROM positions"):
+        tables.positions.setdefault(user, {})[room] = seen
+    return tables
+
+
+def _load_last(connection: sqlite3.Connection) -> dict[str, int]:
+    return dict(connection.execute("SELECT conversation, last FROM conversations"))
 
 
 def _create_private(path: Path) -> None:
@@ -157,10 +229,12 @@ class SqliteState:
         mailbox_limit: int,
         reactor: Any,
         stats: Stats | None = None,
+        history_limits: tuple[float, int] = (30.0, 10_000),
     ) -> None:
+        """``history_limits``: (days, messages per conversation) kept."""
         self.path = path
         stats = stats or Stats()
-        blocks, counts = open_state(path)
+        loaded = open_state(path)
         self.pool = adbapi.ConnectionPool(
             "sqlite3",
             str(path),
@@ -173,8 +247,18 @@ class SqliteState:
             cp_reactor=reactor,
         )
         timed = TimedWrites(reactor, stats)
-        self.blocks = SqliteBlockStore(self.pool, blocks, timed)
-        self.mailbox = SqliteMailbox(self.pool, counts, mailbox_limit, timed)
+        self.writes = GroupCommit(self.pool, timed)
+        self.blocks = SqliteBlockStore(self.pool, loaded.blocks, timed)
+        self.mailbox = SqliteMailbox(self.writes, self.pool, loaded.mail_counts, mailbox_limit)
+        days, kept = history_limits
+        self.rooms = SqliteRoomStore(self.pool, loaded.rooms, timed)
+        self.history = SqliteHistory(
+            self.writes, self.pool, loaded.last_msgids, reactor, days, kept
+        )
+
+    def start(self) -> None:
+        """The history's sweep of what is older than its days, once a minute."""
+        self.history.start()
 
     def close(self) -> Deferred[None]:
         """Checkpoint (the database file alone then holds everything, and the -wal file
@@ -188,34 +272,20 @@ class SqliteState:
             self.log.failure("checkpointing {path} at stop", failure, path=str(self.path))
 
         def close(_: object) -> None:
+            self.history.stop()
             self.pool.close()
 
-        # Appends still being written go in first: an acknowledged message is durable.
-        d: Deferred[None] = self.mailbox.drained().addCallback(
+        # Writes still under way go in first: an acknowledged message is durable.
+        d: Deferred[None] = self.writes.drained().addCallback(
             lambda _: self.pool.runInteraction(checkpoint)
         )
         return d.addErrback(failed).addCallback(close)
 
 
-class TimedWrites:
-    """Times each durable write and counts the ones that fail (``metrics``)."""
-
-    def __init__(self, clock: IReactorTime, stats: Stats) -> None:
-        self._clock = clock
-        self._stats = stats
-
-    def __call__(self, write: Deferred[Any]) -> Deferred[Any]:
-        started = self._clock.seconds()
-        stats = self._stats
-
-        def done(result: object) -> object:
-            if isinstance(result, Failure):
-                stats.store_errors += 1
-            elif stats.timing:
-                stats.store_writes.observe(self._clock.seconds() - started)
-            return result
-
-        return write.addBoth(done)
+def _insert_offline(cursor: Any, rows: list[tuple[str, str, str, float, int]]) -> None:
+    cursor.executemany(
+        "INSERT INTO offline (recipient, sender, text, sent, msgid) VALUES (?, ?, ?, ?, ?)", rows
+    )
 
 
 @implementer(IBlockStore)
@@ -258,21 +328,17 @@ class SqliteBlockStore(BlockIndex):
 
 
 @implementer(IMailbox)
+@implementer(IMailbox)
 class SqliteMailbox:
     """Offline messages in the ``offline`` table, in the order they were accepted."""
 
     def __init__(
-        self, pool: adbapi.ConnectionPool, counts: dict[str, int], limit: int, timed: TimedWrites
+        self, writes: GroupCommit, pool: adbapi.ConnectionPool, counts: dict[str, int], limit: int
     ) -> None:
+        self._writes = writes
         self._pool = pool
-        self._timed = timed
         self.quota = MailboxQuota(limit, counts)
         """Messages stored or being stored per recipient (loaded at start)."""
-        self._waiting: list[tuple[str, StoredMessage, Deferred[None]]] = []
-        """Appends that came while a batch was being written: the next batch."""
-        self._writing: Deferred[None] | None = None
-        """The batch being written (None: none)."""
-        self._drain_waiters: list[Deferred[None]] = []
 
     @property
     def limit(self) -> int:
@@ -283,56 +349,23 @@ class SqliteMailbox:
             self.quota.reserve(recipient)
         except QueueFull as e:
             return fail(e)
+        row = (recipient, message.sender, message.text, message.sent, message.msgid)
 
-        stored: Deferred[None] = Deferred()
-        self._waiting.append((recipient, message, stored))
-        if self._writing is None:
-            self._write_batch()
-        return stored
+        def not_stored(failure: Failure) -> Failure:
+            self.quota.release(recipient, 1)  # never stored: the cap frees
+            return failure
 
-    def _write_batch(self) -> None:
-        """Group commit: every append that came while the last batch was written goes
-        in one transaction, so one fsync; each is acknowledged once its batch is
-        committed (durable), in the order they came."""
-        batch, self._waiting = self._waiting, []
-        rows = [(r, m.sender, m.text, m.sent) for r, m, _ in batch]
-
-        def insert(cursor: Any) -> None:
-            cursor.executemany(
-                "INSERT INTO offline (recipient, sender, text, sent) VALUES (?, ?, ?, ?)", rows
-            )
-
-        def done(result: object) -> None:
-            self._writing = None
-            for recipient, _, stored in batch:
-                if isinstance(result, Failure):
-                    self.quota.release(recipient, 1)  # never stored: the cap frees
-                    stored.errback(result)
-                else:
-                    stored.callback(None)
-            if self._waiting:
-                self._write_batch()
-                return
-            waiters, self._drain_waiters = self._drain_waiters, []
-            for waiter in waiters:
-                waiter.callback(None)
-
-        self._writing = self._timed(self._pool.runInteraction(insert))
-        self._writing.addBoth(done)
+        return self._writes.add(_insert_offline, row).addCallbacks(lambda _: None, not_stored)
 
     def drained(self) -> Deferred[None]:
         """Fires once every append made so far is written (or has failed)."""
-        if self._writing is None and not self._waiting:
-            return succeed(None)
-        done: Deferred[None] = Deferred()
-        self._drain_waiters.append(done)
-        return done
+        return self._writes.drained()
 
     def pending(self, recipient: str) -> Deferred[list[StoredMessage]]:
         if not self.quota.holds_mail(recipient):
             return succeed([])
         d: Deferred[list[Any]] = self._pool.runQuery(
-            "SELECT sender, text, sent, id FROM offline WHERE recipient = ? ORDER BY id",
+            "SELECT sender, text, sent, id, msgid FROM offline WHERE recipient = ? ORDER BY id",
             (recipient,),
         )
         return d.addCallback(lambda rows: [StoredMessage(*row) for row in rows])

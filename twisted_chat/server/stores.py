@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
+from itertools import islice
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from twisted_chat.errors import QueueFull
-from twisted_chat.interfaces import IBlockStore, IMailbox, StoredMessage
+from twisted_chat.interfaces import (
+    HistoryLine,
+    IBlockStore,
+    IHistory,
+    IMailbox,
+    IRoomStore,
+    StoredMessage,
+)
 
 DEFAULT_MAILBOX_LIMIT = 100
 """Offline messages one user may have waiting. ejabberd's default is 100 and Ergo keeps
@@ -151,3 +160,152 @@ class MemoryMailbox:
             else:
                 del self._queues[recipient]
         return succeed(None)
+
+
+class RoomTables:
+    """Rooms, members and positions as dicts: what the memory store keeps, and what
+    the SQLite store keeps in memory beside its file (so that no read waits on the
+    disk). Every method is O(1) or O(its answer)."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, tuple[str, str, float]] = {}
+        """room -> (look, creator, created)."""
+        self.looks: dict[str, str] = {}
+        """look -> room."""
+        self.created: dict[str, list[float]] = {}
+        """creator -> when each of their rooms was created."""
+        self.members: dict[str, dict[str, int]] = {}
+        """room -> member -> the msgid they joined after."""
+        self.rooms_of: dict[str, dict[str, int]] = {}
+        self.positions: dict[str, dict[str, int]] = {}
+
+    def create(self, room: str, look: str, creator: str, when: float) -> str | None:
+        existing = room if room in self.rooms else self.looks.get(look)
+        if existing is not None:
+            return existing
+        self.rooms[room] = (look, creator, when)
+        self.looks[look] = room
+        self.members[room] = {}
+        self.created.setdefault(creator, []).append(when)
+        return None
+
+    def created_since(self, user: str, since: float) -> int:
+        return sum(1 for when in self.created.get(user, ()) if when >= since)
+
+    def add_member(
+        self, room: str, user: str, joined: int, max_members: int, max_rooms: int
+    ) -> str:
+        members = self.members.get(room)
+        if members is None:
+            return "no-room"
+        if user in members:
+            return "member"
+        if len(members) >= max_members:
+            return "full"
+        mine = self.rooms_of.setdefault(user, {})
+        if len(mine) >= max_rooms:
+            return "too-many"
+        members[user] = joined
+        mine[room] = joined
+        return "ok"
+
+    def remove_member(self, room: str, user: str) -> bool:
+        members = self.members.get(room)
+        if members is None or members.pop(user, None) is None:
+            return False
+        mine = self.rooms_of.get(user, {})
+        mine.pop(room, None)
+        if not mine:
+            self.rooms_of.pop(user, None)
+        return True
+
+    def save_positions(self, user: str, positions: dict[str, int]) -> None:
+        mine = self.positions.setdefault(user, {})
+        for room, msgid in positions.items():
+            if msgid > mine.get(room, 0):
+                mine[room] = msgid
+
+
+@implementer(IRoomStore)
+class MemoryRoomStore:
+    """Rooms in memory only (``--in-memory``): lost at exit, as the rest."""
+
+    def __init__(self) -> None:
+        self.tables = RoomTables()
+
+    def create(self, room: str, look: str, creator: str, when: float) -> Deferred[str | None]:
+        return succeed(self.tables.create(room, look, creator, when))
+
+    def created_since(self, user: str, since: float) -> Deferred[int]:
+        return succeed(self.tables.created_since(user, since))
+
+    def add_member(
+        self, room: str, user: str, joined: int, max_members: int, max_rooms: int
+    ) -> Deferred[str]:
+        return succeed(self.tables.add_member(room, user, joined, max_members, max_rooms))
+
+    def remove_member(self, room: str, user: str) -> Deferred[bool]:
+        return succeed(self.tables.remove_member(room, user))
+
+    def members(self, room: str) -> Deferred[dict[str, int] | None]:
+        members = self.tables.members.get(room)
+        return succeed(None if members is None else dict(members))
+
+    def rooms_of(self, user: str) -> Deferred[dict[str, int]]:
+        return succeed(dict(self.tables.rooms_of.get(user, {})))
+
+    def member_counts(self, rooms: Sequence[str]) -> Deferred[dict[str, int]]:
+        members = self.tables.members
+        return succeed({room: len(members.get(room, ())) for room in rooms})
+
+    def positions(self, user: str) -> Deferred[dict[str, int]]:
+        return succeed(dict(self.tables.positions.get(user, {})))
+
+    def save_positions(self, user: str, positions: dict[str, int]) -> Deferred[None]:
+        self.tables.save_positions(user, positions)
+        return succeed(None)
+
+
+@implementer(IHistory)
+class MemoryHistory:
+    """Each conversation as a deque of its newest ``limit`` messages (``--in-memory``);
+    messages older than ``days`` go as new ones come."""
+
+    def __init__(self, clock: IReactorTime, days: float, limit: int) -> None:
+        self._clock = clock
+        self._days = days
+        self._limit = limit
+        self._lines: dict[str, deque[HistoryLine]] = {}
+        self._last: dict[str, int] = {}
+
+    def append(self, conversation: str, sender: str, text: str, sent: float) -> Deferred[int]:
+        msgid = self._last.get(conversation, 0) + 1
+        self._last[conversation] = msgid
+        lines = self._lines.get(conversation)
+        if lines is None:
+            lines = self._lines[conversation] = deque(maxlen=self._limit)
+        lines.append(HistoryLine(msgid, sender, text, sent))
+        cutoff = self._clock.seconds() - self._days * 86400
+        while lines and lines[0].sent < cutoff:
+            lines.popleft()
+        return succeed(msgid)
+
+    # A conversation's msgids are consecutive (appended at the end, dropped from the
+    # start), so a msgid's place in its deque is its distance from the first one.
+
+    def before(self, conversation: str, before: int, limit: int) -> Deferred[list[HistoryLine]]:
+        lines = self._lines.get(conversation)
+        if not lines:
+            return succeed([])
+        end = len(lines) if not before else max(0, min(len(lines), before - lines[0].msgid))
+        return succeed(list(islice(lines, max(0, end - limit), end)))
+
+    def after(self, conversation: str, after: int, limit: int) -> Deferred[list[HistoryLine]]:
+        lines = self._lines.get(conversation)
+        if not lines:
+            return succeed([])
+        start = max(0, after + 1 - lines[0].msgid)
+        return succeed(list(islice(lines, start, start + limit)))
+
+    def last_ids(self, conversations: Sequence[str]) -> Deferred[dict[str, int]]:
+        return succeed({c: self._last.get(c, 0) for c in conversations})

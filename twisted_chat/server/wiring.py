@@ -27,8 +27,10 @@ from twisted_chat.interfaces import (
     IAccountStore,
     IBlockStore,
     IDirectory,
+    IHistory,
     IMailbox,
     IPrivateRequests,
+    IRoomStore,
     IStrikeStore,
 )
 from twisted_chat.server.accounts import BlockingRunner, CredentialsFile
@@ -42,10 +44,16 @@ from twisted_chat.server.options import DEFAULT_LIMITS
 from twisted_chat.server.output import turn_listening_reactor
 from twisted_chat.server.passwords import HashCheck, HashChecker
 from twisted_chat.server.protocol import ChatServerFactory
+from twisted_chat.server.rooms import RoomLimits
 from twisted_chat.server.service import ChatRunning, ChatService, StoresService
 from twisted_chat.server.sqlite_store import SqliteState, StateFileError
 from twisted_chat.server.stats import Stats
-from twisted_chat.server.stores import MemoryBlockStore, MemoryMailbox
+from twisted_chat.server.stores import (
+    MemoryBlockStore,
+    MemoryHistory,
+    MemoryMailbox,
+    MemoryRoomStore,
+)
 
 
 @dataclasses.dataclass
@@ -58,8 +66,12 @@ class Seams:
     directory: IDirectory
     requests: IPrivateRequests
     strikes: IStrikeStore
+    rooms: IRoomStore
+    history: IHistory
     closers: list[Callable[[], object]] = dataclasses.field(default_factory=list)
     """Called when the server stops, after every session ended (closing stores)."""
+    starters: list[Callable[[], object]] = dataclasses.field(default_factory=list)
+    """Called when the server starts (the stores' own timers)."""
     membership: Callable[[Chat], IService] | None = None
     """Makes the service that keeps this process a member of a larger chat."""
 
@@ -77,6 +89,7 @@ class ServerParts:
     """This process's membership of a chat on Redis (None: a chat of its own)."""
     hash_queue: Callable[[], int] | None = None
     """Password hash checks running or waiting now (for the metrics; None: inline)."""
+    starters: list[Callable[[], object]] = dataclasses.field(default_factory=list)
 
 
 def build_parts(
@@ -121,16 +134,26 @@ def build_parts(
         seams.mailbox,
         seams.directory,
         seams.requests,
+        seams.rooms,
+        seams.history,
         timeout=options["timeout"],
         private_request_ttl=options["private-request-ttl"],
         stats=stats,
+        room_limits=options["room-limits"],
     )
     lockout = Lockout(seams.strikes, options["block-duration"])
     portal = Portal(ChatRealm(chat), [LockoutPasswordChecker(chat.accounts, lockout)])
     factory = ChatServerFactory(chat, portal, options["limits"], stats)
     membership = seams.membership(chat) if seams.membership is not None else None
     return ServerParts(
-        chat, factory, lockout, stats, closers + seams.closers, membership, hash_queue
+        chat,
+        factory,
+        lockout,
+        stats,
+        closers + seams.closers,
+        membership,
+        hash_queue,
+        seams.starters,
     )
 
 
@@ -140,16 +163,29 @@ def local_seams(
     """A chat that is this one process: SQLite (or memory) for what lasts."""
     blocks: IBlockStore
     mailbox: IMailbox
+    rooms: IRoomStore
+    history: IHistory
     closers: list[Callable[[], object]] = []
+    starters: list[Callable[[], object]] = []
+    limits: RoomLimits = options["room-limits"]
     if options["in-memory"]:
         blocks, mailbox = MemoryBlockStore(), MemoryMailbox(options["mailbox-limit"])
+        rooms = MemoryRoomStore()
+        history = MemoryHistory(clock, limits.history_days, limits.history_max)
     else:
         try:
-            state = SqliteState(Path(options["state"]), options["mailbox-limit"], clock, stats)
+            state = SqliteState(
+                Path(options["state"]),
+                options["mailbox-limit"],
+                clock,
+                stats,
+                (limits.history_days, limits.history_max),
+            )
         except StateFileError as e:
             raise usage.UsageError(str(e)) from e
-        blocks, mailbox = state.blocks, state.mailbox
+        blocks, mailbox, rooms, history = state.blocks, state.mailbox, state.rooms, state.history
         closers.append(state.close)
+        starters.append(state.start)
     return Seams(
         accounts,
         blocks,
@@ -157,7 +193,10 @@ def local_seams(
         LocalDirectory(mailbox),
         MemoryPrivateRequests(),
         MemoryStrikes(clock, options["block-duration"]),
+        rooms,
+        history,
         closers,
+        starters,
     )
 
 
@@ -187,7 +226,7 @@ def build_service(options: usage.Options, reactor: Any) -> ChatService:
         options["limits"] = dataclasses.replace(limits, max_connections=fitted)
     parts = build_parts(options, reactor)
     chat_service = ChatService(parts.factory)
-    StoresService(parts.closers).setServiceParent(chat_service)
+    StoresService(parts.closers, parts.starters).setServiceParent(chat_service)
     if parts.membership is not None:
         # Stopped after the chat (sessions ended), then leaves: one step releases
         # every user of this node in Redis.

@@ -298,7 +298,7 @@ class ClusterNode(Service):
         for user, node in pairs(online):
             if node != self.node_id and node in numbers:
                 roster.add(user, node_key(node, numbers[node]))
-        self.chat.history.load((user, float(when)) for user, when in pairs(lastseen))
+        self.chat.logouts.load((user, float(when)) for user, when in pairs(lastseen))
 
     # --- the inbox ------------------------------------------------------------------------
 

@@ -30,6 +30,14 @@ The key layout (docs/scaling.md), all under ``chat:``:
 ``mailseq``                    counter: mail keys, increasing
 ``private:<a><TAB><b>``        string: a's pending request to b, [token, fingerprint]
 ``privateof:<u>``              set: "a<TAB>b" requests u takes part in
+``hist:<conversation>``        stream, ids ``0-<msgid>``: s, t, w (sender, text, time)
+``hlast``                      hash: conversation -> its newest msgid (never reused)
+``room:<#room>``               hash: look, creator, created
+``roomlooks``                  hash: what a room's name looks like -> the room
+``created:<u>``                sorted set: rooms u created, by when
+``members:<#room>``            hash: member -> the msgid they joined after
+``roomsof:<u>``                hash: room -> the msgid u joined after
+``seen:<u>``                   hash: room -> the newest msgid u was sent
 =============================  =====================================================
 
 An inbox entry has the field ``e`` (the event) and, for a direct message, ``to`` (its
@@ -470,6 +478,108 @@ for _, pair in ipairs(redis.call('SMEMBERS', set)) do
 end
 redis.call('DEL', set)
 return out
+""",
+)
+
+
+# --- rooms and history ---------------------------------------------------------------------
+
+HISTORY_APPEND = Primitive(
+    "history-append",
+    r"""
+-- ARGV: conversation, sender, text, sent, cap, cutoff, ttl (ms). The message, as the
+-- next msgid of the conversation (a counter that outlives the stream, so no msgid is
+-- given twice), at most cap kept and none older than cutoff (a few of the oldest go
+-- per append: they only ever go from the start). Returns the msgid.
+local conversation, cap, cutoff = ARGV[1], tonumber(ARGV[5]), tonumber(ARGV[6])
+local key = P .. 'hist:' .. conversation
+local msgid = redis.call('HINCRBY', P .. 'hlast', conversation, 1)
+redis.call('XADD', key, 'MAXLEN', cap, '0-' .. msgid, 's', ARGV[2], 't', ARGV[3], 'w', ARGV[4])
+for _, entry in ipairs(redis.call('XRANGE', key, '-', '+', 'COUNT', 10)) do
+  local fields = entry[2]
+  local sent = nil
+  for i = 1, #fields, 2 do
+    if fields[i] == 'w' then sent = tonumber(fields[i + 1]) end
+  end
+  if sent and sent < cutoff then redis.call('XDEL', key, entry[1]) else break end
+end
+redis.call('PEXPIRE', key, ARGV[7])
+return msgid
+""",
+)
+
+ROOM_CREATE = Primitive(
+    "room-create",
+    r"""
+-- ARGV: room, look, creator, when. Made unless a room has the name or looks the same
+-- (false), else the existing room's name.
+local room, look, creator, when = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('EXISTS', P .. 'room:' .. room) == 1 then return room end
+local existing = redis.call('HGET', P .. 'roomlooks', look)
+if existing then return existing end
+redis.call('HSET', P .. 'room:' .. room, 'look', look, 'creator', creator, 'created', when)
+redis.call('HSET', P .. 'roomlooks', look, room)
+redis.call('ZADD', P .. 'created:' .. creator, when, room)
+return false
+""",
+)
+
+ROOM_ADD_MEMBER = Primitive(
+    "room-add-member",
+    r"""
+-- ARGV: room, user, joined, max members, max rooms. Into both capped maps at once:
+-- 'ok', 'member', 'no-room', 'full' or 'too-many'.
+local room, user, joined = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('EXISTS', P .. 'room:' .. room) == 0 then return 'no-room' end
+local members, mine = P .. 'members:' .. room, P .. 'roomsof:' .. user
+if redis.call('HEXISTS', members, user) == 1 then return 'member' end
+if redis.call('HLEN', members) >= tonumber(ARGV[4]) then return 'full' end
+if redis.call('HLEN', mine) >= tonumber(ARGV[5]) then return 'too-many' end
+redis.call('HSET', members, user, joined)
+redis.call('HSET', mine, room, joined)
+return 'ok'
+""",
+)
+
+ROOM_REMOVE_MEMBER = Primitive(
+    "room-remove-member",
+    r"""
+-- ARGV: room, user. Out of both maps: 1, or 0 if not in them.
+local removed = redis.call('HDEL', P .. 'members:' .. ARGV[1], ARGV[2])
+redis.call('HDEL', P .. 'roomsof:' .. ARGV[2], ARGV[1])
+return removed
+""",
+)
+
+ROOM_MEMBERS = Primitive(
+    "room-members",
+    r"""
+-- ARGV: room. Its members (flat: user, joined, ...), or false if there is no room.
+if redis.call('EXISTS', P .. 'room:' .. ARGV[1]) == 0 then return false end
+return redis.call('HGETALL', P .. 'members:' .. ARGV[1])
+""",
+)
+
+ROOM_COUNTS = Primitive(
+    "room-counts",
+    r"""
+-- ARGV: room, room, ... How many members each has, in order.
+local out = {}
+for i, room in ipairs(ARGV) do out[i] = redis.call('HLEN', P .. 'members:' .. room) end
+return out
+""",
+)
+
+SAVE_POSITIONS = Primitive(
+    "save-positions",
+    r"""
+-- ARGV: user, room, msgid, room, msgid, ... Each moves only forward.
+local key = P .. 'seen:' .. ARGV[1]
+for i = 2, #ARGV, 2 do
+  local seen = tonumber(redis.call('HGET', key, ARGV[i]) or '0')
+  if tonumber(ARGV[i + 1]) > seen then redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+end
+return 1
 """,
 )
 

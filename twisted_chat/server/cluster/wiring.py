@@ -14,6 +14,7 @@ from twisted_chat.server.cluster.directory import RedisDirectory
 from twisted_chat.server.cluster.node import ClusterNode
 from twisted_chat.server.cluster.primitives import SOURCES, Primitives
 from twisted_chat.server.cluster.redis import RedisClient
+from twisted_chat.server.cluster.rooms import RedisHistory, RedisRoomStore
 from twisted_chat.server.cluster.stores import (
     ClusterAccounts,
     ClusterBlocks,
@@ -45,6 +46,7 @@ def node_seams(
     accounts = ClusterAccounts(file, redis, node_id, check_hash)
     blocks = ClusterBlocks(redis, node_id)
     directory = RedisDirectory(redis, node_id)
+    limits = options["room-limits"]
     return Seams(
         accounts,
         blocks,
@@ -52,6 +54,8 @@ def node_seams(
         directory,
         RedisPrivateRequests(redis),
         RedisStrikes(redis),
+        RedisRoomStore(redis),
+        RedisHistory(redis, reactor, limits.history_days, limits.history_max),
         membership=partial(
             ClusterNode,
             reactor,

@@ -1,0 +1,106 @@
+"""How the SQLite state is written: every write on the one connection, timed for the
+metrics (:class:`TimedWrites`), and the writes that come together committed together
+(:class:`GroupCommit`): offline mail and history share one transaction, so one fsync,
+per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+
+from twisted_chat.server.stats import Stats
+
+
+class TimedWrites:
+    """Times each durable write and counts the ones that fail (``metrics``)."""
+
+    def __init__(self, clock: IReactorTime, stats: Stats) -> None:
+        self._clock = clock
+        self._stats = stats
+
+    def __call__(self, write: Deferred[Any]) -> Deferred[Any]:
+        started = self._clock.seconds()
+        stats = self._stats
+
+        def done(result: object) -> object:
+            if isinstance(result, Failure):
+                stats.store_errors += 1
+            elif stats.timing:
+                stats.store_writes.observe(self._clock.seconds() - started)
+            return result
+
+        return write.addBoth(done)
+
+
+class GroupCommit:
+    """Group commit over the one connection: every write that comes while a batch is
+    being written goes in the next batch, one transaction and so one fsync for all of
+    them, each acknowledged once its batch is committed (durable), in the order they
+    came. Writes of one kind in a batch are written together (``executemany``), each
+    kind by its own function, so offline mail and history share the fsyncs."""
+
+    def __init__(self, pool: adbapi.ConnectionPool, timed: TimedWrites) -> None:
+        self._pool = pool
+        self._timed = timed
+        self._waiting: list[tuple[BatchWriter, Any, Deferred[Any]]] = []
+        """Writes that came while a batch was being written: the next batch."""
+        self._writing: Deferred[None] | None = None
+        self._drain_waiters: list[Deferred[None]] = []
+
+    def add(self, writer: BatchWriter, row: Any) -> Deferred[Any]:
+        """Write ``row`` with ``writer`` in the next batch; fires with what ``writer``
+        answered for it (None if nothing) once committed."""
+        written: Deferred[Any] = Deferred()
+        self._waiting.append((writer, row, written))
+        if self._writing is None:
+            self._write_batch()
+        return written
+
+    def _write_batch(self) -> None:
+        batch, self._waiting = self._waiting, []
+        kinds: dict[BatchWriter, list[Any]] = {}
+        for writer, row, _ in batch:
+            kinds.setdefault(writer, []).append(row)
+
+        def write(cursor: Any) -> dict[BatchWriter, list[Any] | None]:
+            return {writer: writer(cursor, rows) for writer, rows in kinds.items()}
+
+        def done(result: object) -> None:
+            self._writing = None
+            place: dict[BatchWriter, int] = {}
+            for writer, _, written in batch:
+                if isinstance(result, Failure):
+                    written.errback(result)
+                    continue
+                assert isinstance(result, dict)
+                index = place.get(writer, 0)
+                place[writer] = index + 1
+                answers = result[writer]
+                written.callback(answers[index] if answers else None)
+            if self._waiting:
+                self._write_batch()
+                return
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+        self._writing = self._timed(self._pool.runInteraction(write))
+        self._writing.addBoth(done)
+
+    def drained(self) -> Deferred[None]:
+        """Fires once every write added so far is committed (or has failed)."""
+        if self._writing is None and not self._waiting:
+            return succeed(None)
+        done: Deferred[None] = Deferred()
+        self._drain_waiters.append(done)
+        return done
+
+
+BatchWriter = Callable[[Any, list[Any]], list[Any] | None]
+"""Writes rows of one kind with a cursor, inside a batch's transaction; may answer one
+value per row (in order)."""
