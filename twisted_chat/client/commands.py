@@ -136,10 +136,14 @@ def parse_command(line: str) -> Command:
     if name in ("join", "leave", "members") and not args[0].startswith("#"):
         raise CommandError(f"Usage: {spec.usage}  (a room's name starts with #: #{args[0]})")
     count = args[1] if name == "history" else "more"
-    if count != "more":
-        if not count.isascii() or not count.isdigit() or not 1 <= int(count) <= MAX_HISTORY:
-            raise CommandError(f"Usage: {spec.usage}  (a number from 1 to {MAX_HISTORY}, or more)")
+    if count != "more" and not _whole_number(count, 1, MAX_HISTORY):
+        raise CommandError(f"Usage: {spec.usage}  (a number from 1 to {MAX_HISTORY}, or more)")
     return Command(name, tuple(args))
+
+
+def _whole_number(text: str, low: int, high: int) -> bool:
+    # ASCII digits only: str.isdigit() also says yes to "²", which int() refuses.
+    return text.isascii() and text.isdigit() and low <= int(text) <= high
 
 
 def help_text() -> str:
