@@ -25,6 +25,10 @@ def test_the_benchmark_runs_every_workload_against_every_target() -> None:
             "200",
             "--rounds",
             "2",
+            "--history-stored",
+            "300",
+            "--history-queries",
+            "20",
             "--targets",
             "ours,relay,words,ngircd,redis,redis2",
         ],
@@ -43,9 +47,13 @@ def test_the_benchmark_runs_every_workload_against_every_target() -> None:
         "direct: delivered msgs/s",
         "direct: lost",
         "broadcast: last recipient (ms, median)",
+        "a room of every user: last member (ms, median)",
+        "history: the newest 50 of the room, latency p99 (ms)",
         "idle: server RSS per user (KiB)",
     ):
         assert metric in rows
+    # Every member got each room message (an infinite time says one did not).
+    assert "inf" not in rows["a room of every user: last member (ms, median)"]
     assert rows["direct: lost"].split(" | ")[1] == "0.00"  # nothing lost by us
     assert rows["direct: misdelivered"].split(" | ")[1] == "0.00"
     assert "ngIRCd" in run.stdout  # measured, or skipped with a line saying why

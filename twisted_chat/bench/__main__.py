@@ -27,6 +27,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="messages to offline users (servers that store them), then collected at "
         "login [default: 20 per user]",
     )
+    parser.add_argument(
+        "--history-stored",
+        type=int,
+        default=100_000,
+        help="messages kept in one room before its history is read (servers with history)",
+    )
+    parser.add_argument(
+        "--history-queries", type=int, default=500, help="reads of that room's newest 50"
+    )
     parser.add_argument("--workers", type=int, default=2, help="load-generating processes")
     parser.add_argument("--targets", default="ours,relay,words,ngircd")
     parser.add_argument("--seed", type=int, default=1)
@@ -51,6 +60,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--offline-messages must be 1..1000000")
     if not 2 <= args.users <= 20000 or not 1 <= args.messages <= 10**6:
         parser.error("--users must be 2..20000 and --messages 1..1000000")
+    if not 1 <= args.history_stored <= 10**6 or not 1 <= args.history_queries <= 10**5:
+        parser.error("--history-stored must be 1..1000000 and --history-queries 1..100000")
     if not 1 <= args.runs <= 20:
         parser.error("--runs must be 1..20")
     if not 1 <= args.workers <= 16 or args.window < 1 or args.rounds < 1:

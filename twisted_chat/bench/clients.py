@@ -87,15 +87,21 @@ class ChatBenchClient(BenchClient):
     markers = (
         b'"type":"message"',
         b'"type":"broadcast"',
+        b'"type":"room-message"',
         b'"type":"ping"',
         b'"type":"error"',
         b'"stored":true',
         b'"id":"block"',
+        b'"id":"join"',
+        b'"id":"h',
     )
     on_ack: Callable[[int], None] = staticmethod(lambda request_id: None)
-    on_ok: Callable[[int], None] = staticmethod(lambda request_id: None)
-    """Called when the server confirms a block."""
     """Called with the id of each message the server acknowledged as stored (durable)."""
+    on_ok: Callable[[int], None] = staticmethod(lambda request_id: None)
+    """Called when the server confirms a block, or a join."""
+    on_history: Callable[[str], None] = staticmethod(lambda request_id: None)
+    """Called with the id of each history request (or room message sent with an id)
+    the server answered."""
 
     def connectionMade(self) -> None:
         self.transport.write(
@@ -107,7 +113,11 @@ class ChatBenchClient(BenchClient):
         )
 
     def line_received(self, line: bytes) -> None:
-        if b'"type":"message"' in line or b'"type":"broadcast"' in line:
+        if (
+            b'"type":"message"' in line
+            or b'"type":"broadcast"' in line
+            or b'"type":"room-message"' in line
+        ):
             frame = json.loads(line)
             self.on_text(frame["sender"], self.name, frame["text"])
         elif b'"type":"ping"' in line:
@@ -116,8 +126,10 @@ class ChatBenchClient(BenchClient):
             self._logged_in()
         elif b'"type":"ok"' in line and b'"stored":true' in line:
             self.on_ack(int(json.loads(line)["id"]))
-        elif b'"type":"ok"' in line and b'"id":"block"' in line:
+        elif b'"type":"ok"' in line and (b'"id":"block"' in line or b'"id":"join"' in line):
             self.on_ok(0)
+        elif b'"type":"ok"' in line and b'"id":"h' in line:
+            self.on_history(str(json.loads(line)["id"]))
         elif b'"type":"error"' in line:
             self._problem(line.decode("utf-8", "replace"))
 
@@ -133,6 +145,23 @@ class ChatBenchClient(BenchClient):
 
     def send_block(self, user: str) -> None:
         self.transport.write(b'{"type":"block","user":"%s","id":"block"}\n' % user.encode())
+
+    def send_join(self, room: str) -> None:
+        self.transport.write(b'{"type":"join","room":"%s","id":"join"}\n' % room.encode())
+
+    def send_room(self, room: str, text: str, request_id: str | None = None) -> None:
+        """A message to a room; with ``request_id`` (``h...``), answered once kept."""
+        with_id = b',"id":"%s"' % request_id.encode() if request_id else b""
+        self.transport.write(
+            b'{"type":"message","to":"%s","text":"%s"%s}\n'
+            % (room.encode(), text.encode(), with_id)
+        )
+
+    def send_history(self, target: str, limit: int, request_id: str) -> None:
+        self.transport.write(
+            b'{"type":"history","target":"%s","limit":%d,"id":"%s"}\n'
+            % (target.encode(), limit, request_id.encode())
+        )
 
     def send_stored(self, to: str, text: str, request_id: int) -> None:
         """A message to an offline user, with an id: acknowledged once durable."""

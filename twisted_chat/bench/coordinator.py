@@ -195,11 +195,51 @@ class Run:
 
     async def broadcast(self) -> None:
         rounds = self.args.rounds
+        cpu0 = self._server()[1]
         times = [
             await self._broadcast_once(f"all {n}", self.args.phase_limit / rounds)
             for n in range(rounds)
         ]
         self.results["broadcast_last_ms"] = statistics.median(times) * 1000
+        copies = rounds * (self.args.users - 1)
+        self.results["broadcast_us_per_copy"] = 1e6 * (self._server()[1] - cpu0) / copies
+
+    async def room(self) -> None:
+        """Every user joins one room, then one member speaks in it, ``--rounds``
+        times: until the last member has it, and server CPU per copy delivered."""
+        room = "#bench"
+        for worker in self.workers:
+            worker.command("join", room=room)
+        await self.all("joined", self.args.phase_limit)
+        rounds = self.args.rounds
+        cpu0 = self._server()[1]
+        times = [
+            await self._broadcast_once(f"room {n}", self.args.phase_limit / rounds, room=room)
+            for n in range(rounds)
+        ]
+        self.results["room_last_ms"] = statistics.median(times) * 1000
+        copies = rounds * (self.args.users - 1)
+        self.results["room_us_per_copy"] = 1e6 * (self._server()[1] - cpu0) / copies
+
+    async def history(self) -> None:
+        """A room's history filled with ``--history-stored`` messages, then its
+        newest 50 read ``--history-queries`` times, one at a time."""
+        stored, queries = self.args.history_stored, self.args.history_queries
+        self.progress.phase("history", stored, self.workers[:1])
+        self.workers[0].command(
+            "history",
+            speaker=self.shares[0][0],
+            room="#archive",
+            stored=stored,
+            queries=queries,
+            limit=50,
+        )
+        answer = await self.workers[0].next("history", self.args.phase_limit * 2)
+        self.progress.end()
+        latencies = sorted(answer["latencies"])
+        self.results["history_stored_per_s"] = answer["seeded_per_s"]
+        self.results["history_p50_ms"] = percentile(latencies, 50) * 1000
+        self.results["history_p99_ms"] = percentile(latencies, 99) * 1000
 
     async def broadcast_blocked(self) -> None:
         """A broadcast with a block list in force: a tenth of the users block the
@@ -216,17 +256,18 @@ class Run:
         self.results["broadcast_blocked_ms"] = statistics.median(times) * 1000
 
     async def _broadcast_once(
-        self, marker: str, limit: float, blockers: list[str] | None = None
+        self, marker: str, limit: float, blockers: list[str] | None = None, room: str = ""
     ) -> float:
-        """One user to all others: seconds until the last one has it (inf if not, or
-        if anyone who blocks the speaker got it)."""
+        """One user to all others (or to ``room``, whose members they all are):
+        seconds until the last one has it (inf if not, or if anyone who blocks the
+        speaker got it)."""
         speaker = self.shares[0][0]
         for worker in self.workers:
             worker.command(
                 "listen", marker=marker, speaker=speaker, limit=limit, blockers=blockers or []
             )
         await self.all("ready")
-        self.workers[0].command("send", speaker=speaker, marker=marker)
+        self.workers[0].command("send", speaker=speaker, marker=marker, room=room)
         sent = await self.workers[0].next("sent", 30)
         reports = await self.all("broadcast", limit + 30)
         if any(r["got"] != r["expected"] or r.get("leaked") for r in reports):
@@ -312,6 +353,11 @@ async def _one_round(
             await run.direct()
             say(f"{target.name}: broadcast")
             await run.broadcast()
+            if target.rooms:
+                say(f"{target.name}: a room of {args.users}")
+                await run.room()
+                say(f"{target.name}: history ({args.history_stored:,} kept, then read)")
+                await run.history()
             if target.durable:
                 say(f"{target.name}: broadcast with a block list")
                 await run.broadcast_blocked()

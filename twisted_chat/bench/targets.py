@@ -37,6 +37,10 @@ class Target:
     durable = False
     """Keeps messages for offline users (the offline-mail workload runs against it)."""
 
+    rooms = False
+    """Has rooms and history (the room and history workloads run against it). For the
+    IRC servers a room is their channel, whose message is the broadcast workload."""
+
     def available(self) -> str | None:
         """None, or why this target cannot run here."""
         return None
@@ -68,6 +72,7 @@ class Target:
 
 class OurServer(Target):
     durable = True
+    rooms = True
     hashed = False
     """Accounts stored as argon2id hashes (``--hashed``): logins then cost a hash check."""
 
@@ -104,6 +109,9 @@ OUR_OPTIONS = (
     "100000",
     "--mailbox-limit",
     "1000",
+    # The history workload keeps 100,000 messages in one room: all of them are kept.
+    "--history-max",
+    "200000",
     # As ngIRCd is configured below (PingTimeout 3600): no liveness pings
     # during a run, so that idle CPU compares like with like.
     "--ping-interval",

@@ -11,6 +11,10 @@ Commands and the events that answer them:
   and latencies.
 - ``listen`` (marker, speaker), then ``send`` (to the speaker's worker): ``ready``,
   ``sent`` (when it was sent) and ``broadcast`` (when the last of our users had it).
+- ``join`` (room): every user joins it; ``joined`` once all are in.
+- ``history`` (speaker, room, stored, queries, limit): the speaker fills a room's
+  history, then reads its newest messages again and again; ``history`` with how fast
+  it was kept and each read's latency.
 - ``close``: every connection is dropped and the process exits.
 
 Times are ``time.monotonic()``: one clock for every process on the machine, so a
@@ -288,9 +292,77 @@ class Worker:
         self.reactor.callLater(limit, report)
         self.emit({"event": "ready"})
 
-    def send(self, speaker: str, marker: str) -> None:
+    def send(self, speaker: str, marker: str, room: str = "") -> None:
+        """The speaker says ``marker`` to everyone online, or to ``room``."""
         self.emit({"event": "sent", "at": time.monotonic()})
-        self.clients[speaker].send_all(marker)
+        if room:
+            client = self.clients[speaker]
+            assert isinstance(client, ChatBenchClient)
+            client.send_room(room, marker)
+        else:
+            self.clients[speaker].send_all(marker)
+
+    def join(self, room: str) -> None:
+        """Every user of this worker joins ``room``; ``joined`` once the server has
+        confirmed every join (our protocol only)."""
+        ours = [c for c in self.clients.values() if isinstance(c, ChatBenchClient)]
+        waiting = {"left": len(ours)}
+
+        def confirmed(_: int) -> None:
+            waiting["left"] -= 1
+            if waiting["left"] == 0:
+                self.emit({"event": "joined", "members": len(ours)})
+
+        for client in ours:
+            client.on_ok = confirmed
+            client.send_join(room)
+        if not ours:
+            self.emit({"event": "joined", "members": 0})
+
+    async def history(self, speaker: str, room: str, stored: int, queries: int, limit: int) -> None:
+        """``speaker`` joins ``room`` (alone) and says ``stored`` messages there, then
+        asks for its last ``limit`` ``queries`` times, one at a time: how fast it was
+        kept, and each answer's latency."""
+        client = self.clients[speaker]
+        assert isinstance(client, ChatBenchClient)
+        answered: dict[str, Deferred[None]] = {}
+
+        def on_history(request_id: str) -> None:
+            waiting = answered.pop(request_id, None)
+            if waiting is not None:
+                waiting.callback(None)
+
+        def asked(request_id: str) -> Deferred[None]:
+            done: Deferred[None] = Deferred()
+            answered[request_id] = done
+            return done
+
+        client.on_history = on_history
+        joined: Deferred[None] = Deferred()
+        client.on_ok = lambda _: joined.callback(None) if not joined.called else None
+        client.send_join(room)
+        await joined
+        started = time.monotonic()
+        window = 2000
+        for n in range(stored):
+            if n % window == window - 1 or n == stored - 1:
+                # Every so often one with an id: the server's answer paces the sender.
+                kept = asked(f"h-seed-{n}")
+                client.send_room(room, f"kept {n}", f"h-seed-{n}")
+                await kept
+                self.progress(n + 1)
+            else:
+                client.send_room(room, f"kept {n}")
+        seeded = time.monotonic() - started
+        latencies = []
+        for n in range(queries):
+            request_id = f"h-read-{n}"
+            answer = asked(request_id)
+            began = time.monotonic()
+            client.send_history(room, limit, request_id)
+            await answer
+            latencies.append(time.monotonic() - began)
+        self.emit({"event": "history", "seeded_per_s": stored / seeded, "latencies": latencies})
 
     def close(self) -> None:
         problems = [p for c in self.clients.values() for p in c.problems]
@@ -340,6 +412,10 @@ class CommandReader(LineReceiver):
             worker.listen(**command)
         elif name == "send":
             worker.send(**command)
+        elif name == "join":
+            worker.join(**command)
+        elif name == "history":
+            Deferred.fromCoroutine(worker.history(**command)).addErrback(self._crash)
         elif name == "close":
             worker.close()
             self.reactor.callLater(0.1, self._finish)
