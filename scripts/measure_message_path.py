@@ -8,7 +8,11 @@ the machine's other processes that the full benchmark (``python -m
 twisted_chat.bench``) has. It prints the median and spread of several rounds.
 
     PYTHONPATH=. .venv/bin/python scripts/measure_message_path.py [--users N]
-        [--messages M] [--rounds R]
+        [--messages M] [--rounds R] [--server-option=--history-days=0 ...]
+
+The state is kept in memory (SQLite's writes run in a thread of their own, which this
+script does not model); ``--server-option`` passes a ``twistd chatserver`` option
+through.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--turn", type=int, default=100, help="messages per reactor turn")
+    parser.add_argument(
+        "--server-option", action="append", default=[], help="an option of the server"
+    )
     args = parser.parse_args()
 
     server = Server(
@@ -41,6 +48,7 @@ def main() -> None:
         "100000",
         "--max-connections",
         "100000",
+        *[part for option in args.server_option for part in option.split("=", 1)],
     )
     names = [f"u{n:05d}" for n in range(args.users)]
     with server.credentials.open("a") as f:

@@ -48,6 +48,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="store our accounts as argon2id hashes (logins then cost a hash check)",
     )
     parser.add_argument(
+        "--our-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="an option for our servers, after the benchmark's own, e.g. "
+        "--our-option=--history-days=0 (repeat for several)",
+    )
+    parser.add_argument(
         "--phase-limit",
         type=float,
         default=DEFAULT_PHASE_LIMIT,

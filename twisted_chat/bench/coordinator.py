@@ -310,6 +310,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         "medians, min-max in brackets); flood limits raised on every server that has them; "
         "twisted-chat's durable storage on"
         + ("; twisted-chat's accounts stored as argon2id hashes" if args.hashed else "")
+        + (f"; twisted-chat also given {' '.join(args.our_option)}" if args.our_option else "")
     )
     combined = {name: combine(done) for name, done in runs.items()}
     results = {name: medians for name, (medians, _) in combined.items()}
@@ -335,6 +336,9 @@ async def _one_round(
         target = TARGETS[key](reactor)
         if isinstance(target, OurServer):
             target.hashed = args.hashed
+            target.extra_options = tuple(
+                part for option in args.our_option for part in option.split("=", 1)
+            )
         why_not = target.available()
         if why_not:
             say(f"{target.name}: {why_not}")

@@ -75,11 +75,13 @@ class OurServer(Target):
     rooms = True
     hashed = False
     """Accounts stored as argon2id hashes (``--hashed``): logins then cost a hash check."""
+    extra_options: tuple[str, ...] = ()
+    """Options given with ``--our-option`` (e.g. ``--history-days 0``), after ours."""
 
     async def start(self, users: list[str]) -> None:
         await self.write_credentials(users)
         self.process, self.port = await launch.start_server(
-            self.reactor, self.workdir, *OUR_OPTIONS
+            self.reactor, self.workdir, *OUR_OPTIONS, *self.extra_options
         )
 
     async def write_credentials(self, users: list[str]) -> None:
@@ -150,6 +152,7 @@ class OurCluster(OurServer):
                 self.reactor,
                 self.workdir,
                 *OUR_OPTIONS,
+                *self.extra_options,
                 "--redis",
                 f"redis://127.0.0.1:{redis_port}/0",
                 "--node-id",
