@@ -360,6 +360,7 @@ async def _one_round(
             if target.rooms:
                 say(f"{target.name}: a room of {args.users}")
                 await run.room()
+            if target.rooms and isinstance(target, OurServer) and target.keeps_history:
                 say(f"{target.name}: history ({args.history_stored:,} kept, then read)")
                 await run.history()
             if target.durable:

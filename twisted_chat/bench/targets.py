@@ -78,6 +78,13 @@ class OurServer(Target):
     extra_options: tuple[str, ...] = ()
     """Options given with ``--our-option`` (e.g. ``--history-days 0``), after ours."""
 
+    @property
+    def keeps_history(self) -> bool:
+        """Whether the history phase applies: not with ``--history-days 0``."""
+        options = self.extra_options
+        days = [options[i + 1] for i, o in enumerate(options[:-1]) if o == "--history-days"]
+        return not days or float(days[-1]) != 0
+
     async def start(self, users: list[str]) -> None:
         await self.write_credentials(users)
         self.process, self.port = await launch.start_server(
