@@ -136,8 +136,28 @@ async def test_what_is_older_than_the_days_goes(kept: Kept) -> None:
     await history.append("#old", "hans", "recent", kept.clock.seconds())
     sweep = getattr(history, "sweep", None)
     if sweep is not None:
-        await sweep()  # SQLite sweeps through its time index; the others trim as they append
+        await sweep()  # SQLite sweeps once a minute; the others trim as they append
     assert [line.text for line in await history.before("#old", 0, 10)] == ["recent"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_conversation_whose_every_message_went_keeps_counting(kept: Kept) -> None:
+    """Its msgids are never given again, not even after a restart: a client that
+    showed msgid 2 would drop a new message numbered 2 as a repeat."""
+    history = kept.history
+    long_ago = kept.clock.seconds() - (DAYS + 1) * 86400
+    for n in range(2):
+        await history.append("#gone", "hans", f"ancient {n}", long_ago)
+    await history.append("#stays", "hans", "recent", kept.clock.seconds())
+    sweep = getattr(history, "sweep", None)
+    if sweep is not None:
+        await sweep()
+    if kept.reopen is not None:
+        kept = await kept.reopen()
+        history = kept.history
+    assert await history.before("#gone", 0, 10) == []
+    assert await history.append("#gone", "hans", "new", kept.clock.seconds()) == 3
+    assert await history.append("#stays", "hans", "more", kept.clock.seconds()) == 2
 
 
 @pytest_twisted.ensureDeferred

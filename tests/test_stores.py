@@ -217,6 +217,38 @@ def test_a_new_file_is_created_at_the_current_schema(tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_version_2_file_is_migrated_with_its_history(tmp_path: Path) -> None:
+    """The history moved to a table in the order things were said: every message, its
+    msgid, and each conversation's count come through."""
+    from twisted_chat.server.sqlite_store import MIGRATIONS
+
+    path = tmp_path / "state.sqlite3"
+    connection = sqlite3.connect(path, isolation_level=None)
+    for statements in MIGRATIONS[:2]:
+        for statement in statements:
+            connection.execute(statement)
+    connection.execute("PRAGMA user_version = 2")
+    rows = [("#jedi", 7, "yoda", "seven", 10.0), ("#jedi", 8, "hans", "eight", 11.0)]
+    rows.append(("hans\tyoda", 1, "hans", "hi", 9.0))
+    connection.executemany("INSERT INTO history VALUES (?, ?, ?, ?, ?)", rows)
+    connection.execute("INSERT INTO conversations VALUES ('#jedi', 8), ('#empty', 4)")
+    connection.close()
+
+    state = SqliteState(path, LIMIT, reactor, history_limits=(0.0, 100))
+    try:
+        lines = await state.history.before("#jedi", 0, 10)
+        assert [(line.msgid, line.text) for line in lines] == [(7, "seven"), (8, "eight")]
+        assert await state.history.append("#jedi", "luke", "nine", 12.0) == 9
+        assert await state.history.append("#empty", "luke", "five", 12.0) == 5
+        assert await state.history.append("hans\tyoda", "yoda", "two", 12.0) == 2
+    finally:
+        await state.close()
+    connection = sqlite3.connect(path)
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == 3
+    connection.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_appends_that_come_together_are_committed_together_in_order(tmp_path: Path) -> None:
     """Group commit: what comes while a batch is written goes in the next one, in one
     transaction (one fsync); each is acknowledged only once committed."""

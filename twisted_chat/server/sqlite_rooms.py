@@ -4,15 +4,17 @@
   start), every change written through, so that no read waits on the disk. A change
   is visible at once; its Deferred fires once it is committed, and a write that fails
   is undone in memory too.
-- **History**: the ``history`` table, indexed by (conversation, msgid). Each
-  conversation's newest msgid is kept in memory and in ``conversations``, written in
-  the same transaction as the messages, so that a msgid is never given twice (not
-  even after a conversation's every message was trimmed away, or a crash). A message
+- **History**: the ``history`` table, in the order things were said (a rowid table:
+  a message is appended at its end), with an index on (conversation, msgid). Each
+  conversation's newest msgid is kept in memory; on disk it is its newest message's,
+  and a sweep that removes a conversation's messages records it in
+  ``conversations`` first, in the same transaction, so that a msgid is never given
+  twice (not even after a conversation's every message went, or a crash). A message
   is appended through the group commit it shares with offline mail, and its Deferred
   fires with its msgid once committed: nothing is sent to anyone before it is
   durable. The oldest messages of a conversation past ``limit`` go in the same
-  transaction; those older than ``days`` go once a minute (``sweep``), through an
-  index on the time.
+  transaction (its newest stays); those older than ``days`` go once a minute
+  (``sweep``), from the start of the table, which is the oldest end.
 """
 
 from __future__ import annotations
@@ -171,32 +173,56 @@ class SqliteHistory:
     def append(self, conversation: str, sender: str, text: str, sent: float) -> Deferred[int]:
         msgid = self._last.get(conversation, 0) + 1
         self._last[conversation] = msgid  # a failed write leaves a gap, never a repeat
-        row = (conversation, msgid, sender, text, sent)
-        return self._writes.add(self._insert, row).addCallback(lambda _: msgid)
+        written: Deferred[int] = self._writes.add(
+            self._insert, (conversation, msgid, sender, text, sent)
+        )
+        return written
 
-    def _insert(self, cursor: Any, rows: list[tuple[str, int, str, str, float]]) -> None:
-        """In a batch's transaction: the messages, each conversation's newest msgid,
-        and what no longer fits a conversation."""
+    def _insert(self, cursor: Any, rows: list[tuple[str, int, str, str, float]]) -> list[int]:
+        """In a batch's transaction: the messages, and whatever no longer fits their
+        conversations. Answers each message's msgid."""
         cursor.executemany(
             "INSERT INTO history (conversation, msgid, sender, text, sent) VALUES (?, ?, ?, ?, ?)",
             rows,
         )
+        limit = self._limit
         newest: dict[str, int] = {}
         for conversation, msgid, *_ in rows:
-            newest[conversation] = max(msgid, newest.get(conversation, 0))
-        cursor.executemany(
-            "INSERT INTO conversations (conversation, last) VALUES (?, ?) "
-            "ON CONFLICT (conversation) DO UPDATE SET last = max(last, excluded.last)",
-            list(newest.items()),
-        )
-        trimmed = [(c, last - self._limit) for c, last in newest.items() if last > self._limit]
-        if trimmed:
-            cursor.executemany("DELETE FROM history WHERE conversation = ? AND msgid <= ?", trimmed)
+            if msgid > limit and msgid > newest.get(conversation, 0):
+                newest[conversation] = msgid
+        if newest:
+            cursor.executemany(
+                "DELETE FROM history WHERE conversation = ? AND msgid <= ?",
+                [(c, last - limit) for c, last in newest.items()],
+            )
+        return [row[1] for row in rows]
 
     def sweep(self) -> Deferred[None]:
-        """Remove what is older than the history's days (through the time index)."""
+        """Remove what is older than the history's days. The table is in the order
+        things were said, so what is too old is a run at its start, found without an
+        index on the time (a clock stepped back may keep a few a sweep longer)."""
         cutoff = self._clock.seconds() - self._days * 86400
-        d: Deferred[None] = self._pool.runOperation("DELETE FROM history WHERE sent < ?", (cutoff,))
+
+        def sweep(cursor: Any) -> None:
+            row = cursor.execute(
+                "SELECT id FROM history WHERE sent >= ? ORDER BY id LIMIT 1", (cutoff,)
+            ).fetchone()
+            if row is None:
+                row = cursor.execute("SELECT max(id) + 1 FROM history").fetchone()
+            bound = row[0]
+            if bound is None:
+                return  # no history at all
+            # A conversation may lose every message: what its newest msgid was stays.
+            cursor.execute(
+                "INSERT INTO conversations (conversation, last) "
+                "SELECT conversation, max(msgid) FROM history WHERE id < ? "
+                "GROUP BY conversation "
+                "ON CONFLICT (conversation) DO UPDATE SET last = max(last, excluded.last)",
+                (bound,),
+            )
+            cursor.execute("DELETE FROM history WHERE id < ?", (bound,))
+
+        d: Deferred[None] = self._pool.runInteraction(sweep)
         return d.addErrback(
             lambda f: self.log.warn("could not trim the history: {why}", why=f.getErrorMessage())
         )

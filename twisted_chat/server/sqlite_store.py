@@ -34,7 +34,7 @@ from twisted_chat.server.sqlite_writes import GroupCommit, TimedWrites
 from twisted_chat.server.stats import Stats
 from twisted_chat.server.stores import BlockIndex, MailboxQuota, RoomTables
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: list[list[str]] = [
     # 0 -> 1: the first schema.
@@ -89,6 +89,25 @@ MIGRATIONS: list[list[str]] = [
            ) WITHOUT ROWID""",
         "CREATE INDEX history_by_time ON history (sent)",
     ],
+    # 2 -> 3: the history in the order it was said (a rowid table, so that a message
+    # is appended at its end, and a small index finds a conversation's), and each
+    # conversation's newest msgid kept in ``conversations`` only once its messages
+    # are removed (writing it with every message cost as much as the message).
+    [
+        """CREATE TABLE said (
+               id           INTEGER PRIMARY KEY,
+               conversation TEXT NOT NULL,
+               msgid        INTEGER NOT NULL,
+               sender       TEXT NOT NULL,
+               text         TEXT NOT NULL,
+               sent         REAL NOT NULL
+           )""",
+        "INSERT INTO said (conversation, msgid, sender, text, sent) "
+        "SELECT conversation, msgid, sender, text, sent FROM history ORDER BY sent, msgid",
+        "DROP TABLE history",
+        "ALTER TABLE said RENAME TO history",
+        "CREATE UNIQUE INDEX history_by_conversation ON history (conversation, msgid)",
+    ],
 ]
 """MIGRATIONS[n] takes a database from schema version n to n + 1 (``PRAGMA
 user_version``). A new version appends a list; existing ones are never edited."""
@@ -114,8 +133,8 @@ class Loaded:
     mail_counts: dict[str, int]
     rooms: RoomTables
     last_msgids: dict[str, int]
-    """Each conversation's newest msgid ever given (kept even when its history is
-    trimmed away, so that no msgid is given twice)."""
+    """Each conversation's newest msgid ever given (known even when its history was
+    removed, so that no msgid is given twice)."""
 
 
 def open_state(path: Path) -> Loaded:
@@ -179,7 +198,14 @@ def _load_rooms(connection: sqlite3.Connection) -> RoomTables:
 
 
 def _load_last(connection: sqlite3.Connection) -> dict[str, int]:
-    return dict(connection.execute("SELECT conversation, last FROM conversations"))
+    """Each conversation's newest msgid: its newest message's, or, for one whose
+    messages were all removed, what ``conversations`` recorded as they went. One pass
+    over the conversation index (about a third of a second a million messages)."""
+    last = dict(connection.execute("SELECT conversation, last FROM conversations"))
+    query = "SELECT conversation, max(msgid) FROM history GROUP BY conversation"
+    for conversation, newest in connection.execute(query):
+        last[conversation] = max(newest, last.get(conversation, 0))
+    return last
 
 
 def _create_private(path: Path) -> None:

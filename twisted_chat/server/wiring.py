@@ -36,7 +36,7 @@ from twisted_chat.interfaces import (
 from twisted_chat.server.accounts import BlockingRunner, CredentialsFile
 from twisted_chat.server.auth import LockoutPasswordChecker
 from twisted_chat.server.core import Chat
-from twisted_chat.server.limits import fit_descriptor_limit
+from twisted_chat.server.limits import fit_descriptor_limit, tune_collector
 from twisted_chat.server.local import LocalDirectory, MemoryPrivateRequests, MemoryStrikes
 from twisted_chat.server.lockout import Lockout
 from twisted_chat.server.login import ChatRealm
@@ -224,6 +224,7 @@ def build_service(options: usage.Options, reactor: Any) -> ChatService:
         chosen = limits.max_connections != DEFAULT_LIMITS.max_connections
         Logger().emit(LogLevel.warn if chosen else LogLevel.info, "{why}", why=why)
         options["limits"] = dataclasses.replace(limits, max_connections=fitted)
+    tune_collector()
     parts = build_parts(options, reactor)
     chat_service = ChatService(parts.factory)
     StoresService(parts.closers, parts.starters).setServiceParent(chat_service)
