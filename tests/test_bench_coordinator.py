@@ -53,6 +53,15 @@ def test_the_table_puts_ours_first_with_ratios_and_dashes_where_none_make_sense(
 
 def test_percentile_of_nothing_is_not_a_number() -> None:
     assert percentile([], 0.99) != percentile([], 0.99)
+
+
+def test_percentiles_are_fractions_and_pick_by_rank() -> None:
+    samples = [float(n) for n in range(1, 101)]
+    assert percentile(samples, 0.5) == 51.0
+    assert percentile(samples, 0.99) == 100.0
+    assert percentile(samples, 0.0) == 1.0
+    with pytest.raises(ValueError, match="from 0 to 1"):
+        percentile(samples, 99)  # a percent, the mistake that reported the maximum
     assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
 
 

@@ -238,8 +238,8 @@ class Run:
         self.progress.end()
         latencies = sorted(answer["latencies"])
         self.results["history_stored_per_s"] = answer["seeded_per_s"]
-        self.results["history_p50_ms"] = percentile(latencies, 50) * 1000
-        self.results["history_p99_ms"] = percentile(latencies, 99) * 1000
+        self.results["history_p50_ms"] = percentile(latencies, 0.5) * 1000
+        self.results["history_p99_ms"] = percentile(latencies, 0.99) * 1000
 
     async def broadcast_blocked(self) -> None:
         """A broadcast with a block list in force: a tenth of the users block the

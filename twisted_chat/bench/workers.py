@@ -19,6 +19,9 @@ from twisted.python.failure import Failure
 
 
 def percentile(samples: list[float], q: float) -> float:
+    """The ``q`` quantile of ``samples`` (``q`` from 0 to 1: 0.99 is p99), nearest rank."""
+    if not 0 <= q <= 1:
+        raise ValueError(f"a quantile is from 0 to 1, not {q}")
     if not samples:
         return float("nan")
     ordered = sorted(samples)
