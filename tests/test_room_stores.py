@@ -141,6 +141,20 @@ async def test_what_is_older_than_the_days_goes(kept: Kept) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_what_is_said_at_once_is_kept_in_order(kept: Kept) -> None:
+    """Appends of one turn (SQLite commits them together, Redis sends them in one
+    call): each gets its own msgid, in the order they came, per conversation."""
+    history = kept.history
+    now = kept.clock.seconds()
+    said = [history.append("#a" if n % 2 else "#b", "hans", f"m{n}", now) for n in range(6)]
+    if isinstance(kept.clock, Clock):
+        kept.clock.advance(0)
+    ids = [await d for d in said]
+    assert ids == [1, 1, 2, 2, 3, 3]
+    assert [line.text for line in await history.before("#a", 0, 10)] == ["m1", "m3", "m5"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_conversation_whose_every_message_went_keeps_counting(kept: Kept) -> None:
     """Its msgids are never given again, not even after a restart: a client that
     showed msgid 2 would drop a new message numbered 2 as a repeat."""

@@ -487,24 +487,38 @@ return out
 HISTORY_APPEND = Primitive(
     "history-append",
     r"""
--- ARGV: conversation, sender, text, sent, cap, cutoff, ttl (ms). The message, as the
--- next msgid of the conversation (a counter that outlives the stream, so no msgid is
--- given twice), at most cap kept and none older than cutoff (a few of the oldest go
--- per append: they only ever go from the start). Returns the msgid.
-local conversation, cap, cutoff = ARGV[1], tonumber(ARGV[5]), tonumber(ARGV[6])
-local key = P .. 'hist:' .. conversation
-local msgid = redis.call('HINCRBY', P .. 'hlast', conversation, 1)
-redis.call('XADD', key, 'MAXLEN', cap, '0-' .. msgid, 's', ARGV[2], 't', ARGV[3], 'w', ARGV[4])
-for _, entry in ipairs(redis.call('XRANGE', key, '-', '+', 'COUNT', 10)) do
-  local fields = entry[2]
-  local sent = nil
-  for i = 1, #fields, 2 do
-    if fields[i] == 'w' then sent = tonumber(fields[i + 1]) end
+-- ARGV: cap, cutoff, ttl (ms), then four per message: conversation, sender, text,
+-- sent. Each message as the next msgid of its conversation (a counter that outlives
+-- the stream, so no msgid is given twice), in the order given; then, once per
+-- conversation touched, at most cap kept and none older than cutoff (the oldest go
+-- first, a few at a time: they only ever go from the start). Returns the msgids.
+local cap, cutoff, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local msgids, touched = {}, {}
+for i = 4, #ARGV, 4 do
+  local conversation = ARGV[i]
+  local key = P .. 'hist:' .. conversation
+  local msgid = redis.call('HINCRBY', P .. 'hlast', conversation, 1)
+  redis.call('XADD', key, 'MAXLEN', cap, '0-' .. msgid,
+             's', ARGV[i + 1], 't', ARGV[i + 2], 'w', ARGV[i + 3])
+  msgids[#msgids + 1] = msgid
+  if not touched[key] then
+    touched[key] = true
+    touched[#touched + 1] = key
   end
-  if sent and sent < cutoff then redis.call('XDEL', key, entry[1]) else break end
 end
-redis.call('PEXPIRE', key, ARGV[7])
-return msgid
+for _, key in ipairs(touched) do
+  for _ = 1, 10 do
+    local oldest = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1]
+    if not oldest then break end
+    local fields, sent = oldest[2], nil
+    for j = 1, #fields, 2 do
+      if fields[j] == 'w' then sent = tonumber(fields[j + 1]) end
+    end
+    if sent and sent < cutoff then redis.call('XDEL', key, oldest[1]) else break end
+  end
+  redis.call('PEXPIRE', key, ttl)
+end
+return msgids
 """,
 )
 

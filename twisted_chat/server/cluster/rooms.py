@@ -8,7 +8,9 @@
   counter per conversation (``chat:hlast``) that outlives the stream (which expires
   when a conversation has been quiet for the history's days), so no msgid is given
   twice. Messages older than the days go from the start of the stream as new ones
-  come (``primitives.HISTORY_APPEND``).
+  come (``primitives.HISTORY_APPEND``). The messages of one reactor turn are appended
+  in one call, as SQLite's are committed in one transaction: a round trip and a
+  script run per turn rather than per message.
 - **Rooms**: a hash per room, an index of what room names look like, members and each
   member's rooms in two hashes changed together (``primitives.ROOM_ADD_MEMBER``, with
   both caps), and each user's positions in a hash that only moves forward.
@@ -20,6 +22,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_chat.interfaces import HistoryLine, IHistory, IRoomStore
@@ -37,20 +41,41 @@ class RedisHistory:
         self._clock = clock
         self._days = days
         self._limit = limit
+        self._waiting: list[tuple[str, str, str, str]] = []
+        """This turn's messages, in order."""
+        self._answers: list[Deferred[int]] = []
+        self._flush: IDelayedCall | None = None
 
     def append(self, conversation: str, sender: str, text: str, sent: float) -> Deferred[int]:
+        if self._flush is None:
+            self._flush = self._clock.callLater(0, self._send)
+        self._waiting.append((conversation, sender, text, repr(sent)))
+        answer: Deferred[int] = Deferred()
+        self._answers.append(answer)
+        return answer
+
+    def _send(self) -> None:
+        """Append this turn's messages in one call; each answer gets its msgid."""
+        messages, answers = self._waiting, self._answers
+        self._waiting, self._answers, self._flush = [], [], None
         seconds = self._days * 86400
-        d: Deferred[int] = self._redis.run(
+        sent = self._redis.run(
             primitives.HISTORY_APPEND,
-            conversation,
-            sender,
-            text,
-            repr(sent),
             self._limit,
             repr(self._clock.seconds() - seconds),
             round(seconds * 1000),
-        ).addCallback(int)
-        return d
+            *[field for message in messages for field in message],
+        )
+
+        def kept(msgids: Any) -> None:
+            for answer, msgid in zip(answers, msgids, strict=True):
+                answer.callback(int(msgid))
+
+        def failed(failure: Failure) -> None:
+            for answer in answers:
+                answer.errback(failure)
+
+        sent.addCallbacks(kept, failed)
 
     def before(self, conversation: str, before: int, limit: int) -> Deferred[list[HistoryLine]]:
         newest = f"(0-{before}" if before else "+"
