@@ -192,6 +192,25 @@ def test_the_warning_reaches_the_log(tmp_path: Path) -> None:
     assert any("passwords travel in clear on port 5000" in line for line in formatted(events))
 
 
+def test_a_plain_web_listener_on_the_network_is_warned_of_too(tmp_path: Path) -> None:
+    creds = write_credentials(tmp_path / "c.txt")
+    with log_events() as events:
+        makeService(
+            parse(
+                "--credentials",
+                str(creds),
+                "--port",
+                "tcp:5000:interface=127.0.0.1",
+                "--web",
+                "8080",
+            ),
+            MemoryReactorClock(),
+        )
+    lines = [line for line in formatted(events) if "passwords travel in clear" in line]
+    assert len(lines) == 1 and "port 8080 (every interface)" in lines[0]
+    assert "--web ssl:PORT" in lines[0]  # how to listen with HTTPS instead
+
+
 def test_server_py_hashes_new_passwords_on_request(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -212,8 +231,8 @@ def test_client_py_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_a_server_of_one_process_imports_nothing_of_the_cluster(tmp_path: Path) -> None:
-    """Redis's connection, hiredis and Prometheus are loaded only by the options that
-    need them (--redis, --metrics)."""
+    """Redis's connection, hiredis, Prometheus and autobahn are loaded only by the
+    options that need them (--redis, --metrics, --web)."""
     credentials = tmp_path / "credentials.txt"
     credentials.write_text("hans falcon*solo\n")
     program = (
@@ -224,7 +243,7 @@ def test_a_server_of_one_process_imports_nothing_of_the_cluster(tmp_path: Path) 
         f"options.parseOptions(['--credentials', {str(credentials)!r}, '--in-memory'])\n"
         "makeService(options, reactor)\n"
         "print(sorted(m for m in sys.modules if m.startswith(('twisted_chat.server.cluster',"
-        " 'hiredis', 'prometheus_client'))))\n"
+        " 'hiredis', 'prometheus_client', 'autobahn', 'twisted_chat.server.web'))))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", program],

@@ -198,6 +198,25 @@ class NoPeerListener(ChatError):
             super().__init__(f"Error. {user} cannot take private sessions now.")
 
 
+class PeerUnsupported(ChatError):
+    """The user's client is a web page: a browser cannot open the direct connection a
+    private session is (docs/protocol.md, "Private chat")."""
+
+    code = "peer-unsupported"
+
+    def __init__(self, user: str, yours: bool = False) -> None:
+        if yours:
+            super().__init__(
+                "Error. A web browser cannot take private sessions: use the terminal "
+                "client (chat-client) for one."
+            )
+        else:
+            super().__init__(
+                f"Error. {user} is using the chat in a web browser, which cannot take "
+                "private sessions; send them a message instead."
+            )
+
+
 class PrivateConflict(ChatError):
     """A private-session request that already exists, or an answer to none."""
 

@@ -157,6 +157,17 @@ class PeerAddress:
     port: int
     fingerprint: str
 
+    @property
+    def takes_peers(self) -> bool:
+        """False for :data:`IN_BROWSER`: a client that can never take a private session."""
+        return self.port != 0
+
+
+IN_BROWSER = PeerAddress("", 0, "")
+"""The peer address of a user whose client is a web page: a browser cannot listen for
+the direct connection of a private session. Recorded like any address (in Redis too),
+so that every node can tell a requester why, rather than "not now"."""
+
 
 class IDirectory(Interface):
     """Who holds which user, and the way to users and nodes elsewhere. In one process

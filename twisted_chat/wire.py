@@ -375,6 +375,16 @@ class PrivateExpired(Frame):
 
 
 @dataclass(frozen=True)
+class PrivateUnsupported(Frame):
+    """``user`` asked you for a private session, which your client (a web page) cannot
+    take: they were told so (``peer-unsupported``); nothing waits for an answer."""
+
+    TYPE: ClassVar[str] = "private-unsupported"
+    VERSION: ClassVar[int] = 3
+    user: str
+
+
+@dataclass(frozen=True)
 class IdleWarning(Frame):
     """The session ends for inactivity in ``seconds`` unless the user does something."""
 
@@ -494,6 +504,7 @@ SERVER_FRAMES = _table(
     PrivateAccepted,
     PrivateDeclined,
     PrivateExpired,
+    PrivateUnsupported,
     IdleWarning,
     LoggedOut,
     Ping,

@@ -417,3 +417,7 @@ def test_serve_sh_installs_only_when_the_project_changed(tmp_path: Path) -> None
         source.write("\n# changed\n")
     serve()
     assert (venv / "pip.log").read_text().count("pip-ran") == 2
+    with (copy / "twisted_chat" / "web" / "app.js").open("a") as page:
+        page.write("\n// changed\n")  # the web page is part of the install too
+    serve()
+    assert (venv / "pip.log").read_text().count("pip-ran") == 3

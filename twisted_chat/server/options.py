@@ -215,6 +215,8 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["ports"] = []
+        self["web"] = []
+        self["web-origins"] = []
 
     def opt_port(self, value: str) -> None:
         """Where to listen: a port number (1024-65535) or a Twisted endpoint
@@ -224,6 +226,23 @@ class Options(usage.Options):
         self["ports"].append(port_description(value))
 
     opt_p = opt_port
+
+    def opt_web(self, value: str) -> None:
+        """Serve the chat's web page at / and its WebSocket at /ws: a port number or a
+        Twisted endpoint, e.g. tcp:8080:interface=127.0.0.1, or
+        ssl:8443:privateKey=key.pem:certKey=cert.pem for HTTPS. Repeat for several.
+        [default: none]"""
+        self["web"].append(port_description(value))
+
+    def opt_web_origin(self, value: str) -> None:
+        """Another origin whose pages may open the WebSocket, besides the page's own,
+        e.g. https://chat.example.org when a proxy serves the page there. Repeat for
+        several."""
+        if not re.fullmatch(r"https?://[^/\s]+/?", value):
+            raise usage.UsageError(
+                f"--web-origin {value!r}: give scheme://host[:port], e.g. https://chat.example.org"
+            )
+        self["web-origins"].append(value)
 
     def postOptions(self) -> None:
         if not self["ports"]:
@@ -251,6 +270,8 @@ class Options(usage.Options):
             self["node-id"] = node_id(self["node-id"])
         elif self["node-id"] is not None:
             raise usage.UsageError("--node-id is for a node of a chat on Redis: give --redis too")
+        if self["web-origins"] and not self["web"]:
+            raise usage.UsageError("--web-origin is for the web listener: give --web too")
         if self["state"] is None:
             self["state"] = str(credentials.parent / DEFAULT_STATE_NAME)
         for name in (

@@ -23,6 +23,7 @@ from twisted_chat import wire
 from twisted_chat.errors import (
     BlockedByRecipient,
     NoPeerListener,
+    PeerUnsupported,
     PrivateConflict,
     SelfTarget,
     UserOffline,
@@ -67,11 +68,19 @@ class PrivateBroker:
         mine = requester.peer
         if mine is None:
             raise NoPeerListener(me, yours=True)
+        if not mine.takes_peers:
+            raise PeerUnsupported(me, yours=True)
         token = secrets.token_urlsafe(24)
 
         async def ask() -> None:
-            if await _now(chat.peer_of(target)) is None:
+            theirs = await _now(chat.peer_of(target))
+            if theirs is None:
                 raise NoPeerListener(target)
+            if not theirs.takes_peers:
+                # Nothing to consent to: the requester hears why, and the user in the
+                # browser who asked (so that they can answer some other way).
+                await _now(chat.tell(target, wire.PrivateUnsupported(me)))
+                raise PeerUnsupported(target)
             opened = await self.requests.open(
                 me, target, PendingRequest(token, mine.fingerprint), self.ttl
             )

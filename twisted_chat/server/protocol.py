@@ -81,6 +81,9 @@ class ChatServerProtocol(LineReceiver):
         """The protocol version the client said it speaks (its ``hello``)."""
         self._listener: tuple[str, str] = ("", "")
         """(where it was accepted, "tls" or "plain"): what its connection counts under."""
+        self.in_browser = False
+        """The client is the web page (set by the WebSocket bridge, ``web``): it cannot
+        take private sessions, and those who ask are told so."""
 
     def _step(self, step: Step) -> None:
         self.phase = after(self.phase, step)
@@ -297,6 +300,12 @@ class ChatServerProtocol(LineReceiver):
                 logout()
                 return _REPLIED
             self.avatar = avatar
+            if self.in_browser and self.version >= wire.PrivateUnsupported.VERSION:
+                recorded = avatar.in_browser()
+                if isinstance(recorded, Deferred):
+                    recorded.addErrback(
+                        lambda f: self.log.failure("recording {user} as in a browser", f, user=user)
+                    )
             self.factory.stats.logins["new-account" if new_account else "ok"] += 1
             self._step(Step.ACCEPTED)
             self.policy.online = True

@@ -25,7 +25,14 @@ from twisted_chat.errors import (
     NotBlocked,
     SelfTarget,
 )
-from twisted_chat.interfaces import IChatClient, IChatUser, Now, PeerAddress, StoredMessage
+from twisted_chat.interfaces import (
+    IN_BROWSER,
+    IChatClient,
+    IChatUser,
+    Now,
+    PeerAddress,
+    StoredMessage,
+)
 from twisted_chat.text import check_text
 
 if TYPE_CHECKING:
@@ -254,6 +261,13 @@ class Session:
             raise BadArgument("Error. A peer fingerprint is 64 lowercase hex digits (SHA-256).")
         self.peer = PeerAddress(host, port, fingerprint)
         return self.chat.directory.set_peer(self.name, self.peer)
+
+    def in_browser(self) -> Now[None]:
+        """This user's client is a web page, which cannot take private sessions: record
+        it where every node looks for peer addresses, so that a request for one is
+        answered ``peer-unsupported`` and the user is told who asked."""
+        self.peer = IN_BROWSER
+        return self.chat.directory.set_peer(self.name, IN_BROWSER)
 
     def start_private(self, user: str) -> Deferred[None]:
         self.touch()

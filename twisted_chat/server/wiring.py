@@ -237,13 +237,16 @@ def build_service(options: usage.Options, reactor: Any) -> ChatService:
     for description in options["ports"]:
         endpoint = serverFromString(listening_reactor, with_backlog(description))
         chat_service.add_listener(endpoint, description)
-        where = clear_on_network(description)
-        if where is not None:
-            Logger().warn(
-                "passwords travel in clear on {where}: listen with TLS "
-                "(--port ssl:PORT:privateKey=KEY:certKey=CERT) or on 127.0.0.1 only",
-                where=where,
-            )
+        warn_if_clear(description, "--port ssl:PORT:privateKey=KEY:certKey=CERT")
+    if options["web"]:
+        # Only now: a server with no web listener loads nothing of autobahn.
+        from twisted_chat.server.webpage import web_site
+
+        site = web_site(parts.factory, reactor, frozenset(options["web-origins"]))
+        for description in options["web"]:
+            endpoint = serverFromString(reactor, with_backlog(description))
+            chat_service.add_listener(endpoint, description, site, "web page")
+            warn_if_clear(description, "--web ssl:PORT:privateKey=KEY:certKey=CERT (HTTPS)")
     if options["metrics"] is not None:
         # Only now: a server that serves no metrics loads nothing of Prometheus.
         from twisted_chat.server.metrics import SecurityEventCounting, metrics_site
@@ -259,6 +262,18 @@ def build_service(options: usage.Options, reactor: Any) -> ChatService:
 
 
 LOOPBACK_INTERFACES = ("127.", "::1", "localhost")
+
+
+def warn_if_clear(description: str, with_tls: str) -> None:
+    """Warn when a listener takes passwords in clear from other machines."""
+    where = clear_on_network(description)
+    if where is not None:
+        Logger().warn(
+            "passwords travel in clear on {where}: listen with TLS ({with_tls}) or on "
+            "127.0.0.1 only",
+            where=where,
+            with_tls=with_tls,
+        )
 
 
 def clear_on_network(description: str) -> str | None:
