@@ -305,3 +305,41 @@ async def test_an_idle_browser_is_told_why_it_was_logged_out(workdir: Path) -> N
             expect(yoda.page.get_by_label("Username")).to_have_value("yoda")
     finally:
         await finish(server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_browser_on_one_node_and_a_terminal_on_another_are_one_chat(
+    workdir: Path,
+) -> None:
+    """With --redis, a node's web listener serves users of the one chat: messages,
+    rooms and the private-chat refusal cross nodes."""
+    from tests.e2e.browser import WEB_LISTENING
+    from tests.e2e.test_cluster import Cluster
+
+    cluster = await Cluster(workdir).start()
+    terminal = None
+    try:
+        a = await cluster.add("a", "--web", "tcp:0:interface=127.0.0.1")
+        port = await launch.ready(a.process, WEB_LISTENING)
+        b = await cluster.add("b")
+        with chromium(workdir / "home") as browser:
+            yoda = User.open(browser, port)
+            yoda.log_in("yoda", "wise@!man")
+            yoda.say("/join #council")
+            terminal = await logged_in(b, "hans", "falcon*solo")
+            online = yoda.page.get_by_role("list", name="Online")
+            expect(online.get_by_role("button", name="hans")).to_be_visible()
+            await typed(terminal, "join #council")
+            await terminal.expect("You joined #council")
+            await typed(terminal, "message #council across the nodes")
+            yoda.sees("hans: across the nodes")
+            yoda.talk_to("hans")
+            yoda.say("and back again")
+            await terminal.expect("yoda: and back again")
+            await typed(terminal, "startprivate yoda")
+            await terminal.expect("yoda is using the chat in a web browser")
+            yoda.open_conversation("Everyone")
+            yoda.sees("hans asked for a private chat, which a browser cannot take.")
+            assert yoda.errors == []
+    finally:
+        await cluster.close(*([terminal] if terminal else []))
