@@ -343,3 +343,31 @@ async def test_a_browser_on_one_node_and_a_terminal_on_another_are_one_chat(
             assert yoda.errors == []
     finally:
         await cluster.close(*([terminal] if terminal else []))
+
+
+@pytest_twisted.ensureDeferred
+async def test_scrolling_up_loads_older_history(workdir: Path) -> None:
+    server, port = await web_server(workdir)
+    terminal = None
+    try:
+        terminal = await logged_in(server, "hans", "falcon*solo")
+        await typed(terminal, *(f"message yoda number {n:02d}" for n in range(70)))
+        for _ in range(70):  # each kept: as mail for yoda, and in their history
+            await terminal.expect("they will get the message when they log in")
+        with chromium(workdir / "home") as browser:
+            yoda = User.open(browser, port)
+            yoda.log_in("yoda", "wise@!man")
+            yoda.open_conversation("hans")
+            yoda.sees("hans: number 69")
+            yoda.page.get_by_role("button", name="Log out").click()
+            yoda.log_in("yoda", "wise@!man")  # the mail was shown: now only history
+            yoda.talk_to("hans")
+            yoda.sees("hans: number 69")
+            assert yoda.count("number 19") == 0  # the newest 50 first
+            yoda.page.get_by_role("log").evaluate("log => { log.scrollTop = 0; }")
+            yoda.sees("hans: number 00")
+            log = str(yoda.page.get_by_role("log").inner_text())
+            assert [log.count(f"number {n:02d}") for n in range(70)] == [1] * 70
+            assert log.index("number 00") < log.index("number 69")
+    finally:
+        await finish(server, *([terminal] if terminal else []))
