@@ -5,9 +5,11 @@ Every wait is bounded; every process is ended by the test that started it, by PI
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from twisted_chat.launch import LISTENING, Process, twistd_command
 
 __all__ = [
     "BIN",
+    "HOME",
     "REPO",
     "WAIT",
     "Process",
@@ -40,9 +43,23 @@ WAIT = 15.0
 """Seconds any one expectation may take before the test fails with the output so far."""
 
 
+HOME = Path(tempfile.mkdtemp(prefix="chat-e2e-home-"))
+"""The home of every process the tests start: a client keeps its history under
+``$XDG_STATE_HOME``, and a test never writes into the real home. Removed at exit."""
+atexit.register(shutil.rmtree, HOME, True)
+
+
 def environment(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NO_COLOR")}
     env.update({"PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)})
+    env.update(
+        {
+            "HOME": str(HOME),
+            "XDG_STATE_HOME": str(HOME / "state"),
+            "XDG_CONFIG_HOME": str(HOME / "config"),
+            "XDG_CACHE_HOME": str(HOME / "cache"),
+        }
+    )
     env.update(extra)
     return env
 

@@ -4,11 +4,13 @@ restored exactly after every way out."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.processes import HOME
 from tests.e2e.pty_client import PipeClient, PtyClient, SyncServer
 
 pytestmark = pytest.mark.e2e
@@ -201,6 +203,26 @@ def test_history_survives_a_restart_without_secrets(server: SyncServer, tmp_path
         second.wait_for("> whoelse")
     finally:
         second.close()
+
+
+def test_a_client_the_tests_start_keeps_its_history_in_the_tests_home(
+    server: SyncServer,
+) -> None:
+    """A test never writes into the real home: a client started with the tests'
+    environment keeps its history under their own HOME and XDG_STATE_HOME."""
+    real_state = Path(os.path.expanduser("~")) / ".local" / "state" / "twisted-chat"
+    before = sorted(real_state.iterdir()) if real_state.is_dir() else []
+    hans = PtyClient(server.port)
+    try:
+        hans.log_in("hans", "falcon*solo")
+        hans.type("whoelse\r")
+        hans.type("logout\r")
+        assert hans.exit_status() == 0
+    finally:
+        hans.close()
+    (kept,) = (HOME / "state" / "twisted-chat").glob(f"history-*-{server.port}-hans.txt")
+    assert kept.read_text() == "whoelse\nlogout\n"
+    assert (sorted(real_state.iterdir()) if real_state.is_dir() else []) == before
 
 
 def test_a_resize_leaves_one_input_line_and_the_status_bar(hans: PtyClient) -> None:
