@@ -149,6 +149,10 @@ def fit_descriptor_limit(wanted: int) -> tuple[int, str | None]:
     room = max(1, soft - DESCRIPTORS_KEPT)
     if wanted <= room:
         return wanted, None
+    if wanted - room <= DESCRIPTORS_KEPT:
+        # Short only by the descriptors the server keeps for itself (the default
+        # --max-connections on a limit of the same number): not worth a word.
+        return room, None
     return room, (
         f"--max-connections {wanted} does not fit the open-file limit ({soft}); "
         f"accepting at most {room} connections"
