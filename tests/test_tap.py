@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -254,3 +255,11 @@ def test_a_server_of_one_process_imports_nothing_of_the_cluster(tmp_path: Path) 
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_the_help_has_no_runs_of_spaces_inside_its_sentences() -> None:
+    """twistd prints each option's help as it is written: an indented docstring
+    would put runs of spaces in the middle of a sentence."""
+    for line in Options().getUsage().splitlines():
+        sentence = re.sub(r"^\s*(-\w, )?--[\w-]+=?\s+", "", line).strip()
+        assert "  " not in sentence, line

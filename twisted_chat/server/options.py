@@ -220,9 +220,9 @@ class Options(usage.Options):
 
     def opt_port(self, value: str) -> None:
         """Where to listen: a port number (1024-65535) or a Twisted endpoint
-        description, e.g. tcp:5000:interface=127.0.0.1 or
-        ssl:5001:privateKey=key.pem:certKey=cert.pem (TLS). Repeat for several
-        listeners. [default: 5000]"""
+        description, e.g. tcp:5000:interface=127.0.0.1, or
+        ssl:5001:privateKey=KEY:certKey=CERT for TLS. Repeat for several listeners.
+        [default: 5000]"""
         self["ports"].append(port_description(value))
 
     opt_p = opt_port
@@ -230,7 +230,7 @@ class Options(usage.Options):
     def opt_web(self, value: str) -> None:
         """Serve the chat's web page at / and its WebSocket at /ws: a port number or a
         Twisted endpoint, e.g. tcp:8080:interface=127.0.0.1, or
-        ssl:8443:privateKey=key.pem:certKey=cert.pem for HTTPS. Repeat for several.
+        ssl:8443:privateKey=KEY:certKey=CERT for HTTPS. Repeat for several.
         [default: none]"""
         self["web"].append(port_description(value))
 
@@ -298,6 +298,12 @@ class Options(usage.Options):
         self["limits"] = Limits(
             **{f.name: self[f.name.replace("_", "-")] for f in dataclasses.fields(Limits)}
         )
+
+
+# twistd prints an opt_ method's docstring as it is written, the indentation of its
+# lines included: one space between words instead.
+for _handler in (Options.opt_port, Options.opt_web, Options.opt_web_origin):
+    _handler.__doc__ = " ".join((_handler.__doc__ or "").split())
 
 
 NODE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
