@@ -24,6 +24,7 @@ from twisted_chat.server.cluster.primitives import Primitives
 from twisted_chat.server.cluster.redis import RedisClient
 from twisted_chat.server.cluster.stores import RedisMailbox, RedisPrivateRequests, RedisStrikes
 from twisted_chat.server.lockout import Lockout
+from twisted_chat.server.passwords import RESERVED
 
 __all__ = ["redis_server"]
 
@@ -417,6 +418,30 @@ async def test_merging_accounts_keeps_the_first_value_and_tells_every_node(
         assert await redis.run(primitives.RESERVE_NAME, "leia", "a") == "taken"
         assert await redis.run(primitives.RESERVE_NAME, "rey", "a") == "ok"
         assert await redis.run(primitives.RESERVE_NAME, "rey", "b") == "taken"
+    finally:
+        await client.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reserved_name_is_kept_from_strangers_until_a_usable_line_replaces_it(
+    redis_server: RedisServer,
+) -> None:
+    """A damaged line reserves its name on every node; the line fixed in any node's
+    file replaces the reservation (and nothing replaces a usable value)."""
+    redis, client = await chat_of(redis_server, "a", "b")
+
+    def account(user: str, stored: str) -> list[Any]:
+        return [user, stored, events.encode(events.AccountAdded(user, stored))]
+
+    try:
+        assert await redis.run(primitives.MERGE_ACCOUNTS, "a", *account("lando", RESERVED)) == 1
+        assert await redis.run(primitives.RESERVE_NAME, "lando", "a") == "taken"
+        assert await redis.run(primitives.MERGE_ACCOUNTS, "b", *account("lando", "calrissian")) == 0
+        assert await redis.call("HGET", "chat:accounts", "lando") == "calrissian"
+        assert await redis.run(primitives.MERGE_ACCOUNTS, "a", *account("lando", RESERVED)) == 0
+        assert await redis.call("HGET", "chat:accounts", "lando") == "calrissian"
+        assert await inbox(redis, "b") == [events.AccountAdded("lando", RESERVED)]
+        assert await inbox(redis, "a") == [events.AccountAdded("lando", "calrissian")]
     finally:
         await client.stop()
 

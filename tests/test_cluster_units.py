@@ -477,3 +477,21 @@ def test_redis_calls_are_timed_and_their_failures_counted() -> None:
     assert sum(stats.redis_calls.counts) == 3
     assert stats.redis_calls.total >= 0.003
     assert stats.redis_errors == {"error": 1, "unavailable": 1}
+
+
+def test_a_reserved_account_is_replaced_by_a_usable_one_and_not_the_other_way(
+    tmp_path: Path,
+) -> None:
+    """A node's copy of the accounts: another node's fixed line replaces a reserved
+    name; a reservation never replaces a usable account."""
+    from tests.harness import verified
+    from twisted_chat.server.passwords import RESERVED
+
+    file = CredentialsFile(write_credentials(tmp_path / "credentials.txt"), check_hash=check_inline)
+    accounts = ClusterAccounts(file, FakePrimitives("ok"), "a", check_inline)
+    accounts.load(["lando", RESERVED, "hans", "solo"])
+    assert accounts.exists("lando") and not verified(accounts, "lando", RESERVED)
+    accounts.learned("lando", "calrissian")
+    assert verified(accounts, "lando", "calrissian")
+    accounts.learned("hans", RESERVED)
+    assert verified(accounts, "hans", "solo")

@@ -21,6 +21,7 @@ from twisted_chat.interfaces import StoredMessage
 from twisted_chat.server import credfile as accounts_module
 from twisted_chat.server.accounts import CredentialsFile
 from twisted_chat.server.credfile import parse_credentials
+from twisted_chat.server.passwords import RESERVED
 from twisted_chat.server.sqlite_store import SqliteState, StateFileError, backup, open_state
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +71,6 @@ def test_a_bom_at_the_server_keeps_hans_from_strangers(tmp_path: Path) -> None:
         (b"lando cal\x00rissian", "control character"),
         (b"\xff\xfe bad", "not valid UTF-8"),
         ("\u3164 blank".encode(), "invisible or blank"),
-        (b"lando a b", "got 3 field(s)"),
         (b"hans other", "hans appears again; the first line for it is used"),
     ],
 )
@@ -81,6 +81,25 @@ def test_damaged_lines_are_reported_with_file_and_line_and_skipped(
     assert parsed.accounts == {"hans": "solo", "yoda": "wise"}
     assert len(parsed.problems) == 1
     assert parsed.problems[0].startswith("c.txt, line 2: ") and reason in parsed.problems[0]
+
+
+def test_a_line_of_the_wrong_shape_keeps_its_name_from_strangers(tmp_path: Path) -> None:
+    """``lando a b`` cannot be used, but lando's name is not free for the taking: a
+    stranger would otherwise create the account the operator meant for lando."""
+    parsed = parse_credentials(b"hans solo\nlando a b\nyoda wise\n", "c.txt")
+    assert parsed.accounts["lando"] == RESERVED
+    (problem,) = parsed.problems
+    assert problem == (
+        "c.txt, line 2: expected 'username password', got 3 field(s); nobody can log in "
+        "as lando or take the name until it is fixed"
+    )
+    server = Server(tmp_path)
+    server.credentials.write_text("hans solo\nlando a b\n")
+    connection = server.connect()
+    connection.hello()
+    assert connection.send("login", user="lando")["account"] == "existing"
+    for guess in ("a", "b", "\0reserved"):  # the third locks the name, as for anyone
+        assert connection.send("password", password=guess)["type"] == "error"
 
 
 def test_odd_names_are_kept_but_reported(tmp_path: Path) -> None:
@@ -199,7 +218,7 @@ def test_a_read_only_file_is_never_written_and_the_user_is_told(tmp_path: Path) 
     connection = server.connect()
     connection.hello()
     reply = connection.send("login", user="jaba")
-    assert reply["type"] == "error"
+    assert reply["code"] == "accounts-read-only"  # the code docs/protocol.md gives
     assert reply["text"] == (
         "Error. This server cannot create new accounts now. Log in with an existing one."
     )

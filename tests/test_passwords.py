@@ -13,11 +13,17 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
 from tests.harness import Server, run_inline, verified, write_credentials
-from twisted_chat.server import passwords
+from twisted_chat.server import hashfile, passwords
 from twisted_chat.server.accounts import CredentialsFile
 from twisted_chat.server.credfile import parse_credentials
 from twisted_chat.server.hashfile import hash_credentials
-from twisted_chat.server.passwords import HashChecker, ServerBusy, hash_problem, make_hash
+from twisted_chat.server.passwords import (
+    RESERVED,
+    HashChecker,
+    ServerBusy,
+    hash_problem,
+    make_hash,
+)
 
 HANS_HASH = make_hash("falcon*solo")
 
@@ -44,9 +50,11 @@ def test_an_unusable_hash_skips_its_line_and_is_never_a_password_in_clear(
     field: str, why: str
 ) -> None:
     parsed = parse_credentials(f"hans {field}\nluke =hope+\n".encode(), "f")
-    assert "hans" not in parsed.accounts and "luke" in parsed.accounts
+    # Reserved: neither a password in clear nor a name a stranger could take.
+    assert parsed.accounts["hans"] == RESERVED and "luke" in parsed.accounts
     (problem,) = parsed.problems
     assert problem.startswith("f, line 1: ") and why in problem
+    assert problem.endswith("nobody can log in as hans or take the name until it is fixed")
     assert hash_problem(HANS_HASH) is None
 
 
@@ -126,6 +134,34 @@ def test_new_accounts_are_hashed_on_request(tmp_path: Path) -> None:
     assert server.connect().login("hans", "wrong")["code"] == "wrong-password"
 
 
+COSTLY = (
+    "$argon2id$v=19$m=262144,t=16,p=8$c2FsdHNhbHRzYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+)
+
+
+@pytest.mark.parametrize("mode", [(), ("--hash-new-passwords",)])
+@pytest.mark.parametrize(
+    "password", [COSTLY, "$argon2id$abc", "$2b$12$abcdefghijklmnop", "$6$salt$x", "$scrypt$x"]
+)
+def test_a_password_chosen_over_the_wire_is_never_read_as_a_hash(
+    tmp_path: Path, mode: tuple[str, ...], password: str
+) -> None:
+    """Stored in clear, a password that looks like a hash would be checked as one: its
+    chooser would set what each login costs, or make the account unusable (and, after
+    a restart, free its name)."""
+    server = Server(tmp_path, *mode)
+    rey = server.connect()
+    rey.hello()
+    assert rey.send("login", user="rey")["account"] == "new"
+    refused = rey.send("password", password=password)
+    assert refused["code"] == "invalid-password"
+    assert refused["text"] == (
+        "Error. A password cannot start like a stored hash ($name$...): choose another."
+    )
+    assert "rey" not in server.credentials.read_text()
+    assert rey.send("password", password="$till-a-fine-password")["type"] == "ok"
+
+
 def test_a_file_converted_in_place_keeps_mode_link_and_odd_lines(tmp_path: Path) -> None:
     real = write_credentials(tmp_path / "real.txt")
     with real.open("ab") as f:
@@ -154,6 +190,17 @@ def test_an_append_waiting_for_the_lock_lands_in_the_converted_file(tmp_path: Pa
     assert done == [None]
     assert path.read_text().splitlines()[-1] == "jaba hutt"
     assert "falcon*solo" not in path.read_text()
+
+
+def test_a_read_only_file_is_not_converted(tmp_path: Path) -> None:
+    """Its operator meant it not to change: renaming a new file over it would."""
+    path = write_credentials(tmp_path / "credentials.txt")
+    path.chmod(0o444)
+    before = path.read_bytes()
+    with pytest.raises(SystemExit) as exited:
+        hashfile.run([str(path)], "chat-server")
+    assert exited.value.code == f"chat-server: {path} is read-only; make it writable to convert it"
+    assert path.read_bytes() == before and stat.S_IMODE(path.stat().st_mode) == 0o444
 
 
 def test_verification_runs_off_the_reactor_thread() -> None:

@@ -83,10 +83,10 @@ def test_a_damaged_credentials_file_is_reported_by_line_and_the_server_still_sta
         service = makeService(parse("--credentials", str(creds)), MemoryReactorClock())
     logged = formatted(events)
     assert service.factory.chat.accounts.exists("hans")
-    assert not service.factory.chat.accounts.exists("broken")
-    assert f"{creds}, line 2: expected 'username password', got 3 field(s); line skipped" in (
-        logged
-    )
+    assert (
+        f"{creds}, line 2: expected 'username password', got 3 field(s); nobody can log in as "
+        "broken or take the name until it is fixed"
+    ) in logged
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from zope.interface import Attribute, Interface
 from twisted_chat.wire import Frame
 
 if TYPE_CHECKING:
+    from twisted_chat.errors import ChatError
     from twisted_chat.server.events import DirectMessage, Event, Presence
 
 T = TypeVar("T")
@@ -72,9 +73,10 @@ class IAccountStore(Interface):
     def names() -> Sequence[str]:
         """Every account name, sorted (kept so between changes, not sorted per call)."""
 
-    def new_account_problem(user: str) -> str | None:
-        """Why no account may be created as ``user`` now (a refused or look-alike
-        name, a read-only store), or None."""
+    def new_account_problem(user: str) -> ChatError | None:
+        """Why no account may be created as ``user`` now, as the error to answer (a
+        refused or look-alike name: ``invalid-username``; a read-only store:
+        ``accounts-read-only``), or None."""
 
     def refresh() -> Deferred[None]:
         """Pick up changes made to the accounts outside the server (by hand)."""

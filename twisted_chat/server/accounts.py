@@ -18,6 +18,7 @@ from zope.interface import implementer
 from twisted_chat import wire
 from twisted_chat.errors import (
     AccountsReadOnly,
+    ChatError,
     InvalidPassword,
     InvalidUsername,
     UsernameTaken,
@@ -51,6 +52,16 @@ def check_password(password: str) -> None:
         # str.isprintable() is False for tabs, newlines and control characters; a
         # plain space is printable, so test it separately.
         raise InvalidPassword("Error. A password cannot contain spaces or control characters.")
+    if passwords.LOOKS_LIKE_A_HASH.match(password):
+        raise InvalidPassword(
+            "Error. A password cannot start like a stored hash ($name$...): choose another."
+        )
+
+
+def look_alike(user: str, existing: str) -> InvalidUsername:
+    return InvalidUsername(
+        f"Error. The username {user} looks too much like {existing}. Choose another."
+    )
 
 
 class AccountTable:
@@ -200,19 +211,19 @@ class CredentialsFile(AccountTable):
         """``user``'s password as the file stores it (clear or a hash), or None."""
         return self._accounts.get(user)
 
-    def new_account_problem(self, user: str) -> str | None:
-        """Why no account may be created as ``user`` now, or None."""
+    def new_account_problem(self, user: str) -> ChatError | None:
+        """Why no account may be created as ``user`` now (the error to answer), or None."""
         problem = names.new_name_problem(user)
         if problem is not None:
-            return problem
+            return InvalidUsername(problem)
         if self.read_only:
-            return AccountsReadOnly().text
+            return AccountsReadOnly()
         look = names.skeleton(user)
         existing = self._skeletons.get(look)
         if existing is None:
             existing = next((u for u, s in self._creating.items() if s == look), None)
         if existing is not None and existing != user:
-            return f"Error. The username {user} looks too much like {existing}. Choose another."
+            return look_alike(user, existing)
         return None
 
     def refresh(self) -> Deferred[None]:
@@ -281,7 +292,7 @@ class CredentialsFile(AccountTable):
             return fail(UsernameTaken(user))
         problem = self.new_account_problem(user)
         if problem is not None:
-            return fail(InvalidUsername(problem))
+            return fail(problem)
         look = names.skeleton(user)
         # Reserve the name now: a second client creating it while we write loses (§14.6).
         self._creating[user] = look

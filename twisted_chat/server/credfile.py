@@ -74,9 +74,12 @@ def parse_credentials(data: bytes, source: str) -> ParsedCredentials:
             continue
         parts = line.split()
         if len(parts) != 2:
+            reserved = _reserve(parsed, parts[0])
             parsed.problems.append(
-                f"{where}: expected 'username password', got {len(parts)} field(s); line skipped"
-            )
+                f"{where}: expected 'username password', got {len(parts)} field(s); "
+                + (f"nobody can log in as {reserved} or take the name until it is fixed"
+                   if reserved else "line skipped")
+            )  # fmt: skip
             continue
         user, password = names.normalise(parts[0]), parts[1]
         if names.invisible_character(user) is not None or names.login_name_problem(user):
@@ -91,8 +94,13 @@ def parse_credentials(data: bytes, source: str) -> ParsedCredentials:
         if passwords.is_hash(password):
             unusable = passwords.hash_problem(password)
             if unusable is not None:
-                # Never taken as a password in clear: whoever typed the text would log in.
-                parsed.problems.append(f"{where}: {unusable}; line skipped")
+                # Never taken as a password in clear: whoever typed the text would log
+                # in. Nor the name freed: a stranger would take the account.
+                _reserve(parsed, user)
+                parsed.problems.append(
+                    f"{where}: {unusable}; nobody can log in as {user} or take the name "
+                    "until it is fixed"
+                )
                 continue
         problem = names.new_name_problem(user)
         look = names.skeleton(user)
@@ -106,6 +114,19 @@ def parse_credentials(data: bytes, source: str) -> ParsedCredentials:
         skeletons.setdefault(look, user)
         parsed.accounts[user] = password
     return parsed
+
+
+def _reserve(parsed: ParsedCredentials, field: str) -> str | None:
+    """Keep a damaged line's name from everyone (``passwords.RESERVED``): the name, or
+    None if the line names no user we could tell (or one already taken)."""
+    user = names.normalise(field)
+    if names.invisible_character(user) is not None or names.login_name_problem(user):
+        return None
+    if user in parsed.accounts:
+        return None
+    parsed.accounts[user] = passwords.RESERVED
+    parsed.skeletons.setdefault(names.skeleton(user), user)
+    return user
 
 
 def signature(path: Path) -> tuple[int, int, int]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twisted_chat.server import passwords
-from twisted_chat.server.credfile import BOM, open_locked, read_all
+from twisted_chat.server.credfile import BOM, open_locked, read_all, writable
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,17 @@ class Converted:
     """Lines left as they were (already hashed, blank, or not an account line)."""
 
 
+class ReadOnly(Exception):
+    """The file is read-only: its operator meant it not to change."""
+
+
 def hash_credentials(path: Path) -> Converted:
-    """Convert ``path`` in place (blocking: a command-line tool, not the server)."""
+    """Convert ``path`` in place (blocking: a command-line tool, not the server).
+    Raises :class:`ReadOnly` for a read-only file: renaming a new file over it would
+    change it all the same (the server, too, writes nothing to such a file)."""
     real = path.resolve()
+    if real.exists() and not writable(real):
+        raise ReadOnly(f"{path} is read-only; make it writable to convert it")
     fd = open_locked(real)
     try:
         status = os.fstat(fd)
@@ -99,6 +107,8 @@ def run(argv: list[str], program: str) -> None:
     path = Path(argv[0])
     try:
         result = hash_credentials(path)
+    except ReadOnly as e:
+        raise SystemExit(f"{program}: {e}") from None
     except OSError as e:
         raise SystemExit(f"{program}: cannot convert {path}: {e.strerror or e}") from None
     print(

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import Interface, implementer
 
 from twisted_chat import __version__, wire
-from twisted_chat.errors import InvalidUsername, ProtocolStateError
+from twisted_chat.errors import ProtocolStateError
 from twisted_chat.interfaces import IAccountStore, IChatClient, IChatUser
 from twisted_chat.server.accounts import check_password
 from twisted_chat.server.session import Session
@@ -53,7 +53,7 @@ def is_existing_account(accounts: IAccountStore, user: str) -> Deferred[bool]:
         # or invisible characters, separators, mixed scripts.
         problem = accounts.new_account_problem(user)
         if problem is not None:
-            raise InvalidUsername(problem)
+            raise problem
         return False
 
     return accounts.refresh().addCallback(known)

@@ -21,6 +21,7 @@ bound.
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,15 @@ from twisted_chat.errors import ChatError
 from twisted_chat.server.stats import Stats
 
 HASH_PREFIX = "$argon2id$"
+LOOKS_LIKE_A_HASH = re.compile(r"\$[A-Za-z0-9+-]{1,32}\$")
+"""How a stored hash of any scheme starts (``$argon2id$``, ``$2b$``, ``$6$``,
+``$scrypt$``, ``$pbkdf2-sha256$``...): a password chosen over the wire may not, or its
+owner would choose the hash the server checks (its cost, or an unusable one)."""
+
+RESERVED = "\0reserved"
+"""What a name holds when its line in the file cannot be used (a damaged hash, a line
+of the wrong shape): nobody logs in as it, and nobody can take the name meanwhile.
+A NUL cannot come from the file, the wire or Redis's copy of a file line."""
 HASHER = argon2.PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 """New hashes: OWASP's minimum for argon2id (m = 19 MiB, t = 2, p = 1)."""
 
@@ -111,6 +121,8 @@ def verify_stored(stored: str, password: str, check_hash: HashCheck) -> Deferred
     """Whether ``password`` is the one ``stored`` (clear, or an argon2id hash) stands
     for. A hash is checked again here (its costs bounded, :func:`hash_problem`): it may
     come from Redis, which other nodes and tools write, not only from a file we read."""
+    if stored == RESERVED:
+        return succeed(False)
     if is_hash(stored):
         if hash_problem(stored) is not None:
             return succeed(False)

@@ -353,13 +353,18 @@ return 1
 MERGE_ACCOUNTS = Primitive(
     "merge-accounts",
     r"""
--- ARGV: node, then user, stored, payload, ... The first value Redis holds wins; each
--- name new to Redis is published with its payload. Returns how many were new.
-local added = 0
+-- ARGV: node, then user, stored, payload, ... The first value Redis holds wins, but a
+-- usable value replaces a reserved one (a damaged line's, "\0reserved", which only
+-- keeps the name from strangers); each value taken is published with its payload.
+-- Returns how many names were new.
+local added, reserved = 0, '\0reserved'
 for i = 2, #ARGV, 3 do
-  if redis.call('HSETNX', P .. 'accounts', ARGV[i], ARGV[i + 1]) == 1 then
+  local user, stored = ARGV[i], ARGV[i + 1]
+  local current = redis.call('HGET', P .. 'accounts', user)
+  if not current or (current == reserved and stored ~= reserved) then
+    redis.call('HSET', P .. 'accounts', user, stored)
     publish(ARGV[i + 2], ARGV[1])
-    added = added + 1
+    if not current then added = added + 1 end
   end
 end
 return added

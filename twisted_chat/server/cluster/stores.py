@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_chat.errors import QueueFull, UsernameTaken
+from twisted_chat.errors import ChatError, QueueFull, UsernameTaken
 from twisted_chat.interfaces import (
     IAccountStore,
     IBlockStore,
@@ -34,8 +34,8 @@ from twisted_chat.interfaces import (
     StoredMessage,
     Strikes,
 )
-from twisted_chat.server import events, names
-from twisted_chat.server.accounts import AccountTable, CredentialsFile
+from twisted_chat.server import events, names, passwords
+from twisted_chat.server.accounts import AccountTable, CredentialsFile, look_alike
 from twisted_chat.server.cluster import primitives
 from twisted_chat.server.cluster.primitives import Primitives
 from twisted_chat.server.cluster.redis import pairs
@@ -79,8 +79,10 @@ class ClusterAccounts(AccountTable):
     def learned(self, user: str, stored: str) -> None:
         """An account Redis holds (at join, or an ``a`` event). Redis is written by
         other nodes and tools, so a name is checked as a file's line would be: one
-        that could draw on a terminal as something else, or as nothing, is left out."""
-        if user in self._accounts:
+        that could draw on a terminal as something else, or as nothing, is left out. A
+        usable value replaces a reserved one (a damaged line's, fixed since)."""
+        current = self._accounts.get(user)
+        if current is not None and (current != passwords.RESERVED or stored == current):
             return
         if names.login_name_problem(user) or names.invisible_character(user) is not None:
             self.log.error(
@@ -142,14 +144,14 @@ class ClusterAccounts(AccountTable):
 
     # --- IAccountStore (exists, names, verify: the AccountTable's) -----------------------
 
-    def new_account_problem(self, user: str) -> str | None:
+    def new_account_problem(self, user: str) -> ChatError | None:
         """The node's file's answer, then look-alikes of accounts made anywhere."""
         problem = self.file.new_account_problem(user)
         if problem is not None:
             return problem
         existing = self.look_alike_of(user)
         if existing is not None:
-            return f"Error. The username {user} looks too much like {existing}. Choose another."
+            return look_alike(user, existing)
         return None
 
     def refresh(self) -> Deferred[None]:
