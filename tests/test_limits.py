@@ -177,6 +177,40 @@ def test_the_login_deadline_holds_between_liveness_checks(tmp_path: Path, deadli
     assert slow.lost
 
 
+def test_a_connection_that_says_nothing_is_dropped_at_the_hello_deadline(
+    tmp_path: Path,
+) -> None:
+    """Not even a first frame (over TLS: not even a handshake, so no error frame could
+    reach it): dropped without a word, its count against its address with it."""
+    server = Server(tmp_path, "--hello-timeout", "4")
+    with log_events() as events:
+        silent = server.connect()
+        talker = server.connect()
+        talker.hello()
+        server.advance(3.5)
+        assert not silent.transport.disconnecting
+        server.advance(0.5)
+        assert silent.transport.disconnected and silent.transport.value() == b""  # aborted
+    assert not talker.transport.disconnecting  # it said hello: the login deadline is its own
+    (dropped,) = [e for e in events if e.get("security_event") == "no-hello"]
+    assert formatEvent(dropped) == "dropping 127.0.0.1: no first frame in 4s"
+
+
+def test_a_connection_the_server_closed_is_aborted_if_its_peer_never_lets_go(
+    server: Server,
+) -> None:
+    """A TLS close waits for the peer's answer: one that never comes must not keep the
+    connection, and its count against its address, for ever."""
+    slow = server.connect()
+    slow.hello()
+    server.advance(60)
+    assert slow.transport.disconnecting and not slow.transport.disconnected  # closing
+    server.advance(4.9)
+    assert not slow.transport.disconnected
+    server.advance(0.1)
+    assert slow.transport.disconnected  # aborted
+
+
 def test_frames_before_login_are_limited(tmp_path: Path) -> None:
     server = Server(tmp_path, "--login-frames", "6", "--flood-burst", "100")
     guesser = server.connect()

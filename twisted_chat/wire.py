@@ -662,6 +662,14 @@ def _has_type(value: object, annotation: str) -> bool:
     return isinstance(value, accepted)
 
 
+def kind_of(line: bytes) -> str:
+    """A line's ``type``, for a log line about it ("?" if it has none to read)."""
+    try:
+        return str(decode_object(line)["type"])[:32]
+    except FrameError:
+        return "?"
+
+
 # --- encoding -------------------------------------------------------------------------
 
 

@@ -30,6 +30,9 @@ class Limits:
     """Seconds of silence from a client before the server pings it."""
     ping_timeout: float = 90.0
     """Seconds of silence after which a client is taken for gone (half-open)."""
+    hello_timeout: float = 10.0
+    """Seconds a connection has to send its first frame (over TLS, to finish its
+    handshake first): a connection that says nothing is dropped without a word."""
     login_timeout: float = 60.0
     """Seconds a connection has to finish logging in (Ergo 60 s)."""
     login_frames: int = 30
@@ -122,6 +125,11 @@ def tune_collector() -> None:
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_COLLECTION_EVERY, middle, oldest)
 
+
+CLOSE_GRACE = 5.0
+"""Seconds a connection the server closes has to go before it is aborted: a TLS close
+waits for the peer's answer, which a silent or hostile peer never sends, and until the
+connection is gone it counts against its address."""
 
 DESCRIPTORS_KEPT = 64
 """Open files the server needs besides its clients: listeners, the state database and

@@ -180,6 +180,12 @@ class Options(usage.Options):
             ),
             ("ping_interval", "Seconds of silence before the server pings a client.", positive),
             ("ping_timeout", "Seconds of silence after which a client is dropped.", positive),
+            (
+                "hello_timeout",
+                "Seconds a connection has to send its first frame (over TLS, to finish "
+                "its handshake first).",
+                positive,
+            ),
             ("login_timeout", "Seconds a connection has to finish logging in.", positive),
             ("login_frames", "Frames a connection may send before logging in.", int),
             ("max_connections", "Connections at once, in all.", int),

@@ -18,7 +18,13 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTranspor
 from twisted.logger import Logger
 
 from twisted_chat import wire
-from twisted_chat.server.limits import ConnectionCounter, Limits, OutputGate, TokenBucket
+from twisted_chat.server.limits import (
+    CLOSE_GRACE,
+    ConnectionCounter,
+    Limits,
+    OutputGate,
+    TokenBucket,
+)
 from twisted_chat.server.output import Outbox, TurnFlusher
 from twisted_chat.server.stats import Stats
 
@@ -59,10 +65,12 @@ class ConnectionPolicy:
     __slots__ = (
         "_bucket",
         "_clock",
+        "_closing",
         "_connected_at",
         "_connections",
         "_frames_before_login",
         "_gate",
+        "_greeted",
         "_heard",
         "_held_line",
         "_limits",
@@ -106,6 +114,10 @@ class ConnectionPolicy:
         self._heard = self._connected_at = clock.seconds()
         self._watchdog: IDelayedCall | None = None
         self._frames_before_login = 0
+        self._greeted = False
+        """A first frame came (before it, the hello deadline applies)."""
+        self._closing: IDelayedCall | None = None
+        """Drops the connection if it is still open a grace after it was closed."""
         self._pauses = _NOT_PAUSED
         """Why reading is paused ("flood", "login"); it resumes when none is left. A
         frozenset: the empty one is shared, so an unpaused connection (nearly all of
@@ -135,25 +147,41 @@ class ConnectionPolicy:
         # One timer per connection watches both liveness and the login deadline: a
         # cancelled DelayedCall stays in the reactor's heap until its time comes.
         limits = self._limits
-        first = min(limits.ping_interval, limits.login_timeout)
+        first = min(limits.ping_interval, limits.login_timeout, limits.hello_timeout)
         self._watchdog = self._clock.callLater(first, self._check_alive)
         return None
 
     def lost(self) -> None:
         """The connection is gone: no timer of ours outlives it; admission forgets it."""
-        for call in (self._resume, self._watchdog):
+        for call in (self._resume, self._watchdog, self._closing):
             if call is not None and call.active():
                 call.cancel()
-        self._resume = self._watchdog = None
+        self._resume = self._watchdog = self._closing = None
         if self.host:
             self._connections.release(self.host)
             self.host = ""
+
+    def closing(self) -> None:
+        """The protocol asked its transport to close. A TLS close waits for the peer's
+        answer, which a silent or hostile peer never sends, and until the connection
+        is gone it counts against its address: drop it if it is still open a grace
+        later, whatever the peer does."""
+        if self._closing is None:
+            self._closing = self._clock.callLater(CLOSE_GRACE, self._close_overdue)
+
+    def _close_overdue(self) -> None:
+        self._closing = None
+        self.log.info(
+            "dropping {who}: closed {grace:.0f}s ago", who=self._owner.who(), grace=CLOSE_GRACE
+        )
+        self._owner.drop()
 
     # --- input: flood control and pauses -------------------------------------------------
 
     def received(self, line: bytes) -> None:
         """A line came in: handle it now if a token is free, else hold it."""
         self._heard = self._clock.seconds()
+        self._greeted = True
         if self._throttled_since is not None and self._bucket.full:
             self._throttled_since = None  # calm for a whole burst's worth of time
         if self._bucket.take():
@@ -270,6 +298,16 @@ class ConnectionPolicy:
         now = self._clock.seconds()
         self._watchdog = None
         logging_in = not self.online
+        if not self._greeted and now - self._connected_at >= limits.hello_timeout:
+            # Nothing at all, not even a TLS handshake: no frame would reach it.
+            self.log.warn(
+                "dropping {who}: no first frame in {seconds:.0f}s",
+                who=self._owner.who(),
+                seconds=limits.hello_timeout,
+                security_event="no-hello",
+            )
+            self._owner.drop()
+            return
         if logging_in and now - self._connected_at >= limits.login_timeout:
             self._owner.refuse("login-timeout", "Took too long to log in.")
             return
@@ -290,6 +328,8 @@ class ConnectionPolicy:
             wait = limits.ping_interval - quiet
         if logging_in:
             wait = min(wait, limits.login_timeout - (now - self._connected_at))
+        if not self._greeted:
+            wait = min(wait, limits.hello_timeout - (now - self._connected_at))
         self._watchdog = self._clock.callLater(wait, self._check_alive)
 
 

@@ -172,7 +172,7 @@ class ChatServerProtocol(LineReceiver):
             self._send(wire.Error(e.code, e.text, request_id))
             return
         except Exception:
-            self.log.failure("unexpected error handling a {kind} frame", kind=_kind(line))
+            self.log.failure("unexpected error handling a {kind} frame", kind=wire.kind_of(line))
             self._send(wire.Error("internal", "The server could not handle that.", request_id))
             return
         if isinstance(result, Deferred):
@@ -301,11 +301,7 @@ class ChatServerProtocol(LineReceiver):
                 return _REPLIED
             self.avatar = avatar
             if self.in_browser and self.version >= wire.PrivateUnsupported.VERSION:
-                recorded = avatar.in_browser()
-                if isinstance(recorded, Deferred):
-                    recorded.addErrback(
-                        lambda f: self.log.failure("recording {user} as in a browser", f, user=user)
-                    )
+                avatar.in_browser()
             self.factory.stats.logins["new-account" if new_account else "ok"] += 1
             self._step(Step.ACCEPTED)
             self.policy.online = True
@@ -366,9 +362,11 @@ class ChatServerProtocol(LineReceiver):
         self._lose_connection()
 
     def _lose_connection(self) -> None:
-        """Close once everything written so far is sent."""
+        """Close once everything written so far is sent (the policy aborts a
+        connection still open a grace later: a TLS peer may never answer the close)."""
         self.policy.outbox.flush()
         self.transport.loseConnection()
+        self.policy.closing()
 
     def _close_soon(self) -> None:
         """Close on the next reactor turn, once the reply being built has been written
@@ -382,13 +380,6 @@ class ChatServerProtocol(LineReceiver):
             return self._peer_ip
         peer = self.transport.getPeer() if self.transport is not None else None
         return type(peer).__name__
-
-
-def _kind(line: bytes) -> str:
-    try:
-        return str(wire.decode_object(line)["type"])[:32]
-    except wire.FrameError:
-        return "?"
 
 
 class ChatServerFactory(ServerFactory):

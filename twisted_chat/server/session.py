@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_chat import wire
@@ -46,6 +47,8 @@ least twice that: a warning at once would be noise)."""
 @implementer(IChatUser)
 class Session:
     """One user online through this node."""
+
+    log = Logger()
 
     # One per online user: slots keep the idle cost per user down (docs/performance.md).
     __slots__ = (
@@ -262,12 +265,16 @@ class Session:
         self.peer = PeerAddress(host, port, fingerprint)
         return self.chat.directory.set_peer(self.name, self.peer)
 
-    def in_browser(self) -> Now[None]:
+    def in_browser(self) -> None:
         """This user's client is a web page, which cannot take private sessions: record
         it where every node looks for peer addresses, so that a request for one is
         answered ``peer-unsupported`` and the user is told who asked."""
         self.peer = IN_BROWSER
-        return self.chat.directory.set_peer(self.name, IN_BROWSER)
+        recorded = self.chat.directory.set_peer(self.name, IN_BROWSER)
+        if isinstance(recorded, Deferred):
+            recorded.addErrback(
+                lambda f: self.log.failure("recording {user} as in a browser", f, user=self.name)
+            )
 
     def start_private(self, user: str) -> Deferred[None]:
         self.touch()
