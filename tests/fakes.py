@@ -86,6 +86,7 @@ class FakePeers:
         self.sent: list[tuple[str, str]] = []
         self.stopped: list[tuple[str, str]] = []
         self.reachable = True
+        self.consents: set[str] = set()
 
     def bind(self, events: PeerEvents) -> None:
         self.events = events
@@ -93,7 +94,14 @@ class FakePeers:
     def listen(self, me: str) -> Deferred[int]:
         return succeed(4321)
 
+    def consented(self, user: str) -> None:
+        self.consents.add(user)
+
+    def withdrawn(self, user: str) -> None:
+        self.consents.discard(user)
+
     def expect(self, user: str, token: str, fingerprint: str) -> None:
+        self.consents.discard(user)
         self.expected[user] = (token, fingerprint)
 
     def connect(

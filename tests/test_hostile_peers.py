@@ -45,17 +45,40 @@ def test_one_address_has_a_bounded_share_of_handshakes(server: Server) -> None:
     assert len(waiting) == MAX_UNAUTHENTICATED_PER_ADDRESS
 
 
-def test_connections_that_said_hello_are_not_evicted_but_refused(server: Server) -> None:
+def test_hellos_waiting_for_an_approval_are_not_evicted_but_refused(server: Server) -> None:
+    """A hello from a user luke said yes to may come before the approval: it waits,
+    and is not evicted for a newcomer."""
     network, who = people(server, "luke")
     talkers = []
     for n in range(MAX_UNAUTHENTICATED_PER_ADDRESS):
+        who["luke"].peers.consented(f"user{n}")
         peer = connect_raw(network, who["luke"], "203.0.113.9")
         assert peer is not None
-        # Hellos for a user not (yet) approved: they wait for an approval.
         peer.send(wire.encode(wire.PeerHello(2, f"user{n}", "t")))
         talkers.append(peer)
     assert connect_raw(network, who["luke"], "203.0.113.9") is None
     assert not any(t.closed for t in talkers)
+
+
+def test_hellos_from_strangers_are_refused_at_once_and_a_real_chat_starts(
+    server: Server,
+) -> None:
+    """Four fake hellos (users luke never said yes to) used to hold luke's handshake
+    places; now each is refused and closed at once, and a real private chat starts
+    while fifty of them are tried."""
+    network, who = people(server, "hans", "luke")
+    fakes = []
+    for n in range(50):
+        peer = connect_raw(network, who["luke"], "203.0.113.9")
+        assert peer is not None  # never full: the refused ones are gone
+        peer.send(wire.encode(wire.PeerHello(2, f"user{n % 5}", "forged")))
+        assert peer.closed and b'"code":"refused"' in peer.received
+        fakes.append(peer)
+        if n == 25:
+            who["hans"].type("startprivate luke")
+            who["luke"].type("y")
+    assert who["hans"].peers.has("luke") and who["luke"].peers.has("hans")
+    assert who["luke"].peers._awaiting == {}
 
 
 def test_a_second_hello_on_one_connection_is_refused(server: Server) -> None:

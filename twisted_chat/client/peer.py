@@ -16,7 +16,9 @@ the sessions and the tokens it expects.
 The server tells the requester of an approval before the target, and the two hear it on
 different connections, so a ``peer-hello`` can arrive before the listening side knows to
 expect it. Such a hello waits (within the same handshake deadline) for the approval of
-that user, and is checked then.
+that user, and is checked then: but only from a user whose request we said yes to. A
+hello from anyone else is refused at once, so that fake hellos cannot hold the
+listener's few handshake places.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ class PeerManager:
         self._authenticating: dict[PeerProtocol, None] = {}
         """Connections mid-handshake, oldest first (a dict: an ordered set)."""
         self._awaiting: dict[str, list[PeerProtocol]] = {}
+        self._consented: set[str] = set()
+        """Users whose request we said yes to, whose approval has not come yet."""
         """Hellos that came before the approval of their user, by claimed user."""
         self._port: IListeningPort | None = None
 
@@ -132,7 +136,18 @@ class PeerManager:
             return None
         return session_code(self.tls.fingerprint, protocol.fingerprint)
 
+    def consented(self, user: str) -> None:
+        """We said yes to ``user``'s request: their hello may come before the approval."""
+        self._consented.add(user)
+
+    def withdrawn(self, user: str) -> None:
+        """The request with ``user`` ended unapproved: a hello from them is a stranger's."""
+        self._consented.discard(user)
+        for protocol in self._awaiting.pop(user, []):
+            protocol.admitted(False)
+
     def expect(self, user: str, token: str, fingerprint: str) -> None:
+        self._consented.discard(user)
         self._forget_expected(user)
         lapse = self.clock.callLater(TOKEN_LIFETIME, self._forget_expected, user)
         self._expected[user] = (token, fingerprint, lapse)
@@ -217,13 +232,22 @@ class PeerManager:
         return False
 
     def admit(self, protocol: PeerProtocol) -> None:
-        """Decide on a ``peer-hello``: at once if an approval for that user is known,
-        else when one arrives (or never: the handshake deadline refuses it)."""
+        """Decide on a ``peer-hello``: at once if an approval for that user is known;
+        when one arrives if we said yes to that user (or never: the handshake deadline
+        refuses it); refused at once for anyone else."""
         user = protocol.claimed_user
         if user in self._expected or user in self._sessions:
             protocol.admitted(self._check(protocol))
-        else:
+        elif user in self._consented:
             self._awaiting.setdefault(user, []).append(protocol)
+        else:
+            self.log.info(
+                "refused a peer hello from {host} for {user}, whom we said no yes to",
+                host=protocol.host,
+                user=user[:32],
+                security_event="peer-unexpected",
+            )
+            protocol.admitted(False)
 
     def _check(self, protocol: PeerProtocol) -> bool:
         """Whether the peer's token is the one approved for the user it claims, and its

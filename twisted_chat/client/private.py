@@ -123,6 +123,7 @@ class PrivateChats:
         self.askers.pop(user, None)
         self._requested.discard(user)
         self._accepted.discard(user)
+        self._session.peers.withdrawn(user)
         if reason == "left":
             self._session.display.show(
                 f"The private messaging request with {user} was cancelled: {user} logged out."
@@ -154,6 +155,7 @@ class PrivateChats:
         del self.askers[user]
         if accept:
             self._accepted.add(user)  # the approval we then hear of is ours
+            session.peers.consented(user)
 
         def answered(_: dict[str, Any]) -> None:
             if not accept:

@@ -63,6 +63,13 @@ class PeerNetwork(Protocol):
     def listen(self, me: str) -> Deferred[int]:
         """Start accepting peers for user ``me``; fires with the port."""
 
+    def consented(self, user: str) -> None:
+        """We said yes to ``user``'s request: their hello may come before the approval
+        (a hello from anyone else is refused at once)."""
+
+    def withdrawn(self, user: str) -> None:
+        """The request with ``user`` ended before an approval."""
+
     def expect(self, user: str, token: str, fingerprint: str) -> None:
         """``user`` will connect presenting ``token`` (once), over TLS with the
         certificate whose fingerprint is ``fingerprint``."""
