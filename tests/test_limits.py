@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
@@ -13,6 +14,7 @@ from twisted.logger import LogLevel, formatEvent
 
 from tests.harness import Connection, Server
 from tests.logcapture import log_events
+from twisted_chat.server.addresses import group_of
 from twisted_chat.server.limits import TokenBucket
 
 
@@ -290,3 +292,44 @@ def test_security_events_are_structured_and_keep_secrets_out(server: Server) -> 
     everything = " ".join(formatEvent(e) + repr(sorted(map(str, e.values()))) for e in events)
     assert "s3cret" not in everything and "wise@!man" not in everything
     assert "the body of a message" not in everything
+
+
+def test_addresses_count_under_their_network() -> None:
+    assert group_of("203.0.113.9") == group_of("203.0.113.200") == "203.0.113.0/24"
+    assert group_of("203.0.114.9") != group_of("203.0.113.9")
+    assert group_of("2001:db8:1:2::1") == group_of("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert group_of("::ffff:203.0.113.9") == "203.0.113.0/24"  # an IPv4 client on IPv6
+    assert group_of("203.0.113.9", v4_prefix=32) == "203.0.113.9/32"
+    assert group_of(None) == "local"
+
+
+def new_account(server: Server, user: str, host: str) -> dict[str, Any]:
+    connection = Connection(server, 40000, host)
+    connection.hello()
+    return connection.send("login", user=user)
+
+
+def test_new_accounts_are_made_at_a_bounded_rate_per_network(tmp_path: Path) -> None:
+    """One address made 8,899 accounts in 20 s; now a network makes five at once, then
+    one a minute, and logins of existing users are never held up by it."""
+    server = Server(tmp_path)
+    for n in range(5):
+        assert new_account(server, f"bot{n}", f"198.51.100.{n + 1}")["account"] == "new"
+    with log_events() as events:
+        refused = new_account(server, "bot5", "198.51.100.77")
+    assert refused["code"] == "too-many-new-accounts"
+    assert "try again in 1 minute(s)" in refused["text"]
+    assert [e for e in events if e.get("security_event") == "new-account-flood"]
+    assert new_account(server, "other", "198.51.101.1")["account"] == "new"  # next network
+    assert Connection(server, 40001, "198.51.100.77").login("hans")["type"] == "ok"
+    server.advance(60)
+    assert new_account(server, "bot5", "198.51.100.77")["account"] == "new"
+
+
+def test_new_accounts_are_bounded_in_all_too(tmp_path: Path) -> None:
+    server = Server(tmp_path, "--new-accounts-total-burst", "3")
+    for n in range(3):
+        assert new_account(server, f"bot{n}", f"198.51.{n}.1")["account"] == "new"
+    assert new_account(server, "bot3", "198.51.9.1")["code"] == "too-many-new-accounts"
+    server.advance(1)
+    assert new_account(server, "bot3", "198.51.9.1")["account"] == "new"

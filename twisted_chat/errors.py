@@ -303,6 +303,20 @@ class TooManyRooms(ChatError):
         )
 
 
+class TooManyNewAccounts(ChatError):
+    """Accounts are made at a bounded rate, per network and in all (as Synapse's
+    ``rc_registration``): a flood of new names must not slow everyone's logins."""
+
+    code = "too-many-new-accounts"
+
+    def __init__(self, wait: float) -> None:
+        minutes = max(1, round(wait / 60))
+        super().__init__(
+            "Error. Too many new accounts were made from your network or on this server "
+            f"just now: log in with an existing one, or try again in {minutes} minute(s)."
+        )
+
+
 class TooManyNewRooms(ChatError):
     code = "too-many-new-rooms"
 

@@ -377,7 +377,13 @@ async def test_nodes_sharing_one_port_and_one_credentials_file(workdir: Path) ->
     clients: list[Process] = []
     try:
         for name in ("a", "b"):
-            await cluster.add(name, "--port", f"tcp:{shared}:interface=127.0.0.1", "--reuse-port")
+            await cluster.add(
+                name,
+                "--port",
+                f"tcp:{shared}:interface=127.0.0.1",
+                "--reuse-port",
+                *("--new-accounts-burst", "20"),  # ten new accounts from one address
+            )
         # New accounts through the one port, on whichever node the kernel picks.
         for n in range(8):
             new = client(f"new{n}", shared)

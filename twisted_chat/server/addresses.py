@@ -4,6 +4,7 @@ connection was accepted (what the metrics label it with)."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -24,3 +25,19 @@ def listener_of(transport: Any) -> tuple[str, str]:
     port = getattr(host, "port", None)
     where = str(port) if port is not None else type(host).__name__
     return where, "tls" if ISSLTransport.providedBy(transport) else "plain"
+
+
+def group_of(ip: str | None, v4_prefix: int = 24, v6_prefix: int = 64) -> str:
+    """The network an address counts under for the per-address limits: IPv4 by /24
+    and IPv6 by /64 (as Ergo and Synapse group), since one attacker holds a whole
+    such network as easily as one address. "local" for a UNIX socket."""
+    if ip is None:
+        return "local"
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    prefix = v4_prefix if address.version == 4 else v6_prefix
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))

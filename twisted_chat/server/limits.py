@@ -41,6 +41,18 @@ class Limits:
     """Connections at once, in all; lowered at start to fit the open-file limit."""
     max_per_ip: int = 16
     """Connections at once from one address, loopback included (Ergo 16)."""
+    new_accounts_burst: float = 5
+    """New accounts one network (/24, /64) may make at once (Synapse's burst is 3)."""
+    new_account_interval: float = 60.0
+    """Seconds between new accounts from one network after its burst."""
+    new_accounts_total_burst: float = 100
+    """New accounts the whole server takes at once, from everywhere."""
+    new_account_total_interval: float = 1.0
+    """Seconds between new accounts in all after that burst."""
+    v4_prefix: int = 24
+    """The IPv4 network (prefix length) the per-network limits count an address under."""
+    v6_prefix: int = 64
+    """The IPv6 network (prefix length) the per-network limits count an address under."""
 
 
 class TokenBucket:
@@ -165,6 +177,41 @@ def fit_descriptor_limit(wanted: int) -> tuple[int, str | None]:
         f"--max-connections {wanted} does not fit the open-file limit ({soft}); "
         f"accepting at most {room} connections"
     )
+
+
+class NewAccountLimit:
+    """How fast accounts may be made: a token bucket per network and one in all. The
+    per-network buckets are kept only while they matter (a full one is forgotten)."""
+
+    KEPT = 10_000
+    """Networks remembered before the full buckets are swept."""
+
+    def __init__(self, clock: IReactorTime, limits: Limits) -> None:
+        self._clock = clock
+        self._limits = limits
+        self._total = TokenBucket(
+            clock, limits.new_accounts_total_burst, 1 / limits.new_account_total_interval
+        )
+        self._networks: dict[str, TokenBucket] = {}
+
+    def take(self, network: str) -> float | None:
+        """Count a new account from ``network``; None if allowed, else the seconds to
+        wait. A refusal spends nothing."""
+        limits = self._limits
+        bucket = self._networks.get(network)
+        if bucket is None:
+            if len(self._networks) >= self.KEPT:
+                self._networks = {k: b for k, b in self._networks.items() if not b.full}
+            bucket = TokenBucket(
+                self._clock, limits.new_accounts_burst, 1 / limits.new_account_interval
+            )
+            self._networks[network] = bucket
+        wait = max(bucket.wait(), self._total.wait())
+        if wait > 0:
+            return wait
+        bucket.take()
+        self._total.take()
+        return None
 
 
 class ConnectionCounter:

@@ -194,6 +194,24 @@ class Options(usage.Options):
                 "Connections at once from one address, loopback included.",
                 int,
             ),
+            (
+                "new_accounts_burst",
+                "New accounts one network (IPv4 /24, IPv6 /64) may make at once.",
+                positive,
+            ),
+            (
+                "new_account_interval",
+                "Seconds between new accounts from one network after its burst.",
+                positive,
+            ),
+            ("new_accounts_total_burst", "New accounts the server takes at once.", positive),
+            (
+                "new_account_total_interval",
+                "Seconds between new accounts in all after that burst.",
+                positive,
+            ),
+            ("v4_prefix", "IPv4 prefix length of a network, for per-network limits.", int),
+            ("v6_prefix", "IPv6 prefix length of a network, for per-network limits.", int),
         )
     ]
     optFlags = [
@@ -299,6 +317,8 @@ class Options(usage.Options):
             max_room_members=self["max-room-members"],
             max_rooms_created_per_hour=self["max-rooms-created-per-hour"],
         )
+        if not 8 <= self["v4-prefix"] <= 32 or not 16 <= self["v6-prefix"] <= 128:
+            raise usage.UsageError("--v4-prefix must be 8..32 and --v6-prefix 16..128")
         if self["ping-timeout"] <= self["ping-interval"]:
             raise usage.UsageError("--ping-timeout must be longer than --ping-interval")
         self["limits"] = Limits(

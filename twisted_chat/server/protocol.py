@@ -29,14 +29,15 @@ from twisted_chat.errors import (
     NeedsNewerProtocol,
     NotLoggedIn,
     ProtocolStateError,
+    TooManyNewAccounts,
     UsernameTaken,
 )
 from twisted_chat.interfaces import IChatClient
 from twisted_chat.server import commands, login, names
 from twisted_chat.server.accounts import check_username
-from twisted_chat.server.addresses import ip_of, listener_of
+from twisted_chat.server.addresses import group_of, ip_of, listener_of
 from twisted_chat.server.core import Chat
-from twisted_chat.server.limits import ConnectionCounter, Limits
+from twisted_chat.server.limits import ConnectionCounter, Limits, NewAccountLimit
 from twisted_chat.server.output import TurnFlusher
 from twisted_chat.server.phases import Phase, Step, after
 from twisted_chat.server.policy import ConnectionPolicy
@@ -270,6 +271,8 @@ class ChatServerProtocol(LineReceiver):
         self._step(Step.NAME_GIVEN)
 
         def known(existing: bool) -> dict[str, Any]:
+            if not existing:
+                self._may_make_an_account()
             self._user = user
             self._step(Step.EXISTING if existing else Step.NEW)
             return {"account": "existing" if existing else "new"}
@@ -284,7 +287,7 @@ class ChatServerProtocol(LineReceiver):
             checked = offline.addCallback(lambda _: login.is_existing_account(chat.accounts, user))
         else:
             checked = login.is_existing_account(chat.accounts, user)
-        return checked.addCallbacks(known, refused)
+        return checked.addCallback(known).addErrback(refused)
 
     def _password(self, frame: wire.Password, request_id: wire.RequestId) -> Deferred[object]:
         user, chat = self._user, self.factory.chat
@@ -322,6 +325,19 @@ class ChatServerProtocol(LineReceiver):
 
         self.policy.hold_reading()
         return signing_in.addCallbacks(signed_in, refused)
+
+    def _may_make_an_account(self) -> None:
+        """A new name: refused when its network, or the server, made too many lately."""
+        limits = self.factory.limits
+        network = group_of(self._peer_ip, limits.v4_prefix, limits.v6_prefix)
+        wait = self.factory.new_accounts.take(network)
+        if wait is not None:
+            self.log.warn(
+                "refused a new account from {network}: too many lately",
+                network=network,
+                security_event="new-account-flood",
+            )
+            raise TooManyNewAccounts(wait)
 
     def _count_login(self, failure: Failure) -> None:
         error = failure.value
@@ -398,6 +414,7 @@ class ChatServerFactory(ServerFactory):
         self.limits = limits or Limits()
         self.stats = stats or Stats()
         self.connections = ConnectionCounter(self.limits)
+        self.new_accounts = NewAccountLimit(chat.clock, self.limits)
         self.flusher = TurnFlusher(chat.clock)
         """Sends every connection's output once per reactor turn (see ``output``)."""
 
