@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 from tests.harness import Server, run_inline, verified, write_credentials
 from twisted_chat.server import hashfile, passwords
@@ -66,9 +67,9 @@ def test_the_lockout_is_checked_before_any_hash(tmp_path: Path) -> None:
     accounts._accounts["yoda"] = make_hash("wise@!man")
     real_check = accounts._check_hash
 
-    def counting(stored: str, password: str) -> Deferred[bool]:
+    def counting(stored: str, password: str, network: str) -> Deferred[bool]:
         checks.append(password)
-        return real_check(stored, password)
+        return real_check(stored, password, network)
 
     accounts._check_hash = counting
     for guess in ("a", "b", "c"):
@@ -88,7 +89,7 @@ def test_a_right_password_checked_while_the_name_got_locked_does_not_get_in(
     accounts._accounts["yoda"] = make_hash("wise@!man")
     waiting: list[tuple[Deferred[bool], bool]] = []
 
-    def slow(stored: str, password: str) -> Deferred[bool]:
+    def slow(stored: str, password: str, network: str) -> Deferred[bool]:
         d: Deferred[bool] = Deferred()
         waiting.append((d, passwords.matches_hash(stored, password)))
         return d
@@ -223,3 +224,61 @@ def test_verification_runs_off_the_reactor_thread() -> None:
     result.addErrback(lambda _: None)  # fires only when a reactor runs: not here
     checker.stop()  # joins the pool: the check has finished
     assert seen and seen[0] != threading.current_thread().name
+
+
+class PendingChecks:
+    """Checks that finish when the test says (the pool's threads stand still)."""
+
+    def __init__(self) -> None:
+        self.running: list[tuple[str, Deferred[bool]]] = []
+
+    def __call__(self, stored: str, password: str) -> Deferred[bool]:
+        d: Deferred[bool] = Deferred()
+        self.running.append((password, d))
+        return d
+
+    def finish(self, password: str) -> None:
+        for i, (running, d) in enumerate(self.running):
+            if running == password:
+                del self.running[i]
+                d.callback(False)
+                return
+        raise AssertionError(f"{password} is not running")
+
+
+def test_each_network_has_only_its_share_of_the_pool() -> None:
+    """Guesses from 8 networks filled the pool and 19 of 20 real logins got busy; now
+    each network has at most 4 checks in the pool, the rest wait in its own line, and a
+    login from another network goes straight in."""
+    pending = PendingChecks()
+    checker = HashChecker(reactor, threads=2, waiting=64, check=pending, share=4, line=16)
+    floods = [f"198.51.{n}.0/24" for n in range(8)]
+    outcomes: list[object] = []
+    for network in floods:
+        for n in range(24):
+            checker(HANS_HASH, f"{network} guess {n}", network).addBoth(outcomes.append)
+    assert len(pending.running) == 8 * 4  # 16 more of each wait, out of the pool
+    busy = [o for o in outcomes if isinstance(o, Failure) and o.check(ServerBusy)]
+    assert len(busy) == 8 * 4  # past a network's line: busy, and only that network
+    real: list[object] = []
+    checker(HANS_HASH, "the real one", "203.0.113.0/24").addBoth(real.append)
+    assert pending.running[-1][0] == "the real one"  # straight into the pool
+    pending.finish("the real one")
+    assert real == [False]
+    pending.finish("198.51.0.0/24 guess 0")  # a network's check ends: its next goes in
+    assert pending.running[-1][0] == "198.51.0.0/24 guess 4"
+    assert checker.queued() == 32
+
+
+def test_a_check_that_waited_for_its_share_gets_its_answer() -> None:
+    pending = PendingChecks()
+    checker = HashChecker(reactor, check=pending, share=1, line=1)
+    first: list[object] = []
+    second: list[object] = []
+    checker(HANS_HASH, "a", "n").addBoth(first.append)
+    checker(HANS_HASH, "b", "n").addBoth(second.append)
+    assert [p for p, _ in pending.running] == ["a"] and not second
+    pending.finish("a")
+    assert first == [False] and [p for p, _ in pending.running] == ["b"]
+    pending.finish("b")
+    assert second == [False] and checker.queued() == 0

@@ -66,9 +66,11 @@ class IAccountStore(Interface):
     def exists(user: str) -> bool:
         """Whether ``user`` has an account."""
 
-    def verify(user: str, password: str) -> Deferred[bool]:
+    def verify(user: str, password: str, network: str) -> Deferred[bool]:
         """Whether ``password`` is ``user``'s password: a constant-time comparison, or
-        a hash check off the reactor thread (which may fail with ``ServerBusy``)."""
+        a hash check off the reactor thread, in the share of the hash pool that
+        belongs to ``network`` (where the attempt came from; it may fail with
+        ``ServerBusy``)."""
 
     def names() -> Sequence[str]:
         """Every account name, sorted (kept so between changes, not sorted per call)."""

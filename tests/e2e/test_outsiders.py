@@ -3,20 +3,23 @@ server on 127.0.0.1 (docs/security.md)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
-from tests.e2e.processes import client, finish, sleep, spawn
+from tests.e2e.processes import ServerProcess, client, finish, sleep, spawn
+from tests.e2e.wire_client import WireClient, connect
 from twisted_chat import launch
 from twisted_chat.certs import self_signed, write_identity
 from twisted_chat.launch import LISTENING, twistd_command
+from twisted_chat.server.passwords import make_hash
 
 TLS = "ssl:0:privateKey=key.pem:certKey=cert.pem:interface=127.0.0.1"
 
@@ -74,3 +77,74 @@ async def test_silent_tls_connections_end_and_free_their_address(workdir: Path) 
         await server.seen("no first frame in 1s")
     finally:
         await finish(server, *([hans] if hans else []))
+
+
+class Guesser:
+    """Connections from one network that send wrong passwords for accounts of others
+    as fast as the server answers, one account after another as each gets locked."""
+
+    def __init__(self, port: int, source: str, users: list[str]) -> None:
+        self.port, self.source, self.users = port, source, users
+        self.replies: Counter[str] = Counter()
+        self.stopped = False
+        self.connections: list[WireClient] = []
+
+    async def run(self) -> None:
+        while not self.stopped and self.users:
+            connection = await connect(self.port, self.source)
+            self.connections.append(connection)
+            reply = await connection.login(self.users.pop(), "a wrong guess")
+            while not self.stopped and reply.get("type") != "gone":
+                self.replies[reply.get("code", reply["type"])] += 1
+                reply = await connection.request("password", password="another guess")
+            connection.close()
+            await connection.gone
+            self.connections.remove(connection)
+
+    async def stop(self) -> None:
+        self.stopped = True
+        for connection in list(self.connections):
+            connection.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_guesses_from_eight_networks_leave_logins_from_a_ninth_fast(
+    tmp_path: Path,
+) -> None:
+    """With hashed passwords, guesses sent from 8 addresses filled the hash pool and 19
+    of 20 real logins from a ninth got ``busy``. Each network now has its share of the
+    pool: all 20 get in, each within 2 s."""
+    hashed = make_hash("falcon*solo")  # one hash for every line: made once
+    victims = [f"victim{n}" for n in range(1600)]
+    (tmp_path / "credentials.txt").write_text(
+        "".join(f"{user} {hashed}\n" for user in [*victims, "hans"])
+    )
+    server = await ServerProcess(tmp_path).started()
+    guessers = [
+        Guesser(server.port, f"127.0.{n + 1}.1", victims[n * 200 : (n + 1) * 200]) for n in range(8)
+    ]
+    floods = [
+        ensureDeferred(guesser.run()) for guesser in guessers for _ in range(16)
+    ]  # 16 connections from each of 8 networks: the most each may open
+    waits: list[float] = []
+    try:
+        await sleep(1.5)  # the pool is full of guesses
+        for _ in range(20):
+            started = reactor.seconds()
+            hans = await connect(server.port, "127.0.9.1")
+            reply = await hans.login("hans", "falcon*solo")
+            assert reply == {"type": "ok", "id": 3, "user": "hans"}
+            waits.append(reactor.seconds() - started)
+            await hans.request("logout")
+            await hans.gone
+        guesses = Counter[str]()
+        for guesser in guessers:
+            guesses.update(guesser.replies)
+        assert guesses["wrong-password"] > 100  # the flood was on all along
+    finally:
+        for guesser in guessers:
+            await guesser.stop()
+        for flood in floods:
+            await flood
+        await finish(server.process)
+    assert max(waits) < 2.0, waits

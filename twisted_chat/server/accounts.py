@@ -96,11 +96,11 @@ class AccountTable:
             self._sorted_names = sorted(self._accounts)
         return self._sorted_names
 
-    def verify(self, user: str, password: str) -> Deferred[bool]:
+    def verify(self, user: str, password: str, network: str = passwords.LOCAL) -> Deferred[bool]:
         stored = self._accounts.get(user)
         if stored is None:
             return succeed(False)
-        return passwords.verify_stored(stored, password, self._check_hash)
+        return passwords.verify_stored(stored, password, self._check_hash, network)
 
     def refusal(self, user: str, password: str) -> Deferred[None] | None:
         """Why no account ``user`` with ``password`` can be created at all (a failed

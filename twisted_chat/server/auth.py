@@ -7,13 +7,14 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.credentials import IUsernamePassword, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from twisted_chat.errors import AccountLocked, WrongPassword
 from twisted_chat.interfaces import IAccountStore
+from twisted_chat.server.passwords import LOCAL
 
 
 class Throttle(Protocol):
@@ -28,6 +29,15 @@ class Throttle(Protocol):
 
     def clear(self, user: str) -> Deferred[None]:
         """A right password: the count starts again."""
+
+
+class FromNetwork(UsernamePassword):
+    """A username and password, and the network they came from: a password check
+    takes a share of the hash pool that belongs to that network."""
+
+    def __init__(self, username: bytes, password: bytes, network: str = LOCAL) -> None:
+        super().__init__(username, password)
+        self.network = network
 
 
 @implementer(ICredentialsChecker)
@@ -49,6 +59,7 @@ class LockoutPasswordChecker:
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[Any]:
         user = _text(credentials.username)
         password = _text(credentials.password)
+        network = getattr(credentials, "network", LOCAL)
         throttle = self._throttle
 
         # The lock is checked before the password: a locked name costs no hash check,
@@ -58,7 +69,7 @@ class LockoutPasswordChecker:
                 raise AccountLocked(False, left)
             if not self._accounts.exists(user):
                 raise UnauthorizedLogin(f"no account {user}")
-            return self._accounts.verify(user, password).addCallback(checked)
+            return self._accounts.verify(user, password, network).addCallback(checked)
 
         def checked(right: bool) -> Deferred[Any]:
             return throttle.lock_left(user).addCallback(decided, right)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from zope.interface import implementer
 
+from twisted_chat.server.passwords import SHARE
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -40,7 +42,8 @@ class Limits:
     max_connections: int = 20_000
     """Connections at once, in all; lowered at start to fit the open-file limit."""
     max_per_ip: int = 16
-    """Connections at once from one address, loopback included (Ergo 16)."""
+    """Connections at once from one network (:attr:`v4_prefix`, :attr:`v6_prefix`),
+    loopback included (Ergo 16)."""
     new_accounts_burst: float = 5
     """New accounts one network (/24, /64) may make at once (Synapse's burst is 3)."""
     new_account_interval: float = 60.0
@@ -49,6 +52,9 @@ class Limits:
     """New accounts the whole server takes at once, from everywhere."""
     new_account_total_interval: float = 1.0
     """Seconds between new accounts in all after that burst."""
+    password_checks_per_network: int = SHARE
+    """Password checks one network may have under way at once: its share of the hash
+    pool (2 threads, 64 waiting), so guesses from a few networks slow only them."""
     v4_prefix: int = 24
     """The IPv4 network (prefix length) the per-network limits count an address under."""
     v6_prefix: int = 64

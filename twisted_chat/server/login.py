@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.cred.credentials import UsernamePassword
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import Interface, implementer
@@ -17,6 +16,8 @@ from twisted_chat import __version__, wire
 from twisted_chat.errors import ProtocolStateError
 from twisted_chat.interfaces import IAccountStore, IChatClient, IChatUser
 from twisted_chat.server.accounts import check_password
+from twisted_chat.server.auth import FromNetwork
+from twisted_chat.server.passwords import LOCAL
 from twisted_chat.server.session import Session
 
 if TYPE_CHECKING:
@@ -66,13 +67,15 @@ def sign_in(
     password: str,
     new_account: bool,
     mind: IChatClient,
+    network: str = LOCAL,
 ) -> Deferred[SignedIn]:
     """Create the account first if it is new (a bad password raises at once), then log
-    in through cred: the lockout checker, then the realm's session."""
+    in through cred: the lockout checker, then the realm's session. ``network`` is
+    where the attempt comes from (its share of the password checks)."""
     if new_account:
         check_password(password)
     created: Deferred[None] = accounts.create(user, password) if new_account else succeed(None)
-    credentials = UsernamePassword(user.encode("utf-8"), password.encode("utf-8"))
+    credentials = FromNetwork(user.encode("utf-8"), password.encode("utf-8"), network)
 
     def logged_in(result: tuple[object, Session, Callable[[], None]]) -> SignedIn:
         _, session, logout = result

@@ -191,7 +191,14 @@ class Options(usage.Options):
             ("max_connections", "Connections at once, in all.", int),
             (
                 "max_per_ip",
-                "Connections at once from one address, loopback included.",
+                "Connections at once from one network (IPv4 /24, IPv6 /64: --v4-prefix, "
+                "--v6-prefix), loopback included.",
+                int,
+            ),
+            (
+                "password_checks_per_network",
+                "Password checks one network may have under way at once (its share of "
+                "the hash pool).",
                 int,
             ),
             (
@@ -303,6 +310,7 @@ class Options(usage.Options):
             "login-frames",
             "max-connections",
             "max-per-ip",
+            "password-checks-per-network",
             "history-max",
             "max-rooms-per-user",
             "max-room-members",

@@ -15,13 +15,17 @@ hashes whose parameters would let a hostile file take more (:data:`MAX_MEMORY_KI
 A check costs 30 ms of a core, so it runs in a small thread pool of its own (argon2
 releases the GIL), never in the reactor thread; at most :data:`MAX_WAITING` checks
 wait for it, and past that a login is told to try again rather than queued without
-bound.
+bound. The pool is shared fairly: each network (an IPv4 /24, an IPv6 /64) has at most
+:data:`SHARE` checks in it at once, and its further checks wait in a line of its own,
+so a flood of guesses from a few networks waits behind itself, not in front of
+everyone else's logins.
 """
 
 from __future__ import annotations
 
 import hmac
 import re
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +61,14 @@ THREADS = 2
 """Checks at once: the machine's cores, so that logins never starve the reactor."""
 MAX_WAITING = 64
 """Checks queued at most; more logins at once are told to retry."""
+SHARE = 4
+"""Checks one network may have in the pool (running or queued) at once."""
+LINE = 16
+"""Checks one network may have waiting for its share; more are told to retry. The
+server gives the connections one network may open (``--max-per-ip``): a connection
+has at most one check under way, so only a network's own line ever makes it wait."""
+LOCAL = "local"
+"""The network of a check that comes from no network (tools, tests)."""
 
 
 class ServerBusy(ChatError):
@@ -113,11 +125,14 @@ def matches_clear(stored: str, password: str) -> bool:
     return hmac.compare_digest(stored.encode("utf-8"), password.encode("utf-8"))
 
 
-HashCheck = Callable[[str, str], Deferred[bool]]
-"""Checks a password against a stored hash, off the reactor thread."""
+HashCheck = Callable[[str, str, str], Deferred[bool]]
+"""Checks a password against a stored hash, off the reactor thread: (stored,
+password, the network the attempt came from)."""
 
 
-def verify_stored(stored: str, password: str, check_hash: HashCheck) -> Deferred[bool]:
+def verify_stored(
+    stored: str, password: str, check_hash: HashCheck, network: str = LOCAL
+) -> Deferred[bool]:
     """Whether ``password`` is the one ``stored`` (clear, or an argon2id hash) stands
     for. A hash is checked again here (its costs bounded, :func:`hash_problem`): it may
     come from Redis, which other nodes and tools write, not only from a file we read."""
@@ -126,13 +141,14 @@ def verify_stored(stored: str, password: str, check_hash: HashCheck) -> Deferred
     if is_hash(stored):
         if hash_problem(stored) is not None:
             return succeed(False)
-        return check_hash(stored, password)
+        return check_hash(stored, password, network)
     return succeed(matches_clear(stored, password))
 
 
 class HashChecker:
     """Hash checks in a bounded pool of threads of their own, a bounded queue before
-    it. Start it with the server and :meth:`stop` it with the server."""
+    it, each network's share of that queue bounded too. Start it with the server and
+    :meth:`stop` it with the server."""
 
     def __init__(
         self,
@@ -140,31 +156,73 @@ class HashChecker:
         threads: int = THREADS,
         waiting: int = MAX_WAITING,
         stats: Stats | None = None,
+        share: int = SHARE,
+        line: int = LINE,
+        check: Callable[[str, str], Deferred[bool]] | None = None,
     ) -> None:
+        """``check`` runs one check (by default :func:`matches_hash` in the pool; a
+        test gives its own to decide when each finishes)."""
         self._reactor = reactor
         self._stats = stats or Stats()
         self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="password-checks")
         self._capacity = threads + waiting
+        self._share = share
+        self._line = line
         self._in_flight = 0
+        self._per_network: dict[str, int] = {}
+        """Checks in the pool per network (absent: none)."""
+        self._lines: dict[str, deque[tuple[Deferred[bool], str, str]]] = {}
+        """Checks waiting for their network's share (absent: none waiting)."""
         self._started = False
+        self._check = check or self._in_pool
 
-    def __call__(self, stored: str, password: str) -> Deferred[bool]:
-        if self._in_flight >= self._capacity:
-            self._stats.hash_refusals += 1
-            return fail(ServerBusy())
+    def __call__(self, stored: str, password: str, network: str = LOCAL) -> Deferred[bool]:
+        if self._per_network.get(network, 0) < self._share:
+            if self._in_flight >= self._capacity:
+                return self._busy()
+            return self._run(stored, password, network)
+        line = self._lines.setdefault(network, deque())
+        if len(line) >= self._line:
+            return self._busy()
+        waiting: Deferred[bool] = Deferred()
+        line.append((waiting, stored, password))
+        return waiting
+
+    def _busy(self) -> Deferred[bool]:
+        self._stats.hash_refusals += 1
+        return fail(ServerBusy())
+
+    def _in_pool(self, stored: str, password: str) -> Deferred[bool]:
         if not self._started:
             self._pool.start()
             self._started = True
+        return deferToThreadPool(self._reactor, self._pool, matches_hash, stored, password)
+
+    def _run(self, stored: str, password: str, network: str) -> Deferred[bool]:
         self._in_flight += 1
+        self._per_network[network] = self._per_network.get(network, 0) + 1
 
         def done(result: object) -> object:
             self._in_flight -= 1
+            left = self._per_network[network] - 1
+            if left:
+                self._per_network[network] = left
+            else:
+                del self._per_network[network]
+            self._next_of(network)
             return result
 
-        checked: Deferred[bool] = deferToThreadPool(
-            self._reactor, self._pool, matches_hash, stored, password
-        )
-        return checked.addBoth(done)
+        return self._check(stored, password).addBoth(done)
+
+    def _next_of(self, network: str) -> None:
+        """The network's share has room again: its next waiting check goes in."""
+        line = self._lines.get(network)
+        if not line:
+            return
+        waiting, stored, password = line.popleft()
+        if not line:
+            del self._lines[network]
+        self._run(stored, password, network).chainDeferred(waiting)
 
     def queued(self) -> int:
         """Checks running or waiting for a thread."""
@@ -176,6 +234,6 @@ class HashChecker:
             self._started = False
 
 
-def check_inline(stored: str, password: str) -> Deferred[bool]:
+def check_inline(stored: str, password: str, network: str = LOCAL) -> Deferred[bool]:
     """A :data:`HashCheck` that runs at once, in this thread (tests, tools)."""
     return succeed(matches_hash(stored, password))

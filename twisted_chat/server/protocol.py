@@ -99,7 +99,7 @@ class ChatServerProtocol(LineReceiver):
             factory.chat.clock,
             factory.limits,
             factory.connections,
-            self._host(),
+            self._network(),
             factory.stats,
         )
         self._listener = listener_of(self.transport)
@@ -209,7 +209,9 @@ class ChatServerProtocol(LineReceiver):
         return self.phase is Phase.CLOSED
 
     def who(self) -> str:
-        return self.avatar.name if self.avatar is not None else self._host()
+        if self.avatar is not None:
+            return self.avatar.name
+        return self._peer_ip if self._peer_ip is not None else self._network()
 
     # --- the mind (IChatClient) --------------------------------------------------------
 
@@ -293,7 +295,13 @@ class ChatServerProtocol(LineReceiver):
         user, chat = self._user, self.factory.chat
         new_account = self.phase is Phase.NEW_PASSWORD
         signing_in = login.sign_in(
-            chat.accounts, self.factory.portal, user, frame.password, new_account, self
+            chat.accounts,
+            self.factory.portal,
+            user,
+            frame.password,
+            new_account,
+            self,
+            network=self.policy.host,
         )  # a bad new password raises here, and is asked again
         self._step(Step.PASSWORD_GIVEN)
 
@@ -328,8 +336,7 @@ class ChatServerProtocol(LineReceiver):
 
     def _may_make_an_account(self) -> None:
         """A new name: refused when its network, or the server, made too many lately."""
-        limits = self.factory.limits
-        network = group_of(self._peer_ip, limits.v4_prefix, limits.v6_prefix)
+        network = self.policy.host
         wait = self.factory.new_accounts.take(network)
         if wait is not None:
             self.log.warn(
@@ -389,11 +396,14 @@ class ChatServerProtocol(LineReceiver):
         (``_send`` writes nothing after ``loseConnection``)."""
         self.factory.chat.clock.callLater(0, self._close)
 
-    def _host(self) -> str:
-        """The address this connection counts under: its IP, or its kind of address
-        (all connections over a UNIX socket count as one place)."""
+    def _network(self) -> str:
+        """What this connection counts under for the per-address limits (connections,
+        password checks, new accounts): its IPv4 /24 or IPv6 /64 (``--v4-prefix``,
+        ``--v6-prefix``), or its kind of address (all connections over a UNIX socket
+        count as one place)."""
         if self._peer_ip is not None:
-            return self._peer_ip
+            limits = self.factory.limits
+            return group_of(self._peer_ip, limits.v4_prefix, limits.v6_prefix)
         peer = self.transport.getPeer() if self.transport is not None else None
         return type(peer).__name__
 

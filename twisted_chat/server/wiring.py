@@ -107,7 +107,15 @@ def build_parts(
     stats = Stats()
     hash_queue: Callable[[], int] | None = None  # checks given by the caller run inline
     if check_hash is None:
-        checker = HashChecker(clock, stats=stats)
+        limits = options["limits"]
+        checker = HashChecker(
+            clock,
+            stats=stats,
+            share=limits.password_checks_per_network,
+            # A connection has one check under way at most: a network's line is never
+            # longer than its connections, and never refused for its length.
+            line=limits.max_per_ip,
+        )
         check_hash = checker
         closers.append(checker.stop)
         hash_queue = checker.queued

@@ -1,0 +1,82 @@
+"""A bare client of the wire protocol (docs/protocol.md) over TCP, for the tests that
+play an outsider: it sends the frames it is told to, from the address it is told to
+use, and hands back the replies; it answers pings and nothing else."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+GONE = {"type": "gone"}
+"""The reply to a request whose connection closed before it was answered."""
+
+
+class WireClient(LineReceiver):
+    delimiter = b"\n"
+    MAX_LENGTH = 1 << 20
+
+    def __init__(self) -> None:
+        self._next_id = 1
+        self._waiting: dict[int, Deferred[dict[str, Any]]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.gone: Deferred[None] = Deferred()
+
+    def request(self, kind: str, **fields: Any) -> Deferred[dict[str, Any]]:
+        """Send one request; its reply (or :data:`GONE`)."""
+        request_id = self._next_id
+        self._next_id += 1
+        answered: Deferred[dict[str, Any]] = Deferred()
+        self._waiting[request_id] = answered
+        self.sendLine(json.dumps({"type": kind, "id": request_id, **fields}).encode())
+        return answered
+
+    async def login(self, user: str, password: str) -> dict[str, Any]:
+        """hello, login and password; the first reply that is not ok, or the last."""
+        for kind, fields in (
+            ("hello", {"version": 3}),
+            ("login", {"user": user}),
+            ("password", {"password": password}),
+        ):
+            reply = await self.request(kind, **fields)
+            if reply.get("type") != "ok":
+                return reply
+        return reply
+
+    def lineReceived(self, line: bytes) -> None:
+        frame = json.loads(line)
+        if frame.get("type") == "ping":  # the server has not heard from us: say something
+            self.sendLine(b'{"type":"ping","id":0}')
+            return
+        if frame.get("id") == 0:
+            return
+        answered = self._waiting.pop(frame.get("id"), None)
+        if answered is None:
+            self.events.append(frame)
+        else:
+            answered.callback(frame)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for answered in waiting.values():
+            answered.callback(GONE)
+        self.gone.callback(None)
+
+
+async def connect(port: int, source: str = "127.0.0.1") -> WireClient:
+    """A connection to the server on 127.0.0.1 from ``source`` (any 127.x.y.z: the
+    whole of 127/8 is this machine, so each /24 of it is a network of its own)."""
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, bindAddress=(source, 0))
+    client = WireClient()
+    await endpoint.connect(Factory.forProtocol(lambda: client))
+    return client
