@@ -350,7 +350,10 @@ def test_connections_from_one_address_count_over_tcp_and_websocket_together(
     browser.open()
     frames = browser.received(server.clock)
     refusal = json.loads(frames[0].payload)
-    assert (refusal["code"], refusal["text"]) == ("refused", "Too many connections from 10.0.0.0/24.")
+    assert (refusal["code"], refusal["text"]) == (
+        "refused",
+        "Too many connections from 10.0.0.0/24.",
+    )
     assert frames[-1].opcode == ws.CLOSE
 
 
