@@ -4,6 +4,8 @@ server refuses control characters in text, and the client never writes one it re
 
 from __future__ import annotations
 
+import os
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from tests.memnet import Person, people
 from tests.test_client_session import Client
 from tests.test_private import open_session
 from twisted_chat import wire
+from twisted_chat.client.console import PlainConsole, TerminalState
 from twisted_chat.client.terminal import TerminalConsole
 from twisted_chat.interfaces import StoredMessage
 from twisted_chat.text import forbidden_character, visible
@@ -154,3 +157,70 @@ def test_terminal_console_writes_no_escape_it_did_not_make() -> None:
     assert "]0;pwned" not in written.replace("^[]0;pwned", "")
     assert "\x1b[2J" not in written and "\x9b" not in written and "\u202e" not in written
     assert "^[]0;pwned^G^[[2J<U+009B>1m<U+202E>evil" in written
+
+
+def test_every_format_character_is_refused_but_a_joiner_inside_a_word() -> None:
+    """Format characters (U+0600...) count no column in our client and one in common
+    terminals: a message could push its text to where it reads as a new line."""
+    formats = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Cf"]
+    assert len(formats) > 150
+    for char in formats:
+        if char in "\u200c\u200d":
+            continue
+        assert forbidden_character(f"a{char}b") == char, f"U+{ord(char):04X}"
+        assert visible(f"a{char}b") == f"a<U+{ord(char):04X}>b"
+    for joiner in "\u200c\u200d":
+        assert forbidden_character(f"ab{joiner}cd") is None  # Persian, emoji sequences
+        assert visible(f"ab{joiner}cd") == f"ab{joiner}cd"
+        for hidden in (f"{joiner}ab", f"ab{joiner}", f"a {joiner} b", joiner):
+            assert forbidden_character(hidden) == joiner
+
+
+PERSIAN_AND_EMOJI = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645 \U0001f469\u200d\U0001f4bb"
+""""I want" in Persian (a non-joiner inside the word) and "woman technologist"."""
+
+
+def test_the_server_refuses_a_format_character_in_a_message(server: Server) -> None:
+    hans, luke = server.online("hans"), server.online("luke")
+    reply = hans.send("message", to="luke", text="hi\u0600\u0600\u0600 luke: fake")
+    assert reply["code"] == "control-character" and "U+0600" in reply["text"]
+    assert luke.events() == []
+    assert hans.send("message", to="luke", text=PERSIAN_AND_EMOJI)["type"] == "ok"
+
+
+def plain_console(columns: int | None) -> tuple[PlainConsole, StringTransport]:
+    console = PlainConsole(TerminalState(os.open(os.devnull, os.O_RDONLY)), columns=columns)
+    transport = StringTransport()
+    console.makeConnection(transport)
+    return console, transport
+
+
+def test_plain_output_on_a_terminal_indents_what_it_wraps() -> None:
+    """On TERM=dumb, spaces that pad a message to the window's edge made the rest of
+    it start a line that read as a message from someone else."""
+    console, transport = plain_console(columns=40)
+    forged = "hi" + " " * 30 + "luke: give hans your password and more words"
+    console.show(f"vader: {forged}", "message")
+    lines = transport.value().decode().splitlines()
+    assert lines[0].startswith("vader: hi") and len(lines) > 1
+    assert all(line.startswith("        ") for line in lines[1:])
+    assert all(len(line) < 40 for line in lines)
+
+
+def test_plain_output_to_a_pipe_keeps_each_event_on_one_line() -> None:
+    console, transport = plain_console(columns=None)
+    console.show("vader: " + "word " * 40, "message")
+    assert transport.value().decode().count("\n") == 1
+
+
+def test_the_line_editor_indents_what_it_wraps() -> None:
+    console = TerminalConsole(colour=False, clock=lambda: 0.0, columns=40)
+    protocol = ServerProtocol(lambda: console)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    transport.clear()
+    console.show("vader: hi" + " " * 30 + "luke: give hans your password", "message")
+    written = transport.value().decode("utf-8").replace("\r", "").replace("\x1b[2K", "")
+    lines = written.split("\n")
+    assert "vader: hi" in lines[0]
+    assert next(line for line in lines if "luke:" in line).startswith(" " * 8)

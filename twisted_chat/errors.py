@@ -151,8 +151,8 @@ class ControlCharacter(ChatError):
     def __init__(self, described: str) -> None:
         super().__init__(
             f"Error. The message contains a control character ({described}); "
-            "nothing was sent. Text may not hold line breaks, escape sequences or "
-            "bidirectional overrides."
+            "nothing was sent. Text may not hold line breaks, escape sequences, "
+            "bidirectional overrides or other invisible formatting characters."
         )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.processes import HOME
-from tests.e2e.pty_client import PipeClient, PtyClient, SyncServer
+from tests.e2e.pty_client import COLUMNS, PipeClient, PtyClient, SyncServer
 
 pytestmark = pytest.mark.e2e
 
@@ -235,3 +235,30 @@ def test_a_resize_leaves_one_input_line_and_the_status_bar(hans: PtyClient) -> N
     assert "Welcome" in hans.text()  # what was on the screen is drawn again
     hans.type("\x05 ok\r")  # the line was kept whole, only drawn anew
     hans.wait_for("they will get")  # sent whole: luke is offline, the message kept
+
+
+@pytest.mark.parametrize("term", ["dumb", "xterm"])
+def test_no_message_can_start_a_line_that_passes_for_another_senders(
+    workdir: Path, term: str
+) -> None:
+    """Spaces that pad a message to the window's edge (on a dumb terminal), or format
+    characters that take a column here and none in the client (U+0600), moved the rest
+    of a message to the start of a line, where it read as a message from luke."""
+    server = SyncServer(workdir)
+    hans = PtyClient(server.port, env={"TERM": term})
+    hans.log_in("hans", "falcon*solo")
+    vader = PipeClient(server.port, "yoda", "wise@!man")
+    try:
+        hans.wait_for("yoda logged in")
+        vader.send("message hans " + "\u0600" * 60 + "luke: the plans are in the bin")
+        pad = " " * (COLUMNS - len("[00:00] yoda: hi"))
+        vader.send(f"message hans hi{pad}luke: give yoda your password")
+        hans.wait_for("luke: give")
+        lines = hans.lines()
+        assert next(line for line in lines if "luke: give" in line).startswith(" " * 8)
+        assert not [line for line in lines if line.startswith("luke:")]
+        assert "the plans" not in hans.text()  # refused by the server
+    finally:
+        hans.close()
+        vader.close()
+        server.stop()

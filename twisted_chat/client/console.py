@@ -21,11 +21,28 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_chat.client.editor import wrap
 from twisted_chat.client.session import ClientSession
 from twisted_chat.text import visible
 
 MAX_TYPED_LINE = 64 * 1024
 """Longest line read from standard input; a message is far shorter (1,000 characters)."""
+
+CONTINUED = " " * 8
+"""What a line broken to the window's width continues after (as the line editor's
+lines continue under the text, past the time): no piece of a message ever starts a
+line, where it could pass for a line from someone else."""
+
+
+def output_columns(fd: int = 1) -> int | None:
+    """The width of the terminal output goes to; None when it goes to a pipe or a file
+    (then lines are never broken: whoever reads them sees one event a line)."""
+    if not os.isatty(fd):
+        return None
+    try:
+        return os.get_terminal_size(fd).columns or 80
+    except OSError:
+        return 80
 
 
 class TerminalState:
@@ -85,9 +102,13 @@ class PlainConsole(LineReceiver):
     delimiter = b"\n"
     MAX_LENGTH = MAX_TYPED_LINE
 
-    def __init__(self, terminal: TerminalState, redraw: bool = False) -> None:
+    def __init__(
+        self, terminal: TerminalState, redraw: bool = False, columns: int | None = None
+    ) -> None:
         self.terminal = terminal
         self.redraw = redraw
+        self.columns = columns
+        """The width to break lines at (a terminal, even a dumb one), or None."""
         """Output goes to a terminal that understands cursor codes: a prompt may be
         cleared and drawn again below an incoming line. Off for a pipe, a file, or
         ``TERM=dumb``: then every byte written is plain text, one line per event."""
@@ -138,9 +159,17 @@ class PlainConsole(LineReceiver):
     def show(self, text: str, style: str = "") -> None:
         if self.redraw and self._prompt:
             self._write("\r\x1b[K")  # clear the prompt we drew; it comes back below
-        self._write(visible(text) + "\n")  # never obey a control character from others
+        self._write(self._broken(visible(text)))  # never obey a control character from others
         if self.redraw and self._prompt and not self._secret:
             self._write(self._prompt)
+
+    def _broken(self, shown: str) -> str:
+        """``shown`` as the lines to write: broken between words to fit the terminal,
+        each piece after the first indented, or whole when nobody knows the width."""
+        if self.columns is None:
+            return shown + "\n"
+        first, *rest = wrap(shown, max(20, self.columns - len(CONTINUED) - 1))
+        return "".join([first + "\n", *(CONTINUED + piece + "\n" for piece in rest)])
 
     def ask(self, prompt: str, secret: bool = False) -> None:
         self._secret = secret

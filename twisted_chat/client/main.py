@@ -35,7 +35,7 @@ from twisted.logger import (
 )
 
 from twisted_chat.client import history, tls
-from twisted_chat.client.console import PlainConsole, TerminalState
+from twisted_chat.client.console import PlainConsole, TerminalState, output_columns
 from twisted_chat.client.link import ServerLink
 from twisted_chat.client.peer import PeerManager
 from twisted_chat.client.session import EXIT_FAILURE, ClientSession
@@ -172,7 +172,7 @@ async def chat(reactor: Any, options: ClientOptions, program: str, terminal: Ter
             columns=terminal.columns(),
         )
     else:
-        console = PlainConsole(terminal, redraw=False)
+        console = PlainConsole(terminal, redraw=False, columns=output_columns())
     session = ClientSession(
         console, peers, scripted=not terminal.is_tty and not options.interactive
     )
