@@ -4,6 +4,8 @@ chat, with real clients on different nodes; then a node and Redis are each kille
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,8 +14,10 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from tests.e2e.processes import Process, ServerProcess, client, finish, logged_in, sleep
+from tests.e2e.wire_client import connect
 from tests.redisproc import RedisServer
 from twisted_chat import launch
+from twisted_chat.launch import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -487,3 +491,60 @@ async def test_a_second_node_with_the_same_id_waits_until_the_first_is_gone(
     finally:
         await finish(twin)
         await cluster.close(*clients)
+
+
+async def answered_within(port: int, user: str, bound: float) -> dict[str, object]:
+    """Log in as ``user`` over the wire; the first reply that is not ok, each step
+    answered within ``bound`` seconds (a step that never gets one fails the test)."""
+    connection = await connect(port)
+    try:
+        for kind, fields in (
+            ("hello", {"version": 3}),
+            ("login", {"user": user}),
+            ("password", {"password": "falcon*solo"}),
+        ):
+            asked = reactor.seconds()
+            reply = await connection.request(kind, **fields).addTimeout(bound + 5, reactor)
+            took = reactor.seconds() - asked
+            assert took < bound, f"{kind} for {user} answered after {took:.1f} s"
+            if reply.get("type") != "ok":
+                return reply
+        raise AssertionError(f"{user} logged in without Redis")
+    finally:
+        connection.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_redis_every_login_step_is_answered_in_bounded_time(
+    workdir: Path,
+) -> None:
+    """A node whose Redis is gone, frozen, or was never there answers a login with
+    ``unavailable`` within the call timeout (2 s), never leaving a user at Username:."""
+    cluster = Cluster(workdir)
+    never = ServerProcess(workdir, 60, 120, "--redis", f"redis://127.0.0.1:{free_port()}")
+    try:
+        await never.started()  # still trying to connect to a Redis that is not there
+        for user in ("hans", "newbie"):
+            assert (await answered_within(never.port, user, 3))["code"] == "unavailable"
+        terminal = never.client("hans")
+        await terminal.expect("Username: ")
+        terminal.send("hans")
+        await terminal.expect("shared state cannot be reached", wait=3)
+        await finish(terminal)
+
+        await cluster.start("a")
+        node = cluster.nodes["a"]
+        redis = cluster.redis.process
+        assert redis is not None and redis.pid is not None
+        os.kill(redis.pid, signal.SIGSTOP)  # connected, and never answers
+        try:
+            for user in ("hans", "newbie"):
+                assert (await answered_within(node.port, user, 3))["code"] == "unavailable"
+        finally:
+            os.kill(redis.pid, signal.SIGCONT)
+        await cluster.redis.kill()
+        for user in ("hans", "newbie"):
+            assert (await answered_within(node.port, user, 3))["code"] == "unavailable"
+    finally:
+        await finish(never)
+        await cluster.close()
