@@ -428,8 +428,26 @@ def test_a_release_redis_missed_is_retried_unless_the_user_is_back(tmp_path: Pat
     del redis.run
     online(chat, "yoda")
     redis.ran.clear()
-    directory.retry_releases(chat.online)
+    directory.retry_pending(chat.online)
     assert [(name, args[0]) for name, args in redis.ran] == [("release", "hans")]
+
+
+def test_a_message_rerouted_while_redis_is_away_is_routed_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    """A message reached this node for luke just after he left it, and Redis died
+    before it took the message back: his sender was told it was sent, so it waits
+    here and goes to his mailbox when Redis answers, instead of being dropped."""
+    chat, redis, directory = node_chat(tmp_path)
+    redis.run = lambda primitive, *args: fail(SharedStateUnavailable())  # type: ignore[method-assign]
+    chat.apply(events.DirectMessage("luke", "hans", "kept", 5.0, 0))
+    del redis.run
+    assert redis.ran == []
+    directory.retry_pending(chat.online)
+    assert [(name, args[0]) for name, args in redis.ran] == [("route", "luke")]
+    redis.ran.clear()
+    directory.retry_pending(chat.online)  # once routed, never again
+    assert redis.ran == []
 
 
 def test_node_options(tmp_path: Path) -> None:

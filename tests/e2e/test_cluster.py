@@ -14,7 +14,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from tests.e2e.processes import Process, ServerProcess, client, finish, logged_in, sleep
-from tests.e2e.wire_client import connect
+from tests.e2e.wire_client import WireClient, connect
 from tests.redisproc import RedisServer
 from twisted_chat import launch
 from twisted_chat.launch import free_port
@@ -547,4 +547,63 @@ async def test_without_redis_every_login_step_is_answered_in_bounded_time(
             assert (await answered_within(node.port, user, 3))["code"] == "unavailable"
     finally:
         await finish(never)
+        await cluster.close()
+
+
+async def logged_in_over_the_wire(port: int, user: str, password: str) -> WireClient:
+    """``user`` logged in through ``port``, trying again while the node is rejoining
+    after a Redis restart (``unavailable``)."""
+    for _ in range(100):
+        connection = await connect(port)
+        reply = await connection.login(user, password)
+        if reply.get("type") == "ok":
+            return connection
+        assert reply.get("code") == "unavailable", reply
+        connection.close()
+        await connection.gone
+        await sleep(0.1)
+    raise AssertionError(f"{user} could not log in again")
+
+
+@pytest_twisted.ensureDeferred
+async def test_messages_acknowledged_just_before_redis_is_killed_all_arrive(
+    workdir: Path,
+) -> None:
+    """Six offline messages acknowledged, then redis-server killed with kill -9 at
+    once, five times over: each acknowledged message reaches luke exactly once (the
+    AOF is fsynced before Redis answers). luke leaves node b just before each round,
+    so some messages reach b after he left it and must be routed on from there."""
+    cluster = await Cluster(workdir).start("a", "b")
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    try:
+        acknowledged: list[str] = []
+        received: list[str] = []
+        for attempt in range(5):
+            luke = await logged_in_over_the_wire(b.port, "luke", "=hope+")
+            hans = await logged_in_over_the_wire(a.port, "hans", "falcon*solo")
+            luke.close()  # leaves b as hans starts sending
+            texts = [f"try {attempt} message {n}" for n in range(6)]
+            sent = [(text, hans.request("message", to="luke", text=text)) for text in texts]
+            for text, reply in sent:
+                if (await reply).get("type") == "ok":
+                    acknowledged.append(text)
+            await cluster.redis.kill()
+            await cluster.redis.start()
+            hans.close()
+            await luke.gone
+            luke = await logged_in_over_the_wire(b.port, "luke", "=hope+")
+            expected = [text for text in acknowledged if text.startswith(f"try {attempt} ")]
+            for _ in range(100):  # stored mail at once; what b rerouted after a heartbeat
+                texts_now = [e["text"] for e in luke.events if e.get("type") == "message"]
+                if set(expected) <= set(texts_now):
+                    break
+                await sleep(0.1)
+            await sleep(0.3)  # nothing more (twice) behind them
+            received += [e["text"] for e in luke.events if e.get("type") == "message"]
+            for done in (e for e in luke.events if e.get("type") == "stored-done"):
+                await luke.request("received", upto=done["upto"])
+            await luke.request("logout")
+        assert len(acknowledged) >= 20  # most were sent before the kill
+        assert sorted(received) == sorted(acknowledged), (received, acknowledged)
+    finally:
         await cluster.close()

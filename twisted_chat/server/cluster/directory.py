@@ -58,6 +58,10 @@ class RedisDirectory:
         before, and not after it lost Redis, until it has joined again."""
         self._unreleased: dict[str, events.Presence] = {}
         """Users who left while Redis could not be told, and their logout notice."""
+        self._unrouted: list[events.DirectMessage] = []
+        """Messages that reached this node for a user who had left it, and that Redis
+        could not take back then: accepted already (their senders were told), so kept
+        here and routed again when Redis answers, never dropped."""
 
     def joined(self, incarnation: int) -> None:
         self.node = node_key(self.node_id, incarnation)
@@ -99,13 +103,17 @@ class RedisDirectory:
             primitives.RELEASE, user, self.node_id, presence.when, events.encode(presence)
         ).addErrback(failed)
 
-    def retry_releases(self, online_here: Container[str]) -> None:
-        """Tell Redis again of users who left while it could not hear (not of one back
-        online through this node meanwhile: their claim took the name back)."""
+    def retry_pending(self, online_here: Container[str]) -> None:
+        """Redis answers again: tell it of users who left while it could not hear (not
+        of one back online through this node meanwhile: their claim took the name
+        back), and route again the messages it could not take."""
         waiting, self._unreleased = self._unreleased, {}
         for user, presence in waiting.items():
             if user not in online_here:
                 self.release(user, presence)
+        unrouted, self._unrouted = self._unrouted, []
+        for message in unrouted:
+            self.reroute(message)
 
     def publish(self, event: events.Event) -> None:
         self._redis.run(primitives.PUBLISH, events.encode(event), self.node_id).addErrback(
@@ -126,9 +134,13 @@ class RedisDirectory:
     def reroute(self, message: events.DirectMessage) -> None:
         # Accepted already (its sender was told): past any cap, never lost, and never
         # back here, where Redis may not yet have heard that the user left.
+        def failed(failure: Failure) -> None:
+            failure.trap(*REDIS_TROUBLE)
+            self._unrouted.append(message)
+
         self._redis.run(
             primitives.ROUTE, message.to, events.encode(message), 0, self.node_id
-        ).addErrback(self._lost, message.KIND)
+        ).addErrback(failed)
 
     def tell(self, user: str, frame: wire.Frame) -> Deferred[bool]:
         d: Deferred[bool] = self._redis.run(

@@ -176,7 +176,7 @@ class ClusterNode(Service):
         assert isinstance(answer, list)
         self._last_beat = self._reactor.seconds()
         self._members(int(answer[0]), answer[1:])
-        self.directory.retry_releases(self.chat.online)
+        self.directory.retry_pending(self.chat.online)
 
     def _members(self, counter: int, flat: list[Any]) -> None:
         """The members as Redis holds them now: reap those that expired, and forget the
