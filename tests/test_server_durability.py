@@ -3,16 +3,21 @@ at the next login, and live events never overtake stored mail still being read."
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
-from twisted.internet.defer import Deferred
-from twisted.logger import LogLevel
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, formatEvent
 from zope.interface import implementer
 
 from tests.harness import Server
 from tests.logcapture import formatted, log_events
+from twisted_chat.errors import StorageFull
 from twisted_chat.interfaces import IMailbox, StoredMessage
+from twisted_chat.server.sqlite_writes import TimedWrites
+from twisted_chat.server.stats import Stats
 
 
 @pytest.fixture
@@ -105,3 +110,24 @@ def test_mail_for_a_user_who_left_before_it_was_read_stays_stored(server: Server
     luke.close()
     slow.reads[0].callback([StoredMessage("yoda", "keep me", 1.0, 1)])
     assert slow.delivered_ones == []
+
+
+def test_a_write_that_finds_no_room_says_storage_full_and_is_logged_once() -> None:
+    clock = Clock()
+    timed = TimedWrites(clock, Stats())
+
+    def full() -> sqlite3.OperationalError:
+        error = sqlite3.OperationalError("database or disk is full")
+        error.sqlite_errorname = "SQLITE_FULL"
+        return error
+
+    with log_events() as events:
+        outcomes: list[object] = []
+        for _ in range(3):
+            timed(fail(full())).addErrback(lambda f: outcomes.append(f.value))
+        timed(fail(ValueError("a bug"))).addErrback(lambda f: outcomes.append(f.value))
+        timed(succeed(None))
+    assert [type(o) for o in outcomes] == [StorageFull] * 3 + [ValueError]
+    said = [formatEvent(e) for e in events]
+    assert len([line for line in said if "cannot write to" in line]) == 1
+    assert len([line for line in said if "work again" in line]) == 1

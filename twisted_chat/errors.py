@@ -4,6 +4,7 @@ cred's ``UnauthorizedLogin``, which the login errors must be for cred to pass th
 
 from __future__ import annotations
 
+import errno
 from typing import ClassVar
 
 from twisted.cred.error import UnauthorizedLogin
@@ -244,6 +245,25 @@ class NotLoggedIn(ChatError):
 
     def __init__(self) -> None:
         super().__init__("Log in first.")
+
+
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""What the system says when a file may not grow: the disk is full, a quota is
+reached, or the file-size limit (``ulimit -f``)."""
+
+
+class StorageFull(ChatError):
+    """The server's disk took no more (full, over a quota, or failing): nothing of the
+    request was stored, what was stored before is intact, and the same request works
+    again once there is room."""
+
+    code = "storage-full"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Error. The server cannot store anything right now (its disk is full); "
+            "nothing was stored. Try again later."
+        )
 
 
 class SharedStateUnavailable(ChatError):

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 from pathlib import Path
 
 import pytest
 import pytest_twisted
 
-from tests.e2e.processes import ServerProcess, finish, logged_in, start
+from tests.e2e.processes import ServerProcess, finish, logged_in, sleep, start
+from tests.e2e.wire_client import connect
 
 pytestmark = pytest.mark.e2e
 
@@ -144,3 +146,74 @@ async def test_hand_edits_to_credentials_count_at_the_next_login(workdir: Path) 
         await luke.expect("Welcome")
     finally:
         await finish(server, *clients)
+
+
+def may_not_grow(pid: int, *files: Path) -> None:
+    """The files of process ``pid`` may be written but not grow: what a full disk
+    looks like to it (the kernel says EFBIG, not ENOSPC, which is the one difference
+    for the server). Other processes' disks are untouched."""
+    smallest = min(path.stat().st_size for path in files if path.exists())
+    # The soft limit only: raising it again needs no privilege.
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (smallest, resource.RLIM_INFINITY))
+
+
+def room_again(pid: int) -> None:
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_disk_is_said_in_words_loses_nothing_and_passes(workdir: Path) -> None:
+    """A user got ``internal`` and the log a critical traceback. Now each request that
+    needs storing is refused with ``storage-full`` (nothing half-stored), the log has
+    one line, what was acknowledged before survives, and writes work again once there
+    is room."""
+    server = await start(workdir)
+    assert server.process.pid is not None
+    state = workdir / "chat-state.sqlite3"
+    hans = await connect(server.port)
+    assert (await hans.login("hans", "falcon*solo"))["type"] == "ok"
+    acknowledged = []
+    for n in range(3):
+        assert (await hans.request("message", to="luke", text=f"before {n}"))["type"] == "ok"
+        acknowledged.append(f"before {n}")
+
+    may_not_grow(server.process.pid, state, Path(f"{state}-wal"), workdir / "credentials.txt")
+    refused = None
+    for n in range(3000):
+        reply = await hans.request("message", to="luke", text=f"while full {n}")
+        if reply["type"] != "ok":
+            refused = reply
+            break
+        acknowledged.append(f"while full {n}")
+    assert refused is not None and refused["code"] == "storage-full", refused
+    assert "disk is full" in refused["text"]
+    again = await hans.request("message", to="luke", text="refused again")
+    assert again.get("code") == "storage-full"
+    newcomer = await connect(server.port)
+    created = await newcomer.login("rey", "jakku+1")
+    assert created.get("code") == "storage-full", created
+    newcomer.close()
+
+    room_again(server.process.pid)
+    assert (await hans.request("message", to="luke", text="after"))["type"] == "ok"
+    acknowledged.append("after")
+    hans.close()
+    await server.stop()
+    log = server.process.output
+    assert log.count("cannot write to") == 1, log
+    assert "Traceback" not in log and "writes to" in log and "work again" in log
+    assert "rey" not in (workdir / "credentials.txt").read_text()
+
+    server = await start(workdir)
+    luke = await connect(server.port)
+    try:
+        assert (await luke.login("luke", "=hope+"))["type"] == "ok"
+        for _ in range(100):
+            if any(e.get("type") == "stored-done" for e in luke.events):
+                break
+            await sleep(0.05)
+        texts = [e["text"] for e in luke.events if e.get("type") == "message"]
+        assert texts == acknowledged
+    finally:
+        luke.close()
+        await finish(server)

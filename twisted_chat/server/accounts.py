@@ -17,10 +17,12 @@ from zope.interface import implementer
 
 from twisted_chat import wire
 from twisted_chat.errors import (
+    NO_ROOM,
     AccountsReadOnly,
     ChatError,
     InvalidPassword,
     InvalidUsername,
+    StorageFull,
     UsernameTaken,
 )
 from twisted_chat.interfaces import IAccountStore
@@ -320,7 +322,18 @@ class CredentialsFile(AccountTable):
                     self.hash_new,
                 )
             )
-            return d.addCallback(written)
+            return d.addCallbacks(written, no_room)
+
+        def no_room(failure: Failure) -> Failure:
+            if isinstance(failure.value, OSError) and failure.value.errno in NO_ROOM:
+                self.log.error(
+                    "cannot add {user} to {path}: {why}; the file is as it was",
+                    user=user,
+                    path=str(self.path),
+                    why=failure.getErrorMessage(),
+                )
+                return Failure(StorageFull())
+            return failure
 
         done: Deferred[None] = self._file.run(locked).addBoth(finished)
         return done

@@ -275,7 +275,9 @@ class SqliteState:
         timed = TimedWrites(reactor, stats)
         self.writes = GroupCommit(self.pool, timed)
         self.blocks = SqliteBlockStore(self.pool, loaded.blocks, timed)
-        self.mailbox = SqliteMailbox(self.writes, self.pool, loaded.mail_counts, mailbox_limit)
+        self.mailbox = SqliteMailbox(
+            self.writes, self.pool, loaded.mail_counts, mailbox_limit, timed
+        )
         days, kept = history_limits
         self.rooms = SqliteRoomStore(self.pool, loaded.rooms, timed)
         self.history = SqliteHistory(
@@ -359,10 +361,16 @@ class SqliteMailbox:
     """Offline messages in the ``offline`` table, in the order they were accepted."""
 
     def __init__(
-        self, writes: GroupCommit, pool: adbapi.ConnectionPool, counts: dict[str, int], limit: int
+        self,
+        writes: GroupCommit,
+        pool: adbapi.ConnectionPool,
+        counts: dict[str, int],
+        limit: int,
+        timed: TimedWrites,
     ) -> None:
         self._writes = writes
         self._pool = pool
+        self._timed = timed
         self.quota = MailboxQuota(limit, counts)
         """Messages stored or being stored per recipient (loaded at start)."""
 
@@ -404,5 +412,5 @@ class SqliteMailbox:
             # What was really deleted: a message acknowledged twice is counted once.
             return int(cursor.rowcount)
 
-        d: Deferred[int] = self._pool.runInteraction(remove)
+        d: Deferred[int] = self._timed(self._pool.runInteraction(remove))
         return d.addCallback(lambda deleted: self.quota.release(recipient, deleted))

@@ -5,23 +5,44 @@ per batch."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_chat.errors import NO_ROOM, StorageFull
 from twisted_chat.server.stats import Stats
 
 
-class TimedWrites:
-    """Times each durable write and counts the ones that fail (``metrics``)."""
+def no_room(failure: Failure) -> bool:
+    """Whether a write failed for want of room (or of a disk that takes writes): SQLite
+    says SQLITE_FULL for a full disk, and an I/O error for a file that may not grow."""
+    error = failure.value
+    if isinstance(error, sqlite3.OperationalError):
+        name = getattr(error, "sqlite_errorname", "")
+        return name == "SQLITE_FULL" or name.startswith("SQLITE_IOERR")
+    return isinstance(error, OSError) and error.errno in NO_ROOM
 
-    def __init__(self, clock: IReactorTime, stats: Stats) -> None:
+
+class TimedWrites:
+    """Times each durable write and counts the ones that fail (``metrics``). A write
+    that finds no room fails with :class:`StorageFull`, which the user is told in
+    words, and is logged once for each time the disk fills, not once per write; the
+    first write that works again is logged too."""
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, stats: Stats, where: str = "the state file") -> None:
         self._clock = clock
         self._stats = stats
+        self._where = where
+        self._full = False
+        """Writes are failing for want of room (since the last one that worked)."""
 
     def __call__(self, write: Deferred[Any]) -> Deferred[Any]:
         started = self._clock.seconds()
@@ -30,11 +51,28 @@ class TimedWrites:
         def done(result: object) -> object:
             if isinstance(result, Failure):
                 stats.store_errors += 1
-            elif stats.timing:
+                if no_room(result):
+                    self.failed_for_want_of_room(result)
+                    return Failure(StorageFull())
+                return result
+            if self._full:
+                self._full = False
+                self.log.warn("writes to {where} work again", where=self._where)
+            if stats.timing:
                 stats.store_writes.observe(self._clock.seconds() - started)
             return result
 
         return write.addBoth(done)
+
+    def failed_for_want_of_room(self, failure: Failure) -> None:
+        if not self._full:
+            self._full = True
+            self.log.error(
+                "cannot write to {where}: {why}; refusing what needs storing "
+                "(storage-full) until there is room",
+                where=self._where,
+                why=failure.getErrorMessage(),
+            )
 
 
 class GroupCommit:
