@@ -217,3 +217,44 @@ async def test_a_full_disk_is_said_in_words_loses_nothing_and_passes(workdir: Pa
     finally:
         luke.close()
         await finish(server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_damaged_write_ahead_log_stops_the_server_instead_of_losing_mail(
+    workdir: Path,
+) -> None:
+    """Overwriting part of the -wal made the server start and serve 150 of 300
+    acknowledged messages without a word (found by reading SQLite's log as it does,
+    before SQLite folds the good part in). Now it refuses to start, naming the file
+    and the way on, until the operator accepts the loss (or restores a backup)."""
+    server = await start(workdir)
+    hans = await connect(server.port)
+    assert (await hans.login("hans", "falcon*solo"))["type"] == "ok"
+    for n in range(90):  # under the mailbox's 100
+        assert (await hans.request("message", to="luke", text=f"kept {n}"))["type"] == "ok"
+    await crash(server)  # nothing folded into the database: all of it is in the -wal
+    wal = workdir / "chat-state.sqlite3-wal"
+    data = bytearray(wal.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 200] = b"\xff" * 200
+    wal.write_bytes(bytes(data))
+
+    refused = ServerProcess(workdir)
+    assert await refused.process.exit_status() != 0
+    said = refused.process.errors + refused.process.output
+    assert f"the write-ahead log {wal} is damaged at frame" in said
+    assert "--accept-damaged-wal" in said and "Traceback" not in said
+    assert wal.read_bytes() == bytes(data)  # the evidence is untouched
+
+    server = await ServerProcess(workdir, 60, 120, "--accept-damaged-wal").started()
+    luke = await connect(server.port)
+    try:
+        assert (await luke.login("luke", "=hope+"))["type"] == "ok"
+        for _ in range(100):
+            if any(e.get("type") == "stored-done" for e in luke.events):
+                break
+            await sleep(0.05)
+        texts = [e["text"] for e in luke.events if e.get("type") == "message"]
+        assert 0 < len(texts) < 90 and texts == [f"kept {n}" for n in range(len(texts))]
+    finally:
+        luke.close()
+        await finish(server)

@@ -230,6 +230,13 @@ class Options(usage.Options):
             "hash-credentials FILE converts a whole file).",
         ],
         [
+            "accept-damaged-wal",
+            None,
+            "Start even though the state file's write-ahead log is damaged, keeping "
+            "only what precedes the damage (the server refuses to start otherwise: "
+            "acknowledged messages behind it would be lost without a word).",
+        ],
+        [
             "in-memory",
             None,
             "Keep offline messages and block lists in memory only (lost at exit), "

@@ -33,6 +33,7 @@ from twisted_chat.server.sqlite_rooms import SqliteHistory, SqliteRoomStore
 from twisted_chat.server.sqlite_writes import GroupCommit, TimedWrites
 from twisted_chat.server.stats import Stats
 from twisted_chat.server.stores import BlockIndex, MailboxQuota, RoomTables
+from twisted_chat.server.walcheck import wal_damage
 
 SCHEMA_VERSION = 3
 
@@ -137,11 +138,29 @@ class Loaded:
     removed, so that no msgid is given twice)."""
 
 
-def open_state(path: Path) -> Loaded:
+def refuse_a_damaged_log(path: Path) -> None:
+    """:class:`StateFileError` if the state file's ``-wal`` lost acknowledged writes
+    (``walcheck``): SQLite would drop them without a word, and then empty the log."""
+    wal = Path(f"{path}-wal")
+    damage = wal_damage(wal)
+    if damage is not None:
+        raise StateFileError(
+            f"the write-ahead log {wal} is damaged at frame {damage.frame} of "
+            f"{damage.frames}: SQLite would silently drop {damage.lost_commits} "
+            f"acknowledged write(s) behind it. Keep a copy of {path.name} and "
+            f"{wal.name}; then restore both from a backup (chat-backup), or start once "
+            "with --accept-damaged-wal to keep only what precedes the damage"
+        )
+
+
+def open_state(path: Path, accept_damaged_wal: bool = False) -> Loaded:
     """Create or migrate the database at ``path`` and load what must be in memory:
     block lists, queue lengths, rooms and their members, and each conversation's
     newest msgid. Synchronous: called once, before the reactor runs. Raises
-    :class:`StateFileError` with the file's name for anything unusable."""
+    :class:`StateFileError` with the file's name for anything unusable, a log that
+    lost acknowledged writes among them (unless ``accept_damaged_wal``)."""
+    if not accept_damaged_wal:
+        refuse_a_damaged_log(path)
     try:
         _create_private(path)
         connection = sqlite3.connect(path, isolation_level=None)
@@ -228,6 +247,7 @@ def backup(source: Path, destination: Path) -> int:
         raise StateFileError(f"there is no state file at {source}")
     if destination.exists():
         raise StateFileError(f"{destination} exists; choose a new file for the backup")
+    refuse_a_damaged_log(source)  # a copy without what the damage hides is no backup
     _create_private(destination)
     try:
         with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as src:
@@ -256,11 +276,12 @@ class SqliteState:
         reactor: Any,
         stats: Stats | None = None,
         history_limits: tuple[float, int] = (30.0, 10_000),
+        accept_damaged_wal: bool = False,
     ) -> None:
         """``history_limits``: (days, messages per conversation) kept."""
         self.path = path
         stats = stats or Stats()
-        loaded = open_state(path)
+        loaded = open_state(path, accept_damaged_wal)
         self.pool = adbapi.ConnectionPool(
             "sqlite3",
             str(path),

@@ -188,6 +188,7 @@ def local_seams(
                 clock,
                 stats,
                 (limits.history_days, limits.history_max),
+                options["accept-damaged-wal"],
             )
         except StateFileError as e:
             raise usage.UsageError(str(e)) from e
