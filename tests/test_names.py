@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Server
+from tests.harness import HANDOUT_USERS, Server
 from twisted_chat.server import names
 
 
@@ -37,11 +37,46 @@ def test_ordinary_names_in_any_one_script_are_fine(name: str) -> None:
     assert names.new_name_problem(name) is None
 
 
-def test_look_alikes_share_a_skeleton_and_case_does_not() -> None:
+def test_look_alikes_share_a_skeleton_case_and_marks_included() -> None:
     assert names.skeleton("h\u0430ns") == names.skeleton("hans")
     assert names.skeleton("1uke") == names.skeleton("luke") == names.skeleton("Iuke")
     assert names.skeleton("\u04bb\u0430\u0455") == names.skeleton("has")  # all Cyrillic
-    assert names.skeleton("Yoda") != names.skeleton("yoda")  # usernames are case-sensitive
+    # Logins are case-sensitive (the handout's rule), but a new Yoda passes for yoda.
+    assert names.skeleton("Yoda") == names.skeleton("yoda")
+    assert names.skeleton("hans\u0300") == names.skeleton("hans")
+    assert names.skeleton("l\u0131ke") == names.skeleton("like")  # dotless i
+
+
+@pytest.mark.parametrize(
+    ("existing", "new"),
+    [
+        ("hans", "Hans"),
+        ("hans", "hans\u0300"),  # a combining grave accent: no precomposed form
+        ("like", "l\u0131ke"),  # dotless i
+        ("jose", "jos\u00e9"),
+    ],
+)
+def test_a_new_name_that_differs_only_by_case_or_marks_is_refused(
+    tmp_path: Path, existing: str, new: str
+) -> None:
+    server = Server(tmp_path)
+    if existing not in HANDOUT_USERS:
+        assert server.connect().login(existing, "pass-word1")["type"] == "ok"
+    reply = server.connect()
+    reply.hello()
+    refused = reply.send("login", user=new)
+    assert refused["code"] == "invalid-username"
+    assert f"looks too much like {existing}" in refused["text"]
+
+
+def test_phonetic_letters_are_refused_and_living_languages_letters_are_not() -> None:
+    small_capitals = "\u029c\u1d00\u0274s"  # small capital H, A, N, then s
+    problem = names.new_name_problem(small_capitals)
+    assert problem is not None and "U+029C" in problem
+    assert names.new_name_problem("\u0259li") is None  # schwa: Azerbaijani
+    assert names.new_name_problem("\u0254k\u0254") is None  # open o: Twi, Ewe
+    devanagari = "\u0928\u092e\u0938\u094d\u0924\u0947"  # namaste, with its marks
+    assert names.new_name_problem(devanagari) is None
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import Server
+from twisted_chat.server.credfile import parse_credentials
 
 
 @pytest.fixture
@@ -158,10 +159,22 @@ def test_invalid_usernames_get_a_clear_error(server: Server, name: str) -> None:
     assert reply["text"].startswith("Error.")
 
 
-def test_usernames_are_case_sensitive(server: Server) -> None:
+def test_usernames_are_case_sensitive_and_no_new_one_differs_only_by_case(
+    tmp_path: Path,
+) -> None:
+    """Logins match exactly (the handout's rule): two accounts in the file that differ
+    only by case stay two. But a *new* Yoda would pass for yoda, and is refused."""
+    parsed = parse_credentials(b"luke =hope+\nLuke other-pass\n", "credentials.txt")
+    assert parsed.accounts == {"luke": "=hope+", "Luke": "other-pass"}  # both kept
+    assert parsed.notes == [
+        "credentials.txt, line 2: Luke is kept, but no new account could take that "
+        "name (looks like luke)"
+    ]
+    server = Server(tmp_path)
     connection = server.connect()
     connection.hello()
-    assert connection.send("login", user="Yoda")["account"] == "new"
+    refused = connection.send("login", user="Yoda")
+    assert refused["code"] == "invalid-username" and "looks too much like yoda" in refused["text"]
 
 
 def test_a_client_leaving_mid_login_leaves_no_trace(server: Server) -> None:

@@ -58,6 +58,33 @@ async def test_hostile_text_never_reaches_another_terminal(workdir: Path) -> Non
 
 
 @pytest_twisted.ensureDeferred
+async def test_no_new_name_passes_for_an_existing_one(workdir: Path) -> None:
+    """Hans, hans with a combining grave accent, hans in small capitals and like with
+    a dotless i were all accepted as new accounts beside hans and like."""
+    server = await start(workdir)
+    try:
+        like = server.client("like")
+        await like.expect("Username: ")
+        like.send("like", "pass-word1", "pass-word1")
+        await like.expect("Welcome")
+        await finish(like)
+        for name, said in (
+            ("Hans", "looks too much like hans"),
+            ("hans\u0300", "looks too much like hans"),
+            ("\u029c\u1d00\u0274s", "phonetic or technical letters"),
+            ("l\u0131ke", "looks too much like like"),
+        ):
+            stranger = server.client("stranger")
+            await stranger.expect("Username: ")
+            stranger.send(name)
+            await stranger.expect(said)
+            await finish(stranger)
+        assert "Hans" not in (workdir / "credentials.txt").read_text()
+    finally:
+        await finish(server)
+
+
+@pytest_twisted.ensureDeferred
 async def test_mail_stored_before_the_rule_is_shown_visibly(workdir: Path) -> None:
     server = await start(workdir)
     await finish(server)  # the state file now exists, with its schema

@@ -62,6 +62,26 @@ _DRAWN_AS_NOTHING = re.compile(
     + "]"
 )
 
+_TECHNICAL_BLOCKS = ((0x0250, 0x02FF), (0x1D00, 0x1DFF))
+"""IPA Extensions, Spacing Modifier Letters, Phonetic Extensions (and their
+supplement), Combining Diacritical Marks Supplement: phonetic notation, not the
+letters of a language. UTS #39 gives them the Identifier_Type Technical, so their
+Identifier_Status is Restricted: ``ʜᴀɴs`` in small capitals passes for ``hans`` with a
+skeleton of its own. No package we can install ships IdentifierStatus.txt (PyICU
+needs compiling against ICU), so the blocks are named here, with the letters of them
+UTS #39 does allow (:data:`_ALLOWED_IN_TECHNICAL_BLOCKS`)."""
+
+_ALLOWED_IN_TECHNICAL_BLOCKS = frozenset(
+    "\u0253\u0254\u0256\u0257\u0259\u025b\u0263\u0268\u026f\u0272\u0289\u028b\u0292\u02bb\u02bc"
+)
+"""Letters of living languages in those blocks (open o, schwa, open e, gamma, the
+hooked b and d, barred i and u and others, in African languages and Azerbaijani;
+the Hawaiian okina U+02BB and the apostrophe letter U+02BC)."""
+
+_MARKS = frozenset({"Mn", "Me"})
+"""Marks drawn on the letter before them; a name that differs from another only by
+them looks like it (``hans`` + U+0300). Spacing marks (Mc) take room of their own."""
+
 _SCRIPT_NEUTRAL = frozenset({"COMMON", "INHERITED"})
 _CJK_MIXES = (
     frozenset({"HAN", "HIRAGANA", "KATAKANA"}),  # Japanese
@@ -121,6 +141,12 @@ def new_name_problem(name: str) -> str | None:
         return None  # ASCII letters are all Latin, the rest is script-neutral
     if unicodedata.category(name[0]) in ("Mn", "Mc", "Me"):
         return "Error. A username cannot start with a combining mark."
+    technical = _technical_character(name)
+    if technical is not None:
+        return (
+            "Error. A username cannot contain phonetic or technical letters "
+            f"(U+{ord(technical):04X}, such as small capitals): they pass for others."
+        )
     scripts = _scripts(name)
     if len(scripts) > 1 and not any(scripts <= mix for mix in _CJK_MIXES):
         names = ", ".join(sorted(s.title() for s in scripts))
@@ -128,13 +154,29 @@ def new_name_problem(name: str) -> str | None:
     return None
 
 
+def _technical_character(name: str) -> str | None:
+    for char in name:
+        code = ord(char)
+        technical = any(low <= code <= high for low, high in _TECHNICAL_BLOCKS)
+        if technical and char not in _ALLOWED_IN_TECHNICAL_BLOCKS:
+            return char
+    return None
+
+
 def skeleton(name: str) -> str:
-    """What ``name`` looks like: compatibility-folded (NFKC) and each character
-    replaced by the representative of the characters it can be confused with. Two
-    names with the same skeleton can pass for each other (``hans``, ``h\\u0430ns``;
-    ``luke``, ``1uke``, ``Iuke``). Case is kept: usernames are case-sensitive (the
-    handout's rule), so ``Yoda`` is a name of its own."""
-    return unicodedata.normalize("NFKC", name).translate(_representatives())
+    """What ``name`` looks like, the one way names are compared for look-alikes:
+    compatibility-folded (NFKC), without the marks drawn on its letters, each
+    character replaced by the representative of the characters it can be confused
+    with, then case-folded and replaced again. Two names with the same skeleton can
+    pass for each other (``hans``, ``h\\u0430ns``, ``Hans``, ``hans`` + U+0300;
+    ``luke``, ``1uke``, ``Iuke``). Logins stay case-sensitive (the handout's rule):
+    this only keeps a *new* ``Hans`` from passing for ``hans``."""
+    folded = unicodedata.normalize("NFKC", name)
+    if not folded.isascii():
+        decomposed = unicodedata.normalize("NFD", folded)
+        folded = "".join(c for c in decomposed if unicodedata.category(c) not in _MARKS)
+    table = _representatives()
+    return folded.translate(table).casefold().translate(table)
 
 
 def _scripts(name: str) -> frozenset[str]:
