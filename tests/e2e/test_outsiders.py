@@ -148,3 +148,33 @@ async def test_guesses_from_eight_networks_leave_logins_from_a_ninth_fast(
             await flood
         await finish(server.process)
     assert max(waits) < 2.0, waits
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_address_makes_five_accounts_then_waits_and_others_log_in_fast(
+    tmp_path: Path,
+) -> None:
+    """One address made 8,899 accounts in 20 s, and with hashing on, logins of
+    existing users slowed to 2.1 s. Now a network makes 5, then one a minute."""
+    (tmp_path / "credentials.txt").write_text("hans falcon*solo\n")
+    server = await ServerProcess(tmp_path, 60, 120, "--hash-new-passwords").started()
+    try:
+        answers = []
+        for n in range(40):
+            bot = await connect(server.port, "127.0.5.1")
+            reply = await bot.login(f"bot{n}", "bot-password-1")
+            answers.append(reply.get("code", reply["type"]))
+            bot.close()
+        assert answers == ["ok"] * 5 + ["too-many-new-accounts"] * 35
+        started = reactor.seconds()
+        hans = await connect(server.port, "127.0.9.1")
+        assert (await hans.login("hans", "falcon*solo"))["type"] == "ok"
+        assert reactor.seconds() - started < 0.2
+        newcomer = await connect(server.port, "127.0.9.1")  # another network: its own
+        assert (await newcomer.login("rey", "jakku+1"))["type"] == "ok"
+        hans.close()
+        newcomer.close()
+        text = (tmp_path / "credentials.txt").read_text()
+        assert text.count("\nbot") == 5 and "rey" in text
+    finally:
+        await finish(server.process)

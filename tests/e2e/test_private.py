@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.protocols import portforward
@@ -375,5 +376,37 @@ async def test_a_stolen_token_is_refused_without_the_approved_certificate(
         reply = await forge(int(listening["port"]), str(listening["fingerprint"]), hello)
         assert b'"code":"refused"' in reply
         assert "Private messaging with hans started" not in luke.output
+    finally:
+        await close(r)
+
+
+@pytest_twisted.ensureDeferred
+async def test_fifty_fake_hellos_leave_room_for_a_real_private_chat(workdir: Path) -> None:
+    """Four TLS connections sending peer-hello for users luke never said yes to held
+    his handshake places, and no private chat could start. Each is now refused at
+    once, and a real chat starts while fifty are tried."""
+    r = await room(workdir, "hans", "luke")
+    hans, luke = r.clients["hans"], r.clients["luke"]
+    try:
+        luke_port = r.proxy.peer_port_of("luke")
+        fingerprint = r.proxy.listening_of("luke")["fingerprint"]
+        fake = {"type": "peer-hello", "version": 2, "user": "vader", "token": "forged"}
+
+        async def try_one() -> bytes:
+            try:
+                return await forge(luke_port, fingerprint, fake)
+            except ConnectError:
+                return b""  # reset before the handshake: refused at the door
+
+        fakes = [ensureDeferred(try_one()) for _ in range(25)]
+        await open_private(hans, luke, "hans", "luke")
+        fakes += [ensureDeferred(try_one()) for _ in range(25)]
+        answers = [await answer for answer in fakes]
+        # Each was refused (or, past the 4 a single address may hold at once, closed
+        # before a word): none is left holding a place.
+        assert all(a == b"" or b'"code":"refused"' in a for a in answers)
+        assert sum(b'"code":"refused"' in a for a in answers) >= 4
+        hans.send("private luke through the crowd")
+        await luke.expect("hans(private): through the crowd")
     finally:
         await close(r)
