@@ -130,14 +130,23 @@ def test_ctrl_d_on_an_empty_line_ends_input_and_deletes_otherwise() -> None:
     assert screen.session.events == ["input_closed"]
 
 
-def test_ctrl_c_clears_a_line_and_on_an_empty_line_interrupts() -> None:
+def test_ctrl_c_clears_a_line_and_on_an_empty_line_says_how_to_leave() -> None:
+    """Ctrl-C on an empty line logged out (exit 130): a reflex ended the session."""
     screen = Screen()
+    screen.console.ask("> ")
     screen.type("half a line", b"\x03")
     assert screen.session.events == []  # the line is cleared, as shells do
     assert screen.console.editor.text == ""
-    assert "(Ctrl-C cleared the line; on an empty line it logs out)" in screen.shown()
-    screen.type("again", b"\x03")
-    assert screen.shown().count("(Ctrl-C cleared the line; on an empty line it logs out)") == 1
+    screen.type(b"\x03")
+    assert screen.session.events == []
+    assert any(line.endswith("(type logout or press Ctrl-D to leave)") for line in screen.shown())
+    screen.type(b"\x04")  # Ctrl-D on the empty line leaves, cleanly
+    assert screen.session.events == ["input_closed"]
+
+
+def test_ctrl_c_at_a_login_prompt_quits() -> None:
+    screen = Screen()
+    screen.console.ask("Password: ", secret=True)
     screen.type(b"\x03")
     assert screen.session.events == ["interrupted"]
 

@@ -81,13 +81,17 @@ def test_ctrl_d_restores_the_terminal_and_exits_0(hans: PtyClient) -> None:
     assert hans.terminal_restored()
 
 
-def test_ctrl_c_restores_the_terminal_and_exits_130(hans: PtyClient) -> None:
+def test_ctrl_c_never_logs_out_and_ctrl_d_does_cleanly(hans: PtyClient) -> None:
     hans.log_in("hans", "falcon*solo")
     hans.type("half a line\x03")  # clears the line, as shells do
-    hans.wait_for("(Ctrl-C cleared the line; on an empty line it logs out)")
-    hans.type("\x03")  # on the empty line: leave
-    assert hans.exit_status() == 130
-    assert "Interrupted: you have logged out." in hans.text()
+    hans.type("\x03")  # on the empty line: says how to leave, stays
+    hans.wait_for("(type logout or press Ctrl-D to leave)")
+    hans.type("whoelse\r")
+    hans.wait_for("> whoelse")
+    assert hans.process.poll() is None and "half a line" not in hans.text()
+    hans.type("\x04")
+    assert hans.exit_status() == 0
+    assert "You have logged out." in hans.text()
     assert hans.terminal_restored()
 
 

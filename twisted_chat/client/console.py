@@ -65,7 +65,7 @@ class TerminalState:
 
     def raw(self) -> None:
         """Raw mode for the line editor: every key as it is typed, no echo, no signals
-        (Ctrl-C arrives as a key and logs out politely)."""
+        (Ctrl-C arrives as a key: the line editor decides what it does)."""
         if self._saved is not None:
             tty.setraw(self.fd)
 

@@ -56,7 +56,7 @@ Connect to the twisted-chat server on PORT and chat. Type help once logged in.
   -h, --help      show this and exit
 
 Exit status: 0 after logout or an idle timeout, 1 when locked out, refused or the
-server goes away, 2 for wrong arguments, 130 after Ctrl-C."""
+server goes away, 2 for wrong arguments, 130 after Ctrl-C at a login prompt."""
 CONNECT_TIMEOUT = 10
 FLUSH_TIMEOUT = 2.0
 

@@ -158,7 +158,8 @@ class ClientSession:
         self.drain()
 
     def interrupted(self) -> None:
-        """Ctrl-C: leave now, logging out politely if logged in; exit status 130."""
+        """Ctrl-C where it quits (a login prompt; the line editor never sends it while
+        online): leave now, logging out politely if logged in; exit status 130."""
         self._typed.clear()
         if self.stage is Stage.ONLINE:
             self.move(Stage.LEAVING)

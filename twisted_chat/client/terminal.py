@@ -46,6 +46,9 @@ RECENT_LINES = 200
 STAMP_WIDTH = len("[12:00] ")
 """Columns the time before each line takes."""
 
+LEAVING_HINT = "(type logout or press Ctrl-D to leave)"
+"""What Ctrl-C on an empty command line says."""
+
 CHAT_COMMANDS = frozenset({"message", "broadcast", "private"})
 """Commands whose line is shown as a chat line instead of being echoed."""
 
@@ -145,7 +148,6 @@ class TerminalConsole(insults.TerminalProtocol):
             b"d": self.editor.kill_word_after,
             b"\x7f": self.editor.kill_word,  # Alt-Backspace, as in readline
         }
-        self._told_ctrl_c = False
 
     # --- keys ---------------------------------------------------------------------------
 
@@ -216,14 +218,16 @@ class TerminalConsole(insults.TerminalProtocol):
             self._write_line(visible("  ".join(choices)), stamp=False)
 
     def _interrupt(self) -> None:
-        """Ctrl-C clears a line being typed, as shells do; on an empty line it leaves."""
+        """Ctrl-C clears a line being typed, as shells do; on an empty line it says how
+        to leave, and never logs out (a reflex Ctrl-C must not end a conversation). At
+        the login prompts, where there is nothing to lose, it quits (exit 130)."""
         if self.editor.search is not None:
             self.editor.search_cancel()
         if self.editor.chars:
             self.editor.submit(remember=False)
-            if not self._told_ctrl_c:
-                self._told_ctrl_c = True
-                self._write_line("(Ctrl-C cleared the line; on an empty line it logs out)", False)
+            return
+        if self._commanding():
+            self._write_line(LEAVING_HINT)
             return
         self._write_line("^C", stamp=False)
         if self.session is not None:
