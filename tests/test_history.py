@@ -43,6 +43,8 @@ def test_saved_owner_only_bounded_and_loaded_back(tmp_path: Path) -> None:
         ("private luke the plans", False, False),
         ("private luke the plans", True, True),
         ("   ", False, False),
+        (" message luke not this one", False, False),  # bash's ignorespace
+        (" block vader", True, False),
     ],
 )
 def test_what_is_remembered(line: str, keep_private: bool, kept: bool) -> None:
@@ -82,3 +84,19 @@ def test_only_commands_are_kept_never_login_prompts_or_private_text(tmp_path: Pa
     again.console.ask("> ")
     again.type(b"[UP_ARROW]")
     assert again.console.editor.text == "block vader"
+
+
+def test_each_line_is_kept_as_it_is_entered_not_only_at_a_clean_exit(tmp_path: Path) -> None:
+    """A client ended by SIGHUP or SIGTERM lost the session's history: it was written
+    only when the client ended cleanly."""
+    path = tmp_path / "state" / "h.txt"
+    screen = console_for(path)
+    screen.console.ask("> ")
+    screen.type("whoelse", b"\r")
+    assert path.read_text() == "whoelse\n"  # on disk before anything else happens
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    screen.type(" message luke off the record", b"\r", "private luke the plans", b"\r")
+    screen.type("block vader", b"\r")
+    assert path.read_text() == "whoelse\nblock vader\n"
+    screen.type(b"[UP_ARROW]")
+    assert screen.console.editor.text == "block vader"  # the space-led line is not kept

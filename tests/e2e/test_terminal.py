@@ -5,12 +5,13 @@ restored exactly after every way out."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import HOME
+from tests.e2e.processes import HOME, WAIT
 from tests.e2e.pty_client import COLUMNS, PipeClient, PtyClient, SyncServer
 
 pytestmark = pytest.mark.e2e
@@ -266,3 +267,22 @@ def test_no_message_can_start_a_line_that_passes_for_another_senders(
         hans.close()
         vader.close()
         server.stop()
+
+
+@pytest.mark.parametrize("how", [signal.SIGHUP, signal.SIGTERM])
+def test_history_survives_a_closed_terminal(server: SyncServer, how: signal.Signals) -> None:
+    """A client ended by SIGHUP (its terminal closed) or SIGTERM lost the session's
+    history; now each line is kept as it is entered, a space-led one never."""
+    hans = PtyClient(server.port)
+    try:
+        hans.log_in("hans", "falcon*solo")
+        hans.type("whoelse\r")
+        hans.type(" message luke keep this one out\r")
+        hans.type(f"whoelsesince {how.value}\r")
+        hans.wait_for(f"> whoelsesince {how.value}")
+        hans.process.send_signal(how)
+        hans.process.wait(WAIT)
+        kept = HOME / "state" / "twisted-chat" / f"history-127.0.0.1-{server.port}-hans.txt"
+        assert kept.read_text() == f"whoelse\nwhoelsesince {how.value}\n"
+    finally:
+        hans.close()

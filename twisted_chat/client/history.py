@@ -4,8 +4,10 @@ XDG state directory (``$XDG_STATE_HOME/twisted-chat/``, by default
 :data:`MAX_LINES` lines. Only commands go there: never what was typed at the username
 or password prompts, and never ``private`` text unless the user asked for it.
 
-Read once when the user is logged in and written once when the client ends (a few
-kilobytes each way), so typing never waits on the disk.
+Read once when the user is logged in; each line is appended as it is entered (one
+small write, no sync: a closed terminal, SIGHUP or SIGTERM loses nothing typed), and
+the file is rewritten to its last :data:`MAX_LINES` lines when the client ends. A line
+that starts with a space is never kept (bash's ``ignorespace``).
 """
 
 from __future__ import annotations
@@ -37,10 +39,21 @@ def history_path(host: str, port: int, user: str) -> Path:
 
 
 def remembered(line: str, keep_private: bool) -> bool:
-    """Whether a command line goes into history."""
-    if not line.strip():
+    """Whether a command line goes into history: not a blank one, not one that starts
+    with a space (the way to keep one line out), not ``private`` text unless asked."""
+    if not line.strip() or line.startswith(" "):
         return False
     return keep_private or line.split(" ", 1)[0] != "private"
+
+
+def append(path: Path, line: str) -> None:
+    """Add one line at the end of the file, owner-only (0600, in a 0700 directory)."""
+    if "\n" in line:
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(descriptor, "ab") as out:
+        out.write(f"{line}\n".encode())
 
 
 def load(path: Path) -> list[str]:

@@ -201,6 +201,8 @@ class TerminalConsole(insults.TerminalProtocol):
         commanding = self._commanding()
         remember = commanding and history.remembered(self.editor.text, self.keep_private)
         line = self.editor.submit(remember=remember)
+        if remember:
+            self._append_history(line)
         # What was typed stays in the scrollback, but for chat: the session shows what
         # was said as a chat line ("→ luke: hi"), so a conversation reads as one.
         if not (commanding and line.split(" ", 1)[0] in CHAT_COMMANDS):
@@ -282,6 +284,16 @@ class TerminalConsole(insults.TerminalProtocol):
             return
         self._history_path = self.history_file(user)
         self.editor.history[:0] = history.load(self._history_path)
+
+    def _append_history(self, line: str) -> None:
+        """Kept at once: a terminal closed under the client loses nothing typed."""
+        if self._history_path is None:
+            return
+        try:
+            history.append(self._history_path, line)
+        except OSError as e:
+            self._write_line(f"(history not saved: {e.strerror or e})", stamp=False)
+            self._history_path = None  # said once; the rest of the session is not kept
 
     def _save_history(self) -> None:
         if self._history_path is None:
