@@ -38,3 +38,24 @@ def test_fingerprints_are_sha256_hex_and_differ_per_identity() -> None:
 def test_chat_make_cert_refuses_a_silly_validity(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         run(["--days", "0", "--key", str(tmp_path / "k"), "--cert", str(tmp_path / "c")])
+
+
+def test_chat_make_cert_never_replaces_a_key_or_certificate_without_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    files = ["--key", str(key), "--cert", str(cert)]
+    run(files)
+    before = key.read_bytes(), cert.read_bytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        run(files)
+    assert exited.value.code == 2
+    said = capsys.readouterr().err
+    assert "exist(s)" in said and "--force" in said
+    assert (key.read_bytes(), cert.read_bytes()) == before  # a running server's are safe
+    cert.unlink()
+    with pytest.raises(SystemExit):
+        run(files)  # the key alone is enough to refuse
+    run([*files, "--force"])
+    assert key.read_bytes() != before[0]

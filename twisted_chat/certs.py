@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from twisted_chat.cli import reader_left
+
 FINGERPRINT_HEX = 64
 """Characters of a fingerprint: SHA-256 in hex."""
 
@@ -115,9 +117,26 @@ def run(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--days", type=float, default=365, help="validity [default: 365]")
     parser.add_argument("--key", default="key.pem", help="key file [default: key.pem]")
     parser.add_argument("--cert", default="cert.pem", help="certificate [default: cert.pem]")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    parser.add_argument(
+        "--force", action="store_true", help="replace a key or certificate that exists"
+    )
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as e:
+        if e.code == 0:  # --help: written, but maybe not yet through the pipe
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:  # --help | head -1
+                reader_left()
+        raise
     if not 0 < args.days <= 3650:
         parser.error("--days must be more than 0 and at most 3650")
+    existing = [name for name in (args.key, args.cert) if Path(name).exists()]
+    if existing and not args.force:
+        parser.error(
+            f"{' and '.join(existing)} exist(s): a server or its clients may depend on "
+            "it; give --force to replace, or --key/--cert for new files"
+        )
     identity = self_signed(args.name or ["localhost", "127.0.0.1"], args.days)
     write_identity(identity, Path(args.key), Path(args.cert))
     print(f"wrote {args.key} (0600) and {args.cert}; fingerprint sha256:{identity.fingerprint}")

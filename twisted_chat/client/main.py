@@ -34,6 +34,7 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
+from twisted_chat.cli import print_help
 from twisted_chat.client import history, tls
 from twisted_chat.client.console import PlainConsole, TerminalState, output_columns
 from twisted_chat.client.link import ServerLink
@@ -41,7 +42,10 @@ from twisted_chat.client.peer import PeerManager
 from twisted_chat.client.session import EXIT_FAILURE, ClientSession
 from twisted_chat.client.terminal import TerminalConsole
 
-USAGE = "usage: client.py [--host HOST] [--tls [--ca CERT]] [--interactive] PORT"
+USAGE = (
+    "usage: client.py [--host HOST] [--tls [--ca CERT]] [--interactive] "
+    "[--keep-private-history] PORT"
+)
 HELP = f"""{USAGE}
 
 Connect to the twisted-chat server on PORT and chat. Type help once logged in.
@@ -95,8 +99,7 @@ def parse_options(argv: Sequence[str], program: str) -> ClientOptions:
         arg = args.pop(0)
         name, has_value, value = arg.partition("=")
         if arg in ("-h", "--help"):
-            print(HELP.replace("client.py", program))
-            raise SystemExit(0)
+            print_help(HELP.replace("client.py", program))
         if arg in ("--interactive", "--tls", "--keep-private-history"):
             flags.add(arg)
         elif name in ("--host", "--ca"):

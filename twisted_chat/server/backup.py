@@ -14,13 +14,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from twisted_chat.cli import print_help
 from twisted_chat.server.sqlite_store import StateFileError, backup
 
 USAGE = "usage: chat-backup STATE_FILE BACKUP_FILE"
+HELP = """Copy the server's state (offline mail, history, rooms, blocks) consistently, even
+while the server runs; BACKUP_FILE must not exist. To restore: stop the server, put
+the copy in place of the state file (removing any -wal/-shm files beside it), start."""
 
 
 def run(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] in (["-h"], ["--help"]):
+        print_help(f"{USAGE}\n\n{HELP}")
     if len(args) != 2 or any(a.startswith("-") for a in args):
         print(USAGE, file=sys.stderr)
         raise SystemExit(2)

@@ -23,6 +23,7 @@ from twisted.logger import (
 )
 from twisted.python import usage
 
+from twisted_chat.cli import print_help
 from twisted_chat.server import hashfile
 from twisted_chat.server.options import Options, non_negative, port_number, positive
 from twisted_chat.server.wiring import build_service
@@ -31,6 +32,27 @@ USAGE = (
     "usage: server.py [-d] [--tls-cert CERT --tls-key KEY] [--listen ENDPOINT]... "
     "[--hash-new-passwords] PORT BLOCK_DURATION TIMEOUT   (or: server.py hash-credentials FILE)"
 )
+HELP = f"""{USAGE}
+
+Start the twisted-chat server on PORT (the handout's way), with the accounts in
+credentials.txt in the current directory and the state beside it.
+
+  PORT              the TCP port to listen on, 1-65535
+  BLOCK_DURATION    seconds a username is locked after 3 wrong passwords
+  TIMEOUT           seconds of silence after which a user is logged out
+  -d                log everything (by default only warnings and errors)
+  --tls-cert CERT   with --tls-key KEY: PORT speaks TLS (clients: client.py PORT --tls)
+  --tls-key KEY
+  --listen ENDPOINT another listener, any Twisted endpoint (repeatable)
+  --hash-new-passwords
+                    write new accounts with an argon2id hash of the password
+  -h, --help        show this and exit
+
+  server.py hash-credentials FILE
+                    hash every password in clear in FILE (while no server runs)
+
+Every other option (limits, Redis, the web page, metrics) is an option of
+twistd -n chatserver: twistd chatserver --help lists them."""
 VALUED = ("--tls-cert", "--tls-key", "--listen")
 """Options that take a value (the next argument, or after ``=``)."""
 
@@ -51,6 +73,8 @@ def parse_args(argv: Sequence[str], program: str) -> tuple[Options, bool]:
     while args:
         arg = args.pop(0)
         name, has_value, value = arg.partition("=")
+        if arg in ("-h", "--help"):
+            print_help(HELP.replace("server.py", program))
         if arg == "-d":
             debug = True
         elif arg == "--hash-new-passwords":

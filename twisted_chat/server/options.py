@@ -13,6 +13,7 @@ from pathlib import Path
 
 from twisted.python import usage
 
+from twisted_chat.cli import print_help
 from twisted_chat.server.limits import Limits
 from twisted_chat.server.private import DEFAULT_PRIVATE_REQUEST_TTL
 from twisted_chat.server.rooms import RoomLimits
@@ -249,6 +250,10 @@ class Options(usage.Options):
             "share one port and the kernel spreads connections over them.",
         ],
     ]
+
+    def opt_help(self) -> None:
+        """Display this help and exit."""
+        print_help(str(self))  # quietly, to a reader that stops early (| head -1)
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,0 +1,62 @@
+"""Every command we install, run as a user would: help that a reader may cut short,
+and usage that names every option."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e.processes import BIN, REPO, environment
+from twisted_chat.client import main as client_main
+
+pytestmark = pytest.mark.e2e
+
+COMMANDS = [
+    [str(BIN / "chat-server"), "--help"],
+    [str(BIN / "chat-client"), "--help"],
+    [str(BIN / "chat-backup"), "--help"],
+    [str(BIN / "chat-make-cert"), "--help"],
+    [str(BIN / "twistd"), "chatserver", "--help"],
+    [sys.executable, str(REPO / "server.py"), "--help"],
+    [sys.executable, str(REPO / "client.py"), "--help"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c[-2:]))
+def test_help_exits_0_and_a_reader_that_stops_early_gets_no_traceback(
+    command: list[str],
+) -> None:
+    """``chat-server --help`` was a usage error (exit 2); ``--help | head -1`` ended
+    some commands with a BrokenPipeError traceback."""
+    whole = subprocess.run(command, capture_output=True, env=environment(), timeout=60)
+    assert whole.returncode == 0, whole.stderr
+    assert whole.stdout.lower().startswith(b"usage:") and whole.stderr == b""
+    cut = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment()
+    )
+    assert cut.stdout is not None
+    cut.stdout.close()  # as head -1 does once it has its line
+    _, errors = cut.communicate(timeout=60)
+    assert cut.returncode == 0 and errors == b"", errors
+
+
+def test_the_client_s_usage_names_every_option_it_takes() -> None:
+    for option in ("--host", "--tls", "--ca", "--interactive", "--keep-private-history"):
+        assert option in client_main.USAGE and option in client_main.HELP
+        with pytest.raises(SystemExit) as unknown:
+            client_main.parse_options([option + "x", "5000"], "client.py")
+        assert unknown.value.code == 2
+
+
+def test_a_bad_number_is_one_line_and_exit_2() -> None:
+    for argv in (["server.py", "abc", "60", "120"], ["server.py", "5000", "x", "120"]):
+        ran = subprocess.run(
+            [sys.executable, *argv[:1], *argv[1:]],
+            cwd=REPO,
+            capture_output=True,
+            env=environment(),
+            timeout=60,
+        )
+        assert ran.returncode == 2 and ran.stderr.count(b"\n") == 1, ran.stderr
