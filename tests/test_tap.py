@@ -127,7 +127,7 @@ def test_server_py_good_arguments(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 
 
 @pytest.mark.parametrize(
-    "argv", [[], ["x"], ["80"], ["5000", "6000"], ["--host"], ["--nope", "5000"]]
+    "argv", [[], ["x"], ["0"], ["5000", "6000"], ["--host"], ["--nope", "5000"]]
 )
 def test_client_py_argument_errors_exit_2(
     argv: list[str], capsys: pytest.CaptureFixture[str]

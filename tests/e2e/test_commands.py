@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.e2e.processes import BIN, REPO, environment
+from twisted_chat.certs import self_signed, write_identity
 from twisted_chat.client import main as client_main
 
 pytestmark = pytest.mark.e2e
@@ -60,3 +62,40 @@ def test_a_bad_number_is_one_line_and_exit_2() -> None:
             timeout=60,
         )
         assert ran.returncode == 2 and ran.stderr.count(b"\n") == 1, ran.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--host", "bad host!", "5000"], "is not a host name or an address"),
+        (["--host", "[::1]", "5000"], "without brackets"),
+        (["--host", "x@y", "5000"], "is not a host name or an address"),
+        (["--host", "", "5000"], "--host is empty"),
+        (["0"], "from 1 to 65535"),
+        (["65536"], "from 1 to 65535"),
+        (["five"], "from 1 to 65535"),
+        (["--tls", "--ca", "key.pem", "5000"], "holds a private key"),
+        (["--tls", "--ca", "missing.pem", "5000"], "No such file"),
+        (["--tls", "--ca", ".", "5000"], "is a directory"),
+    ],
+)
+def test_a_bad_address_port_or_certificate_is_one_line_and_exit_2(
+    tmp_path: Path, argv: list[str], said: str
+) -> None:
+    write_identity(self_signed(["localhost"]), tmp_path / "key.pem", tmp_path / "cert.pem")
+    ran = subprocess.run(
+        [sys.executable, str(REPO / "client.py"), *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        env=environment(),
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert ran.returncode == 2, ran.stderr
+    assert said.encode() in ran.stderr and ran.stderr.count(b"\n") == 1, ran.stderr
+    assert b"Traceback" not in ran.stderr
+
+
+def test_every_port_is_accepted_for_the_server_privileged_ones_too() -> None:
+    for port in ("1", "80", "443", "65535"):
+        assert client_main.parse_options([port], "client.py").port == int(port)

@@ -6,7 +6,9 @@ wrong arguments."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -115,13 +117,18 @@ def parse_options(argv: Sequence[str], program: str) -> ClientOptions:
     if len(positional) != 1:
         usage_error(program, f"expected 1 argument, got {len(positional)}")
     port = positional[0]
-    if not port.isdigit() or not 1024 <= int(port) <= 65535:
-        usage_error(program, f"PORT must be a number from 1024 to 65535, not {port!r}")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        usage_error(program, f"PORT must be a number from 1 to 65535, not {port!r}")
     host = values.get("--host", "127.0.0.1")
-    if not host:
-        usage_error(program, "--host needs a value")
+    problem = host_problem(host)
+    if problem is not None:
+        usage_error(program, problem)
     if "--ca" in values and "--tls" not in flags:
         usage_error(program, "--ca is for --tls")
+    if "--ca" in values:
+        problem = tls.certificate_problem(values["--ca"])
+        if problem is not None:
+            usage_error(program, problem)
     return ClientOptions(
         host,
         int(port),
@@ -130,6 +137,35 @@ def parse_options(argv: Sequence[str], program: str) -> ClientOptions:
         values.get("--ca"),
         "--keep-private-history" in flags,
     )
+
+
+HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+"""One label of a host name (RFC 1123): letters, digits and inner hyphens."""
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` is neither a host name nor an IP address, in words that say what to
+    give instead; None if it is one."""
+    if not host:
+        return "--host is empty: give a host name or an address, e.g. --host chat.example.org"
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    if host.startswith("[") and host.endswith("]"):
+        return f"--host {host}: write an IPv6 address without brackets, e.g. --host ::1"
+    try:
+        name = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        name = ""
+    labels = name.removesuffix(".").split(".")
+    if not name or len(name) > 253 or not all(HOST_LABEL.fullmatch(label) for label in labels):
+        return (
+            f"--host {host!r} is not a host name or an address: use letters, digits, "
+            "'-' and '.', e.g. --host chat.example.org or --host 192.0.2.7"
+        )
+    return None
 
 
 def connect_failure(error: Exception) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from service_identity import VerificationError
 from twisted.internet.error import ConnectionClosed
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
@@ -23,6 +23,28 @@ class TrustError(Exception):
     """The certificate given with ``--ca`` cannot be used."""
 
 
+def certificate_problem(ca_file: str) -> str | None:
+    """Why ``ca_file`` cannot be the certificate ``--ca`` trusts, in words that say
+    what to give instead; None if it can."""
+    path = Path(ca_file)
+    if path.is_dir():
+        return f"--ca {ca_file} is a directory: give the server's certificate file (cert.pem)"
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return f"--ca {ca_file}: {e.strerror}; give the server's certificate file (cert.pem)"
+    if b"PRIVATE KEY-----" in data:
+        return (
+            f"--ca {ca_file} holds a private key, which must stay on the server: give "
+            "its certificate (cert.pem) instead"
+        )
+    try:
+        Certificate.loadPEM(data)
+    except (SSL.Error, crypto.Error, ValueError):
+        return f"--ca {ca_file} holds no PEM certificate: give the server's cert.pem"
+    return None
+
+
 def client_options(host: str, ca_file: str | None) -> IOpenSSLClientConnectionCreator:
     """TLS options that verify the server as ``host`` (a name or an IP address)."""
     if ca_file is None:
@@ -31,7 +53,7 @@ def client_options(host: str, ca_file: str | None) -> IOpenSSLClientConnectionCr
         authority = Certificate.loadPEM(Path(ca_file).read_bytes())
     except OSError as e:
         raise TrustError(f"cannot read {ca_file}: {e.strerror}") from None
-    except (SSL.Error, ValueError):
+    except (SSL.Error, crypto.Error, ValueError):
         raise TrustError(f"{ca_file} holds no PEM certificate") from None
     return optionsForClientTLS(host, trustRoot=authority)
 
