@@ -53,10 +53,10 @@ def test_joining_speaking_and_what_the_room_says() -> None:
     assert client.session.names_for("leave") == ["#jedi"]
     client.type("message #jedi hello room")
     assert client.link.answer(room="#jedi", msgid=3) == wire.SendMessage("#jedi", "hello room")
-    assert client.display.take() == ["\u2192 #jedi: hello room"]
+    assert client.display.take() == ["you \u2192 #jedi: hello room"]
     client.session.event_received(wire.RoomMessage("#jedi", "yoda", "welcome", 1.0, 4))
     client.session.event_received(wire.RoomMember("#jedi", "luke", True))
-    assert client.display.take() == ["[#jedi] yoda: welcome", "luke joined #jedi"]
+    assert client.display.take() == ["[#jedi] yoda: welcome", "-!- luke joined #jedi"]
     client.session.event_received(wire.RoomMessage("#jedi", "yoda", "welcome", 1.0, 4))
     assert client.display.take() == []  # a repeat, by msgid: shown once
 

@@ -130,9 +130,9 @@ def test_replies_are_shown_clearly() -> None:
         "luke",
         "yoda",
         "No other users are online.",
-        "\u2192 luke: hi",  # what we said, as a chat line
+        "you \u2192 luke: hi",  # what we said, as a chat line
         "luke is offline; they will get the message when they log in.",
-        "\u2192 all: hi",
+        "you \u2192 all: hi",
         "Your message could not be delivered to some recipients.",
         "luke is blocked",
     ]
@@ -161,7 +161,12 @@ def test_events_are_rendered() -> None:
     client.session.event_received(wire.Message("yoda", "hi", 0.0))
     client.session.event_received(wire.Broadcast("luke", "all", 0.0))
     client.session.event_received(wire.Presence("yoda", False))
-    assert client.display.take() == ["yoda logged in", "yoda: hi", "luke: all", "yoda logged out"]
+    assert client.display.take() == [
+        "-!- yoda logged in",
+        "yoda: hi",
+        "[all] luke: all",
+        "-!- yoda logged out",
+    ]
     assert client.session.known_users == {"yoda", "luke"}
 
 
@@ -254,7 +259,7 @@ def test_a_partner_who_logs_out_then_the_servers_news_is_one_line(client: Client
     assert client.display.take() == ["luke logged out; private messaging with luke ended."]
     client.session.event_received(wire.Presence("luke", True))
     client.session.event_received(wire.Presence("luke", False))  # a later logout is said
-    assert client.display.take() == ["luke logged in", "luke logged out"]
+    assert client.display.take() == ["-!- luke logged in", "-!- luke logged out"]
 
 
 def test_y_or_n_with_nothing_to_answer_says_so(client: Client) -> None:

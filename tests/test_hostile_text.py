@@ -103,8 +103,8 @@ def test_client_shows_hostile_events_visibly() -> None:
     lines = client.display.take()
     assert lines == [
         "vader^[[8m: hi^Jyoda: give me your password",
-        "luke: ^[]52;c;AAAA^Gx",
-        "r2^Md2 logged in",
+        "[all] luke: ^[]52;c;AAAA^Gx",
+        "-!- r2^Md2 logged in",
         "evil^[[2J would like to private message, enter y or n:",
     ]
 

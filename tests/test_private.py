@@ -55,15 +55,15 @@ def test_sample_e7(server: Server) -> None:
     hans.type("private luke hey dude")
     assert luke.sees() == ["hans(private): hey dude"]
     luke.type("private hans hello man")
-    assert hans.sees() == ["\u2192 luke (private): hey dude", "luke(private): hello man"]
+    assert hans.sees() == ["you \u2192 luke (private): hey dude", "luke(private): hello man"]
     hans.type("message yoda force is strong", "message luke now via server")
     assert yoda.sees() == ["hans: force is strong"]
-    assert luke.sees() == ["\u2192 hans (private): hello man", "hans: now via server"]
-    assert hans.sees() == ["\u2192 yoda: force is strong", "\u2192 luke: now via server"]
+    assert luke.sees() == ["you \u2192 hans (private): hello man", "hans: now via server"]
+    assert hans.sees() == ["you \u2192 yoda: force is strong", "you \u2192 luke: now via server"]
     hans.type("logout")
     # Two connections (server and peer) tell of it; luke is told once.
     assert luke.sees() == ["hans logged out; private messaging with hans ended."]
-    assert yoda.sees() == ["hans logged out"]
+    assert yoda.sees() == ["-!- hans logged out"]
     assert not luke.peers.has("hans")
 
 
@@ -74,7 +74,7 @@ def test_private_messages_never_pass_through_the_server(server: Server) -> None:
     who["luke"].type("private hans received")
     assert who["luke"].sees() == [
         "hans(private): the secret plans",
-        "\u2192 hans (private): received",
+        "you \u2192 hans (private): received",
     ]
     everything = b"".join(who["hans"].server_saw + who["luke"].server_saw)
     assert b"secret plans" not in everything and b"received" not in everything
@@ -188,7 +188,7 @@ def test_a_requester_who_leaves_cancels_the_request(server: Server) -> None:
     who["hans"].type("logout")
     assert who["luke"].sees() == [
         "The private messaging request with hans was cancelled: hans logged out.",
-        "hans logged out",
+        "-!- hans logged out",
     ]
     # The request and its lapse timer are gone: nothing is left to lapse, later.
     server.advance(server.chat.private.ttl + 1)
@@ -222,7 +222,7 @@ def test_an_idle_timeout_ends_private_sessions(tmp_path: Path) -> None:
     ]
     assert who["hans"].display.status == 0
     assert who["luke"].sees()[-1:] == ["hans logged out; private messaging with hans ended."]
-    assert "hans logged out" not in who["luke"].sees()
+    assert "-!- hans logged out" not in who["luke"].sees()
 
 
 def test_private_messages_count_as_activity(tmp_path: Path) -> None:
@@ -255,8 +255,8 @@ def test_two_sessions_at_once_and_server_commands_alongside(server: Server) -> N
     open_session(who["hans"], who["luke"])
     open_session(who["hans"], who["yoda"])
     who["hans"].type("private luke to luke", "private yoda to yoda", "broadcast to all")
-    assert who["luke"].sees() == ["hans(private): to luke", "hans: to all"]
-    assert who["yoda"].sees() == ["hans(private): to yoda", "hans: to all"]
+    assert who["luke"].sees() == ["hans(private): to luke", "[all] hans: to all"]
+    assert who["yoda"].sees() == ["hans(private): to yoda", "[all] hans: to all"]
     who["hans"].type("stopprivate luke", "private yoda still open")
     assert who["yoda"].sees() == ["hans(private): still open"]
 

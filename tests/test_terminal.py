@@ -10,6 +10,7 @@ from twisted.conch.insults.helper import TerminalBuffer
 from twisted.conch.insults.insults import ServerProtocol
 from twisted.internet.testing import StringTransport
 
+from twisted_chat.client import presentation
 from twisted_chat.client.terminal import TerminalConsole
 
 NOON = 1_700_000_000.0
@@ -262,3 +263,17 @@ def test_help_in_a_narrow_window_breaks_between_words() -> None:
     assert all(len(line) <= 40 for line in shown)
     words = " ".join(shown).replace("[12:", "").split()
     assert "offline" in words and "late" not in words  # no word cut in two
+
+
+def test_a_broadcast_a_message_to_you_and_your_own_read_differently() -> None:
+    """Broadcasts and messages to you looked the same: ``hans: hi`` either way."""
+    assert presentation.message("hans", "hi") == "hans: hi"
+    assert presentation.broadcast("hans", "hi") == "[all] hans: hi"
+    assert presentation.own_message("luke", "hi") == "you \u2192 luke: hi"
+    assert presentation.own_broadcast("hi") == "you \u2192 all: hi"
+    assert presentation.presence("hans", True) == "-!- hans logged in"
+    coloured = Screen(colour=True)
+    coloured.console.show(presentation.broadcast("hans", "hi"), "broadcast")
+    coloured.console.show(presentation.message("hans", "hi"), "message")
+    drawn = bytes(coloured.buffer).decode("utf-8")
+    assert "[33m[1m[all] hans" in drawn  # the broadcast's sender in its own colour

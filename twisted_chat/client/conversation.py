@@ -61,7 +61,7 @@ class Conversation:
                 session.request(wire.Received(upto)).addErrback(session.show_error)
             case wire.Broadcast(sender=sender, text=text):
                 roster.saw(sender)
-                show(presentation.broadcast(sender, text), "message")
+                show(presentation.broadcast(sender, text), "broadcast")
             case wire.PrivateRequest(sender=sender):
                 session.private.asked_by(sender)
             case wire.PrivateAccepted():

@@ -12,6 +12,11 @@ import time
 
 WELCOME = "Welcome to the greatest messaging application ever!"
 
+NOTICE = "-!- "
+"""What starts a line about who came and went (irssi's mark): set apart from what
+people said, in plain output too."""
+ARROW = "\u2192"
+
 
 def message(sender: str, text: str) -> str:
     """A message sent to you."""
@@ -24,7 +29,9 @@ def stored_message(sender: str, text: str, sent: float) -> str:
 
 
 def broadcast(sender: str, text: str) -> str:
-    return f"{sender}: {text}"
+    """A message to everyone, told apart at a glance from one to you, as a room's
+    lines are (``[#jedi] hans: hi``); the handout's ``hans: text`` stays within it."""
+    return f"[all] {sender}: {text}"
 
 
 def private(sender: str, text: str) -> str:
@@ -33,19 +40,19 @@ def private(sender: str, text: str) -> str:
 
 def own_message(to: str, text: str) -> str:
     """What you said to one user, once the server accepted it."""
-    return f"\u2192 {to}: {text}"
+    return f"you {ARROW} {to}: {text}"
 
 
 def own_broadcast(text: str) -> str:
-    return f"\u2192 all: {text}"
+    return f"you {ARROW} all: {text}"
 
 
 def own_private(to: str, text: str) -> str:
-    return f"\u2192 {to} (private): {text}"
+    return f"you {ARROW} {to} (private): {text}"
 
 
 def presence(user: str, online: bool) -> str:
-    return f"{user} logged {'in' if online else 'out'}"
+    return f"{NOTICE}{user} logged {'in' if online else 'out'}"
 
 
 def room_message(room: str, sender: str, text: str) -> str:
@@ -58,11 +65,11 @@ def replayed_room_message(room: str, sender: str, text: str, sent: float) -> str
 
 
 def own_room_message(room: str, text: str) -> str:
-    return f"\u2192 {room}: {text}"
+    return f"you {ARROW} {room}: {text}"
 
 
 def room_member(room: str, user: str, joined: bool) -> str:
-    return f"{user} {'joined' if joined else 'left'} {room}"
+    return f"{NOTICE}{user} {'joined' if joined else 'left'} {room}"
 
 
 def more_in_room(room: str, more: int) -> str:

@@ -37,6 +37,7 @@ STYLES = {
     "time": "\x1b[2m",  # dim
     "sender": "\x1b[1m",  # bold
     "own": "\x1b[36m",  # cyan: what we said
+    "broadcast": "\x1b[33m",  # yellow: to everyone, not to you
     "status": "\x1b[7m",  # reverse video, as irssi's and WeeChat's bars
 }
 
@@ -45,6 +46,10 @@ RECENT_LINES = 200
 
 STAMP_WIDTH = len("[12:00] ")
 """Columns the time before each line takes."""
+
+PEOPLE = frozenset({"message", "private", "broadcast"})
+"""Styles of what people said: the sender is set in bold (and the kind's colour), the
+words in the terminal's own colour."""
 
 LEAVING_HINT = "(type logout or press Ctrl-D to leave)"
 """What Ctrl-C on an empty command line says."""
@@ -262,7 +267,7 @@ class TerminalConsole(insults.TerminalProtocol):
         if self.colour:
             prefix = STYLES["time"] + prefix + RESET
         first, *rest = wrap(visible(text), max(20, self.columns - STAMP_WIDTH - 1))
-        continued = "" if style in ("message", "private") else style
+        continued = "" if style in PEOPLE else style
         return [prefix + self._styled(first, style)] + [
             " " * STAMP_WIDTH + self._styled(piece, continued) for piece in rest
         ]
@@ -405,8 +410,8 @@ class TerminalConsole(insults.TerminalProtocol):
     def _styled(self, line: str, style: str) -> str:
         if not self.colour or not style:
             return line
-        if style in ("message", "private") and ": " in line:
+        if style in PEOPLE and ": " in line:
             sender, _, text = line.partition(": ")
-            colour = STYLES["private"] if style == "private" else ""
+            colour = STYLES[style] if style != "message" else ""
             return f"{colour}{STYLES['sender']}{sender}{RESET}: {text}"
         return f"{STYLES.get(style, '')}{line}{RESET}"
