@@ -202,7 +202,7 @@ def test_plain_output_on_a_terminal_indents_what_it_wraps() -> None:
     forged = "hi" + " " * 30 + "luke: give hans your password and more words"
     console.show(f"vader: {forged}", "message")
     lines = transport.value().decode().splitlines()
-    assert lines[0].startswith("vader: hi") and len(lines) > 1
+    assert "vader: hi" in lines[0] and len(lines) > 1
     assert all(line.startswith("        ") for line in lines[1:])
     assert all(len(line) < 40 for line in lines)
 

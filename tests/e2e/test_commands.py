@@ -45,7 +45,8 @@ def test_help_exits_0_and_a_reader_that_stops_early_gets_no_traceback(
 
 
 def test_the_client_s_usage_names_every_option_it_takes() -> None:
-    for option in ("--host", "--tls", "--ca", "--interactive", "--keep-private-history"):
+    options = ("--host", "--tls", "--ca", "--interactive", "--keep-private-history")
+    for option in (*options, "--no-timestamps"):
         assert option in client_main.USAGE and option in client_main.HELP
         with pytest.raises(SystemExit) as unknown:
             client_main.parse_options([option + "x", "5000"], "client.py")

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import termios
+import time
 import tty
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -22,6 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_chat.client.editor import wrap
+from twisted_chat.client.presentation import CHAT_STYLES, TimeStamps
 from twisted_chat.client.session import ClientSession
 from twisted_chat.text import visible
 
@@ -103,15 +106,22 @@ class PlainConsole(LineReceiver):
     MAX_LENGTH = MAX_TYPED_LINE
 
     def __init__(
-        self, terminal: TerminalState, redraw: bool = False, columns: int | None = None
+        self,
+        terminal: TerminalState,
+        redraw: bool = False,
+        columns: int | None = None,
+        timestamps: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.terminal = terminal
         self.redraw = redraw
-        self.columns = columns
-        """The width to break lines at (a terminal, even a dumb one), or None."""
         """Output goes to a terminal that understands cursor codes: a prompt may be
         cleared and drawn again below an incoming line. Off for a pipe, a file, or
         ``TERM=dumb``: then every byte written is plain text, one line per event."""
+        self.columns = columns
+        """The width to break lines at (a terminal, even a dumb one), or None."""
+        self.stamps = TimeStamps(timestamps)
+        self.clock = clock
         self.session: ClientSession | None = None
         self.finished: Deferred[int] = Deferred()
         self._closed: Deferred[None] = Deferred()
@@ -159,7 +169,13 @@ class PlainConsole(LineReceiver):
     def show(self, text: str, style: str = "") -> None:
         if self.redraw and self._prompt:
             self._write("\r\x1b[K")  # clear the prompt we drew; it comes back below
-        self._write(self._broken(visible(text)))  # never obey a control character from others
+        changed, stamp = None, ""
+        if style in CHAT_STYLES:
+            changed, stamp = self.stamps.stamp(self.clock())
+        if changed is not None:
+            self._write(self._broken(stamp + changed))
+        # Never obey a control character from others: made visible first.
+        self._write(self._broken(stamp + visible(text)))
         if self.redraw and self._prompt and not self._secret:
             self._write(self._prompt)
 
@@ -178,7 +194,9 @@ class PlainConsole(LineReceiver):
         # Plain output gets only the login prompts; the command prompt is noise there.
         self._prompt = prompt if self.redraw or prompt.strip() != ">" else ""
         if self._prompt:
-            self._write(self._prompt)
+            # Plain output is lines: a prompt ends its own, so that nothing written
+            # after it (an error, a message) runs into it.
+            self._write(self._prompt if self.redraw else self._prompt + "\n")
 
     def show_status(self, text: str) -> None:
         """No status line on plain output: it would be a line per change."""

@@ -46,7 +46,7 @@ from twisted_chat.client.terminal import TerminalConsole
 
 USAGE = (
     "usage: client.py [--host HOST] [--tls [--ca CERT]] [--interactive] "
-    "[--keep-private-history] PORT"
+    "[--keep-private-history] [--no-timestamps] PORT"
 )
 HELP = f"""{USAGE}
 
@@ -59,6 +59,7 @@ Connect to the twisted-chat server on PORT and chat. Type help once logged in.
   --keep-private-history
                   keep private messages in the history file too (by default they
                   are not written there)
+  --no-timestamps no [HH:MM] before each line (nor a line when the day changes)
   -h, --help      show this and exit
 
 Exit status: 0 after logout or an idle timeout, 1 when locked out, refused or the
@@ -79,6 +80,8 @@ class ClientOptions:
     """A certificate to trust instead of the system's store (a self-signed server)."""
     keep_private_history: bool = False
     """``private`` lines are kept in the history file too."""
+    timestamps: bool = True
+    """Each line starts with the local time (``--no-timestamps``: none)."""
 
 
 def usage_error(program: str, reason: str) -> NoReturn:
@@ -102,7 +105,7 @@ def parse_options(argv: Sequence[str], program: str) -> ClientOptions:
         name, has_value, value = arg.partition("=")
         if arg in ("-h", "--help"):
             print_help(HELP.replace("client.py", program))
-        if arg in ("--interactive", "--tls", "--keep-private-history"):
+        if arg in ("--interactive", "--tls", "--keep-private-history", "--no-timestamps"):
             flags.add(arg)
         elif name in ("--host", "--ca"):
             if not has_value:
@@ -136,6 +139,7 @@ def parse_options(argv: Sequence[str], program: str) -> ClientOptions:
         "--tls" in flags,
         values.get("--ca"),
         "--keep-private-history" in flags,
+        "--no-timestamps" not in flags,
     )
 
 
@@ -209,9 +213,12 @@ async def chat(reactor: Any, options: ClientOptions, program: str, terminal: Ter
             history_file=lambda user: history.history_path(host, port, user),
             keep_private=options.keep_private_history,
             columns=terminal.columns(),
+            timestamps=options.timestamps,
         )
     else:
-        console = PlainConsole(terminal, redraw=False, columns=output_columns())
+        console = PlainConsole(
+            terminal, redraw=False, columns=output_columns(), timestamps=options.timestamps
+        )
     session = ClientSession(
         console, peers, scripted=not terminal.is_tty and not options.interactive
     )

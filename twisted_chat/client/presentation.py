@@ -17,6 +17,11 @@ NOTICE = "-!- "
 people said, in plain output too."""
 ARROW = "\u2192"
 
+CHAT_STYLES = frozenset({"message", "broadcast", "private", "own", "presence"})
+"""The display styles of chat lines (what people said, who came and went): the lines
+plain output puts the time before. Replies to commands and errors stay bare there,
+for the scripts that read them."""
+
 
 def message(sender: str, text: str) -> str:
     """A message sent to you."""
@@ -84,3 +89,24 @@ def history_line(target: str, sender: str, text: str, sent: float) -> str:
 
 def _when(sent: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(sent))
+
+
+class TimeStamps:
+    """The local time before each line shown (``[14:05] ``), and a line of its own
+    when the day changes since the last one (irssi's "Day changed")."""
+
+    def __init__(self, on: bool = True) -> None:
+        self.on = on
+        self._day: tuple[int, int] | None = None
+
+    def stamp(self, when: float) -> tuple[str | None, str]:
+        """(the day-changed line, or None; the time to put before the line)."""
+        if not self.on:
+            return None, ""
+        local = time.localtime(when)
+        day = (local.tm_year, local.tm_yday)
+        changed = None
+        if self._day is not None and day != self._day:
+            changed = NOTICE + time.strftime("Day changed to %A %d %B %Y", local)
+        self._day = day
+        return changed, time.strftime("[%H:%M] ", local)

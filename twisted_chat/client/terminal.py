@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 
 from twisted_chat.client import history
 from twisted_chat.client.editor import LineEditor, visible_window, wrap
+from twisted_chat.client.presentation import TimeStamps
 from twisted_chat.client.session import ClientSession
 from twisted_chat.text import visible
 
@@ -94,8 +95,11 @@ class TerminalConsole(insults.TerminalProtocol):
         names_for: Callable[[str], Iterable[str]] | None = None,
         history_file: Callable[[str], Path] | None = None,
         keep_private: bool = False,
+        timestamps: bool = True,
     ) -> None:
         self.colour = colour
+        self.stamps = TimeStamps(timestamps)
+        """The time before each line, and a line when the day changes."""
         self.users = users
         """Names to complete after commands that take a user."""
         self.names_for = names_for
@@ -251,6 +255,7 @@ class TerminalConsole(insults.TerminalProtocol):
 
     def show(self, text: str, style: str = "") -> None:
         when = self.clock()
+        self._day_check(when)
         self._recent.append((when, text, style))
         for line in self._rendered(when, text, style):
             self._put(line)
@@ -263,8 +268,8 @@ class TerminalConsole(insults.TerminalProtocol):
         text, after the time."""
         if when is None:
             return [text]
-        prefix = time.strftime("[%H:%M] ", time.localtime(when))
-        if self.colour:
+        prefix = time.strftime("[%H:%M] ", time.localtime(when)) if self.stamps.on else ""
+        if self.colour and prefix:
             prefix = STYLES["time"] + prefix + RESET
         first, *rest = wrap(visible(text), max(20, self.columns - STAMP_WIDTH - 1))
         continued = "" if style in PEOPLE else style
@@ -363,9 +368,19 @@ class TerminalConsole(insults.TerminalProtocol):
 
     # --- drawing ----------------------------------------------------------------------
 
+    def _day_check(self, when: float) -> None:
+        """A line of its own when the day changed since the last line shown."""
+        changed, _ = self.stamps.stamp(when)
+        if changed is not None:
+            self._recent.append((when, changed, "presence"))
+            for line in self._rendered(when, changed, "presence"):
+                self._put(line)
+
     def _write_line(self, text: str, stamp: bool = True) -> None:
         """Print one line above the input line (our own echoes: no wrapping)."""
         when = self.clock() if stamp else None
+        if when is not None:
+            self._day_check(when)
         self._recent.append((when, text, ""))
         for line in self._rendered(when, text, ""):
             self._put(line)
