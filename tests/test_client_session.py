@@ -317,3 +317,22 @@ def test_a_server_shutdown_is_one_clear_line(client: Client) -> None:
     client.session.event_received(wire.LoggedOut("shutdown"))
     assert client.display.take() == ["The server ended your session (shutdown)."]
     assert client.display.status == 1
+
+
+def test_a_secret_typed_ahead_is_only_ever_a_password(client: Client) -> None:
+    """A line typed while the server checked the name is used at the Password prompt,
+    and dropped (never sent as a name or a command) if another prompt comes."""
+    client.session.line_entered("hans")
+    client.session.secret_entered("falcon*solo")
+    client.link.answer(version=2)
+    assert client.link.sent()[-1] == wire.Login("hans")
+    client.link.answer(account="existing")
+    assert client.link.sent()[-1] == wire.Password("falcon*solo")
+
+    other = Client()
+    other.session.line_entered("hans")
+    other.session.secret_entered("falcon*solo")
+    other.link.answer(version=2)
+    other.link.fail("already-online", "hans is online already.")
+    assert wire.Login("falcon*solo") not in other.link.sent()  # never a name
+    assert other.session.stage is Stage.USERNAME

@@ -60,6 +60,9 @@ class LoggedIn:
     def line_entered(self, line: str) -> None:
         self.lines.append(line)
 
+    def secret_entered(self, line: str) -> None:
+        self.lines.append(f"(secret) {line}")
+
 
 def console_for(path: Path, keep_private: bool = False) -> Screen:
     screen = Screen()

@@ -24,6 +24,9 @@ class FakeSession:
     def line_entered(self, line: str) -> None:
         self.lines.append(line)
 
+    def secret_entered(self, line: str) -> None:
+        self.lines.append(f"(secret) {line}")
+
     def input_closed(self) -> None:
         self.events.append("input_closed")
 
@@ -277,3 +280,28 @@ def test_a_broadcast_a_message_to_you_and_your_own_read_differently() -> None:
     coloured.console.show(presentation.message("hans", "hi"), "message")
     drawn = bytes(coloured.buffer).decode("utf-8")
     assert "[33m[1m[all] hans" in drawn  # the broadcast's sender in its own colour
+
+
+def test_a_password_typed_ahead_is_never_drawn_and_goes_to_the_session_as_held() -> None:
+    """Typing the password before the Password: prompt came echoed it, kept it in the
+    scrollback and drew it again on resize."""
+    screen = Screen()
+    screen.console.ask("Username: ")
+    screen.type("hans", b"\r", "falcon*so")  # the server has not answered yet
+    assert "falcon" not in "".join(screen.lines())
+    screen.console.ask("Password: ", secret=True)
+    screen.type("lo", b"\r")
+    assert screen.session.lines == ["hans", "falcon*solo"]
+    screen.console.terminal_size(60, 20)  # drawn again: the password is nowhere
+    assert "falcon" not in "".join(screen.lines())
+
+
+def test_a_line_typed_while_the_server_checks_is_held_as_a_secret() -> None:
+    screen = Screen()
+    screen.console.ask("Username: ")
+    screen.type("hans", b"\r", "falcon*solo", b"\r")
+    assert screen.session.lines == ["hans", "(secret) falcon*solo"]
+    assert "falcon" not in "".join(screen.lines())
+    screen.type("half")  # then the name is refused: nothing typed ahead shows
+    screen.console.ask("Username: ")
+    assert screen.console.editor.text == "" and "half" not in "".join(screen.lines())

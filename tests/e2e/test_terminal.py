@@ -286,3 +286,15 @@ def test_history_survives_a_closed_terminal(server: SyncServer, how: signal.Sign
         assert kept.read_text() == f"whoelse\nwhoelsesince {how.value}\n"
     finally:
         hans.close()
+
+
+def test_a_password_typed_ahead_is_never_shown(hans: PtyClient) -> None:
+    """As people type on a slow link: the name, Enter and the password at once, before
+    the Password: prompt has come. It echoed in clear and stayed on the screen."""
+    hans.wait_for("Username:")
+    hans.type("hans\rfalcon*solo\r")  # one write: read before the server answers
+    hans.wait_for("Welcome")
+    hans.resize(60, 20)
+    hans.type("whoelse\r")
+    hans.wait_for("> whoelse")
+    assert b"falcon" not in hans.raw and "falcon" not in hans.text()

@@ -58,6 +58,14 @@ __all__ = [
 
 
 _END_OF_INPUT = object()
+
+
+class _HeldSecret(str):
+    """A line typed while the client waited on the server during login (``secret_entered``):
+    it may only ever be a password, so it is used at a password prompt and dropped
+    at any other (never sent as a username or a command, where it would be shown)."""
+
+
 """Queued when standard input closes: log out once what was typed before is done."""
 
 
@@ -152,6 +160,13 @@ class ClientSession:
         self.drain()
         self.update_status()
 
+    def secret_entered(self, line: str) -> None:
+        """A line typed on a terminal while the client waited on the server during
+        login (it was not shown): used as the password if a password prompt comes
+        next, dropped otherwise."""
+        self._typed.append(_HeldSecret(line))
+        self.drain()
+
     def input_closed(self) -> None:
         """Standard input reached its end (Ctrl-D, or the end of a script)."""
         self._typed.append(_END_OF_INPUT)
@@ -176,6 +191,8 @@ class ClientSession:
             item = self._typed.popleft()
             if item is _END_OF_INPUT:
                 self._end_of_input()
+            elif isinstance(item, _HeldSecret) and self.stage is not Stage.PASSWORD:
+                continue  # typed ahead, maybe a password: never a name or a command
             elif self.stage is Stage.USERNAME:
                 self.login.username_entered(str(item).strip())
             elif self.stage is Stage.PASSWORD:

@@ -122,6 +122,8 @@ class TerminalConsole(insults.TerminalProtocol):
         self.editor = LineEditor()
         self.prompt = ""
         self.secret = False
+        self._waiting = False
+        """A login step was sent and its answer has not come: typing is hidden."""
         self.finished: Deferred[int] = Deferred()
         self._closed: Deferred[None] = Deferred()
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -207,6 +209,13 @@ class TerminalConsole(insults.TerminalProtocol):
     def _enter(self) -> None:
         # Only commands are remembered: never a username or a password, and never
         # private text unless the user asked for it.
+        if self._waiting:
+            # Typed while the server was answering a login step: perhaps a password
+            # typed ahead. Never shown; the session uses it only as a password.
+            line = self.editor.submit(remember=False)
+            if self.session is not None:
+                self.session.secret_entered(line)
+            return
         commanding = self._commanding()
         remember = commanding and history.remembered(self.editor.text, self.keep_private)
         line = self.editor.submit(remember=remember)
@@ -216,8 +225,12 @@ class TerminalConsole(insults.TerminalProtocol):
         # was said as a chat line ("→ luke: hi"), so a conversation reads as one.
         if not (commanding and line.split(" ", 1)[0] in CHAT_COMMANDS):
             self._write_line(self.prompt + ("" if self.secret else line), stamp=False)
-        if self.secret:
-            self.secret = False
+        if not commanding:
+            # A login step is on its way to the server: until its answer asks again,
+            # what is typed is hidden (a password typed ahead must never be drawn).
+            self._waiting = True
+            self.secret = True
+            self.prompt = ""
         if self.session is not None:
             self.session.line_entered(line)
 
@@ -278,6 +291,9 @@ class TerminalConsole(insults.TerminalProtocol):
         ]
 
     def ask(self, prompt: str, secret: bool = False) -> None:
+        if self._waiting and not secret:
+            self.editor.submit(remember=False)  # typed ahead, hidden: never shown now
+        self._waiting = False
         self.prompt = prompt
         self.secret = secret
         if self._commanding() and self._history_path is None:
