@@ -63,6 +63,9 @@ class LoggedIn:
     def secret_entered(self, line: str) -> None:
         self.lines.append(f"(secret) {line}")
 
+    def key_pressed(self) -> None:
+        pass
+
 
 def console_for(path: Path, keep_private: bool = False) -> Screen:
     screen = Screen()

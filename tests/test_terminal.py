@@ -27,6 +27,9 @@ class FakeSession:
     def secret_entered(self, line: str) -> None:
         self.lines.append(f"(secret) {line}")
 
+    def key_pressed(self) -> None:
+        pass
+
     def input_closed(self) -> None:
         self.events.append("input_closed")
 
@@ -305,3 +308,13 @@ def test_a_line_typed_while_the_server_checks_is_held_as_a_secret() -> None:
     screen.type("half")  # then the name is refused: nothing typed ahead shows
     screen.console.ask("Username: ")
     assert screen.console.editor.text == "" and "half" not in "".join(screen.lines())
+
+
+def test_what_was_being_typed_stays_on_the_screen_when_the_client_ends() -> None:
+    """On idle logout the half-typed line disappeared with the input line."""
+    screen = Screen()
+    screen.type("message luke the half of it")
+    screen.console.finish(0)
+    assert any(
+        line.endswith("> message luke the half of it  (not sent)") for line in screen.shown()
+    )

@@ -32,9 +32,13 @@ class SyncServer:
     after that, what these tests make it log (a few lines a login) stays far below the
     64 KiB a pipe holds, so it never blocks."""
 
-    def __init__(self, workdir: Path, *options: str) -> None:
+    def __init__(self, workdir: Path, *options: str, port: int = 0) -> None:
+        argv = twistd_command("credentials.txt", *options)
+        if port:  # a port of the test's choosing: a restarted server comes back on it
+            at = argv.index("--port")
+            argv[at + 1] = f"tcp:{port}:interface=127.0.0.1"
         self.process = subprocess.Popen(
-            twistd_command("credentials.txt", *options),
+            argv,
             cwd=workdir,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -67,7 +71,11 @@ class PtyClient:
     """``client.py`` with a pseudo-terminal as its standard input, output and error."""
 
     def __init__(
-        self, port: int, env: dict[str, str] | None = None, stdout_to_pipe: bool = False
+        self,
+        port: int,
+        env: dict[str, str] | None = None,
+        stdout_to_pipe: bool = False,
+        args: tuple[str, ...] = (),
     ) -> None:
         """``stdout_to_pipe``: keys from the terminal, output to a file (as with
         ``client.py PORT | tee log``); read it with :meth:`piped_output`."""
@@ -79,7 +87,7 @@ class PtyClient:
         self.stream = pyte.ByteStream(self.screen)
         self.raw = b""
         self.process = subprocess.Popen(
-            [sys.executable, str(REPO / "client.py"), str(port)],
+            [sys.executable, str(REPO / "client.py"), *args, str(port)],
             stdin=self.slave,
             stdout=self._output if self._output is not None else self.slave,
             stderr=self.slave,

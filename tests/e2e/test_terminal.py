@@ -13,6 +13,7 @@ import pytest
 
 from tests.e2e.processes import HOME, WAIT
 from tests.e2e.pty_client import COLUMNS, PipeClient, PtyClient, SyncServer
+from twisted_chat.launch import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -123,13 +124,24 @@ def test_lockout_restores_the_terminal_and_exits_1(hans: PtyClient) -> None:
     assert hans.terminal_restored()
 
 
-def test_the_server_going_away_restores_the_terminal_and_exits_1(
-    server: SyncServer, hans: PtyClient
-) -> None:
+def test_the_server_going_away_restores_the_terminal_and_exits_1(server: SyncServer) -> None:
+    hans = PtyClient(server.port, args=("--no-reconnect",))
+    try:
+        hans.log_in("hans", "falcon*solo")
+        server.stop()
+        assert hans.exit_status() == 1
+        assert "The connection to the server was lost." in hans.text()
+        assert hans.terminal_restored()
+    finally:
+        hans.close()
+
+
+def test_while_away_ctrl_d_leaves_at_once(server: SyncServer, hans: PtyClient) -> None:
     hans.log_in("hans", "falcon*solo")
     server.stop()
-    assert hans.exit_status() == 1
-    assert "The connection to the server was lost." in hans.text()
+    hans.wait_for("Connecting again in the")
+    hans.type("\x04")
+    assert hans.exit_status() == 0
     assert hans.terminal_restored()
 
 
@@ -298,3 +310,45 @@ def test_a_password_typed_ahead_is_never_shown(hans: PtyClient) -> None:
     hans.type("whoelse\r")
     hans.wait_for("> whoelse")
     assert b"falcon" not in hans.raw and "falcon" not in hans.text()
+
+
+def test_the_client_comes_back_after_a_restart_with_what_was_being_typed(
+    workdir: Path,
+) -> None:
+    """The server restarts under a logged-in user: the client says so once, keeps the
+    screen and the half-typed line, connects again by itself, logs in again, says
+    reconnected, and the line, finished, is sent."""
+    port = free_port()
+    server = SyncServer(workdir, "--timeout", "120", port=port)
+    hans = PtyClient(server.port)
+    try:
+        hans.log_in("hans", "falcon*solo")
+        hans.type("message luke kept wh")
+        server.process.terminate()  # SIGTERM: the server ends every session, shutdown
+        server.process.wait(WAIT)
+        hans.wait_for("The server ended your session (shutdown).")
+        hans.type("ile away")
+        server = SyncServer(workdir, "--timeout", "120", port=port)
+        hans.wait_for("reconnected", wait=20)
+        assert "> message luke kept while away" in hans.text()
+        hans.type("\r")
+        hans.wait_for("luke is offline")
+        assert hans.text().count("The server ended your session") == 1
+        assert hans.process.poll() is None
+    finally:
+        hans.close()
+        server.stop()
+
+
+def test_no_reconnect_ends_the_client_as_before(workdir: Path) -> None:
+    server = SyncServer(workdir)
+    hans = PtyClient(server.port, args=("--no-reconnect",))
+    try:
+        hans.log_in("hans", "falcon*solo")
+        server.process.terminate()
+        server.process.wait(WAIT)
+        assert hans.exit_status() == 1
+        assert "The server ended your session (shutdown)." in hans.text()
+    finally:
+        hans.close()
+        server.stop()

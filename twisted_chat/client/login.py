@@ -87,6 +87,8 @@ class Login:
         session.move(Stage.CHECKING_PASSWORD)
 
         def welcomed(_: dict[str, Any]) -> None:
+            if session.reconnector is not None:
+                session.reconnector.password = password  # in memory, to log in again
             if session.move(Stage.ONLINE):
                 session.online_now()
 

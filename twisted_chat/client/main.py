@@ -41,12 +41,13 @@ from twisted_chat.client import history, tls
 from twisted_chat.client.console import PlainConsole, TerminalState, output_columns
 from twisted_chat.client.link import ServerLink
 from twisted_chat.client.peer import PeerManager
+from twisted_chat.client.reconnect import Reconnector
 from twisted_chat.client.session import EXIT_FAILURE, ClientSession
 from twisted_chat.client.terminal import TerminalConsole
 
 USAGE = (
     "usage: client.py [--host HOST] [--tls [--ca CERT]] [--interactive] "
-    "[--keep-private-history] [--no-timestamps] PORT"
+    "[--keep-private-history] [--no-timestamps] [--no-reconnect] PORT"
 )
 HELP = f"""{USAGE}
 
@@ -60,10 +61,19 @@ Connect to the twisted-chat server on PORT and chat. Type help once logged in.
                   keep private messages in the history file too (by default they
                   are not written there)
   --no-timestamps no [HH:MM] before each line (nor a line when the day changes)
+  --no-reconnect  end when the server goes away, instead of connecting again (a
+                  script on a pipe never connects again)
   -h, --help      show this and exit
 
 Exit status: 0 after logout or an idle timeout, 1 when locked out, refused or the
 server goes away, 2 for wrong arguments, 130 after Ctrl-C at a login prompt."""
+FLAGS = (
+    "--interactive",
+    "--tls",
+    "--keep-private-history",
+    "--no-timestamps",
+    "--no-reconnect",
+)
 CONNECT_TIMEOUT = 10
 FLUSH_TIMEOUT = 2.0
 
@@ -82,6 +92,8 @@ class ClientOptions:
     """``private`` lines are kept in the history file too."""
     timestamps: bool = True
     """Each line starts with the local time (``--no-timestamps``: none)."""
+    reconnect: bool = True
+    """Connect again when the server goes away (``--no-reconnect``: end)."""
 
 
 def usage_error(program: str, reason: str) -> NoReturn:
@@ -105,7 +117,7 @@ def parse_options(argv: Sequence[str], program: str) -> ClientOptions:
         name, has_value, value = arg.partition("=")
         if arg in ("-h", "--help"):
             print_help(HELP.replace("client.py", program))
-        if arg in ("--interactive", "--tls", "--keep-private-history", "--no-timestamps"):
+        if arg in FLAGS:
             flags.add(arg)
         elif name in ("--host", "--ca"):
             if not has_value:
@@ -140,6 +152,7 @@ def parse_options(argv: Sequence[str], program: str) -> ClientOptions:
         values.get("--ca"),
         "--keep-private-history" in flags,
         "--no-timestamps" not in flags,
+        "--no-reconnect" not in flags,
     )
 
 
@@ -219,9 +232,6 @@ async def chat(reactor: Any, options: ClientOptions, program: str, terminal: Ter
         console = PlainConsole(
             terminal, redraw=False, columns=output_columns(), timestamps=options.timestamps
         )
-    session = ClientSession(
-        console, peers, scripted=not terminal.is_tty and not options.interactive
-    )
     endpoint: IStreamClientEndpoint = HostnameEndpoint(
         reactor, host.encode("idna"), port, timeout=CONNECT_TIMEOUT
     )
@@ -231,6 +241,24 @@ async def chat(reactor: Any, options: ClientOptions, program: str, terminal: Ter
         except tls.TrustError as e:
             print(f"{program}: {e}", file=sys.stderr)
             raise SystemExit(EXIT_FAILURE) from None
+
+    def reconnector(session: ClientSession) -> Reconnector:
+        def connect_again() -> Deferred[ServerLink]:
+            link: Deferred[ServerLink] = connectProtocol(
+                endpoint, ServerLink(session, tls=options.tls)
+            )
+            return link
+
+        return Reconnector(session, reactor, connect_again)
+
+    # Only a person at a terminal is brought back: a script on a pipe ends, as it did.
+    comes_back = terminal.is_tty and options.reconnect
+    session = ClientSession(
+        console,
+        peers,
+        scripted=not terminal.is_tty and not options.interactive,
+        reconnect=reconnector if comes_back else None,
+    )
     try:
         link = await connectProtocol(endpoint, ServerLink(session, tls=options.tls))
     except (ConnectError, DNSLookupError) as e:
@@ -254,7 +282,7 @@ async def chat(reactor: Any, options: ClientOptions, program: str, terminal: Ter
         StandardIO(console, reactor=reactor)
     status = await console.finished
     peers.close()
-    link.transport.loseConnection()
+    session.close_link()
     # Bounded: if nobody reads our output, exit anyway after a moment.
     await console.close().addTimeout(FLUSH_TIMEOUT, reactor, onTimeoutCancel=lambda *_: None)
     terminal.restore()

@@ -19,6 +19,7 @@ fakes and a ``Clock``.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -31,6 +32,7 @@ from twisted_chat.client.link import ServerError, ServerGone, server_error
 from twisted_chat.client.login import Login
 from twisted_chat.client.presentation import WELCOME
 from twisted_chat.client.private import PrivateChats
+from twisted_chat.client.reconnect import COME_BACK_FROM, Reconnector
 from twisted_chat.client.roster import Roster
 from twisted_chat.client.seams import (
     EXIT_FAILURE,
@@ -74,7 +76,16 @@ class ClientSession:
 
     log = Logger()
 
-    def __init__(self, display: Display, peers: PeerNetwork, scripted: bool = False) -> None:
+    def __init__(
+        self,
+        display: Display,
+        peers: PeerNetwork,
+        scripted: bool = False,
+        reconnect: Callable[[ClientSession], Reconnector] | None = None,
+    ) -> None:
+        """``reconnect`` makes the session's :class:`Reconnector` (a person at a
+        terminal, unless ``--no-reconnect``); without it a lost server ends the
+        client."""
         self.display = display
         self.peers = peers
         self.scripted = scripted
@@ -89,6 +100,8 @@ class ClientSession:
         self.login = Login(self)
         self.private = PrivateChats(self)
         self.conversation = Conversation(self)
+        self.reconnector = reconnect(self) if reconnect is not None else None
+        self._peer_port: int | None = None
         peers.bind(self)
 
     @property
@@ -111,10 +124,23 @@ class ClientSession:
         """The server welcomed us: listen for peers, learn the names, take commands."""
         self.display.show(WELCOME)
         self.display.show("Type help for the commands.")
-        self.peers.listen(self.user).addCallbacks(self.private.listening, self.private.no_listener)
+        self.peers.listen(self.user).addCallbacks(self._listening_on, self.private.no_listener)
         # Names to complete, and to tell "not a user" from "offline", from the start.
         self.request(wire.Accounts()).addCallbacks(self.roster.took, self.show_error)
         self.display.ask("> ")
+        self.drain()
+        self.update_status()
+
+    def _listening_on(self, port: int) -> None:
+        self._peer_port = port
+        self.private.listening(port)
+
+    def back_online(self) -> None:
+        """Logged in again after the server went away: the same peer port told again,
+        the names learned again, and what was typed meanwhile sent, in order."""
+        if self._peer_port is not None:
+            self.private.listening(self._peer_port)
+        self.request(wire.Accounts()).addCallbacks(self.roster.took, self.show_error)
         self.drain()
         self.update_status()
 
@@ -127,7 +153,17 @@ class ClientSession:
         )
 
     def _greeted(self, _: dict[str, Any]) -> None:
+        if self.stage is Stage.RECONNECTING and self.reconnector is not None:
+            self.reconnector.greeted()
+            return
         self.login.ask_username()
+
+    def close_link(self) -> None:
+        """Close the link to the server, if there is one (at exit, or a try that was
+        refused while reconnecting)."""
+        transport = getattr(self._link, "transport", None)
+        if transport is not None:
+            transport.loseConnection()
 
     def event_received(self, event: wire.Frame) -> None:
         if self.stage is Stage.DONE:
@@ -135,8 +171,15 @@ class ClientSession:
         self.conversation.event(event)
         self.update_status()
 
+    def key_pressed(self) -> None:
+        """Any key: while away, the status line says when the next try comes."""
+        if self.reconnector is not None:
+            self.reconnector.next_try_note()
+
     def status_line(self) -> str:
         """The status bar: who you are, your private chats, requests waiting."""
+        if self.stage is Stage.RECONNECTING:
+            return f"[{self.user}]  not connected"
         if self.stage is not Stage.ONLINE:
             return ""
         return "  ".join([f"[{self.user}]", *self.private.status_parts()])
@@ -148,6 +191,13 @@ class ClientSession:
         if self.stage in (Stage.LEAVING, Stage.DONE):
             self.finish(EXIT_OK)  # expected (nothing, if already done)
             return
+        if self.reconnector is not None:
+            if self.stage is Stage.RECONNECTING:
+                self.reconnector.link_lost()  # a try that did not get back in
+                return
+            if self.stage is Stage.ONLINE:
+                self.reconnector.begin(why)  # private chats go on, peer to peer
+                return
         self.peers.stop_all("quit")
         self.display.show(why)
         self.finish(EXIT_FAILURE)
@@ -156,6 +206,11 @@ class ClientSession:
 
     def line_entered(self, line: str) -> None:
         """One line typed by the user (without its line ending)."""
+        if self.stage is Stage.RECONNECTING:
+            if line.strip() == "logout":
+                self._leave_while_away()
+                return
+            self.display.show("(not connected: sent once the client is back)")
         self._typed.append(line)
         self.drain()
         self.update_status()
@@ -169,6 +224,9 @@ class ClientSession:
 
     def input_closed(self) -> None:
         """Standard input reached its end (Ctrl-D, or the end of a script)."""
+        if self.stage is Stage.RECONNECTING:
+            self._leave_while_away()
+            return
         self._typed.append(_END_OF_INPUT)
         self.drain()
 
@@ -219,8 +277,17 @@ class ClientSession:
         self.peers.stop_all("logout")
         self.request(wire.Logout()).addBoth(lambda _: self.finish(EXIT_OK, "You have logged out."))
 
+    def _leave_while_away(self) -> None:
+        """Leaving while not connected: nothing waits for a server that is not there
+        (it logs the session out itself when it notices the connection is gone)."""
+        self.peers.stop_all("logout")
+        self.finish(EXIT_OK, "You have left (the server was not reachable to say so).")
+
     def logged_out(self, reason: str) -> None:
         """The server ended the session."""
+        if self.reconnector is not None and reason in COME_BACK_FROM:
+            self.reconnector.begin(f"The server ended your session ({reason}).")
+            return
         self.peers.stop_all(reason)
         if reason == "timeout":
             self.display.show("You have been logged out due to inactivity.")
@@ -232,6 +299,8 @@ class ClientSession:
     def finish(self, status: int, farewell: str = "") -> None:
         if not self.move(Stage.DONE):
             return
+        if self.reconnector is not None:
+            self.reconnector.stop()
         if farewell:
             self.display.show(farewell)
         self.display.finish(status)

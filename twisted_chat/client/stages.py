@@ -15,6 +15,8 @@ class Stage(enum.Enum):
     PASSWORD = "password"
     CHECKING_PASSWORD = "checking-password"
     ONLINE = "online"
+    RECONNECTING = "reconnecting"
+    """The server went away; connecting and logging in again (``reconnect``)."""
     LEAVING = "leaving"
     DONE = "done"
 
@@ -25,7 +27,8 @@ MOVES: dict[Stage, frozenset[Stage]] = {
     Stage.CHECKING_NAME: frozenset({Stage.PASSWORD, Stage.USERNAME}),
     Stage.PASSWORD: frozenset({Stage.CHECKING_PASSWORD}),
     Stage.CHECKING_PASSWORD: frozenset({Stage.ONLINE, Stage.PASSWORD, Stage.USERNAME}),
-    Stage.ONLINE: frozenset({Stage.LEAVING}),
+    Stage.ONLINE: frozenset({Stage.LEAVING, Stage.RECONNECTING}),
+    Stage.RECONNECTING: frozenset({Stage.ONLINE, Stage.LEAVING}),
     Stage.LEAVING: frozenset(),
     Stage.DONE: frozenset(),
 }

@@ -163,6 +163,8 @@ class TerminalConsole(insults.TerminalProtocol):
     # --- keys ---------------------------------------------------------------------------
 
     def keystrokeReceived(self, keyID: object, modifier: object) -> None:
+        if self.session is not None:
+            self.session.key_pressed()  # while away, it says when the next try is
         if self.editor.search is not None and self._searching(keyID, modifier):
             self._draw_input()
             return
@@ -332,6 +334,9 @@ class TerminalConsole(insults.TerminalProtocol):
     def finish(self, status: int) -> None:
         self._save_history()
         self.status_text = ""  # the bar goes; the last lines stay on the screen
+        if self.editor.chars and not self.secret:
+            # What was being typed stays on the screen, to copy: never lost unseen.
+            self._write_line(f"{self.prompt}{self.editor.text}  (not sent)", stamp=False)
         self.prompt = ""
         self.editor.submit(remember=False)
         self._draw_input()
