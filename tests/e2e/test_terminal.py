@@ -5,6 +5,7 @@ restored exactly after every way out."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -352,3 +353,40 @@ def test_no_reconnect_ends_the_client_as_before(workdir: Path) -> None:
     finally:
         hans.close()
         server.stop()
+
+
+@pytest.mark.parametrize("term", ["xterm", "dumb"])
+def test_broadcasts_messages_and_your_own_read_differently_with_times(
+    workdir: Path, term: str
+) -> None:
+    """A broadcast and a message to you both read 'luke: hi', without a time on a
+    dumb terminal."""
+    server = SyncServer(workdir)
+    hans = PtyClient(server.port, env={"TERM": term})
+    hans.log_in("hans", "falcon*solo")
+    luke = PipeClient(server.port, "luke", "=hope+")
+    try:
+        hans.wait_for("luke logged in")
+        luke.send("broadcast to everyone", "message hans to you")
+        hans.wait_for("luke: to you")
+        hans.type("message luke back\r")
+        hans.wait_for("luke: back")
+        lines = hans.lines()
+        assert any(re.fullmatch(r"\[\d\d:\d\d\] \[all\] luke: to everyone", x) for x in lines)
+        assert any(re.fullmatch(r"\[\d\d:\d\d\] luke: to you", x) for x in lines)
+        assert any(re.fullmatch(r"\[\d\d:\d\d\] you \u2192 luke: back", x) for x in lines)
+        assert any(re.fullmatch(r"\[\d\d:\d\d\] -!- luke logged in", x) for x in lines)
+    finally:
+        hans.close()
+        luke.close()
+        server.stop()
+
+
+def test_an_idle_logout_leaves_the_half_typed_line_on_the_screen(
+    server: SyncServer, hans: PtyClient
+) -> None:
+    hans.log_in("hans", "falcon*solo")  # the server's --timeout is 3 s
+    hans.type("message luke half of a tho")
+    hans.wait_for("logged out due to inactivity", wait=10)
+    assert hans.exit_status() == 0
+    assert "> message luke half of a tho  (not sent)" in hans.text()
