@@ -133,9 +133,10 @@ def run(argv: Sequence[str] | None = None) -> None:
         parser.error("--days must be more than 0 and at most 3650")
     existing = [name for name in (args.key, args.cert) if Path(name).exists()]
     if existing and not args.force:
+        which = " and ".join(existing) + (" exist" if len(existing) > 1 else " exists")
         parser.error(
-            f"{' and '.join(existing)} exist(s): a server or its clients may depend on "
-            "it; give --force to replace, or --key/--cert for new files"
+            f"{which}: a server or its clients may depend on it; give --force to "
+            "replace, or --key/--cert for new files"
         )
     identity = self_signed(args.name or ["localhost", "127.0.0.1"], args.days)
     write_identity(identity, Path(args.key), Path(args.cert))

@@ -330,12 +330,17 @@ def test_the_client_comes_back_after_a_restart_with_what_was_being_typed(
         hans.wait_for("The server ended your session (shutdown).")
         hans.type("ile away")
         server = SyncServer(workdir, "--timeout", "120", port=port)
+        luke = PipeClient(server.port, "luke", "=hope+")  # mail while hans is away
+        luke.send("message hans sent while you were away")
         hans.wait_for("reconnected", wait=20)
+        hans.wait_for("sent while you were away")
         assert "> message luke kept while away" in hans.text()
         hans.type("\r")
-        hans.wait_for("luke is offline")
+        hans.wait_for("luke: kept while away")  # luke is online now: delivered
         assert hans.text().count("The server ended your session") == 1
+        assert hans.text().count("luke: sent while you were away") == 1  # shown once
         assert hans.process.poll() is None
+        luke.close()
     finally:
         hans.close()
         server.stop()
