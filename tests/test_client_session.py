@@ -336,3 +336,5 @@ def test_a_secret_typed_ahead_is_only_ever_a_password(client: Client) -> None:
     other.link.fail("already-online", "hans is online already.")
     assert wire.Login("falcon*solo") not in other.link.sent()  # never a name
     assert other.session.stage is Stage.USERNAME
+    assert "(a line typed while the server was checking was not used)" in other.display.lines
+    assert not any("falcon" in line for line in other.display.lines)

@@ -250,7 +250,9 @@ class ClientSession:
             if item is _END_OF_INPUT:
                 self._end_of_input()
             elif isinstance(item, _HeldSecret) and self.stage is not Stage.PASSWORD:
-                continue  # typed ahead, maybe a password: never a name or a command
+                # Typed ahead, maybe a password: never a name or a command. Said, so
+                # that a command typed too soon is not thought sent.
+                self.display.show("(a line typed while the server was checking was not used)")
             elif self.stage is Stage.USERNAME:
                 self.login.username_entered(str(item).strip())
             elif self.stage is Stage.PASSWORD:
