@@ -32,15 +32,15 @@ from zope.interface import implementer
 
 from twisted_chat.interfaces import HistoryLine, IHistory, IRoomStore
 from twisted_chat.server.sqlite_writes import GroupCommit, TimedWrites
-from twisted_chat.server.stores import RoomTables
+from twisted_chat.server.stores import RoomTableReads, RoomTables
 
 SWEEP_EVERY = 60.0
 """Seconds between removals of messages older than the history's days."""
 
 
 @implementer(IRoomStore)
-class SqliteRoomStore:
-    """Rooms in memory, written through to the state file."""
+class SqliteRoomStore(RoomTableReads):
+    """Rooms in memory, written through to the state file (reads: from memory)."""
 
     log = Logger()
 
@@ -79,9 +79,6 @@ class SqliteRoomStore:
             undo,
         ).addCallback(lambda _: None)
 
-    def created_since(self, user: str, since: float) -> Deferred[int]:
-        return succeed(self.tables.created_since(user, since))
-
     def add_member(
         self, room: str, user: str, joined: int, max_members: int, max_rooms: int
     ) -> Deferred[str]:
@@ -108,20 +105,6 @@ class SqliteRoomStore:
         return self._write(
             "DELETE FROM members WHERE room = ? AND user = ?", (room, user), undo
         ).addCallback(lambda _: True)
-
-    def members(self, room: str) -> Deferred[dict[str, int] | None]:
-        members = self.tables.members.get(room)
-        return succeed(None if members is None else dict(members))
-
-    def rooms_of(self, user: str) -> Deferred[dict[str, int]]:
-        return succeed(dict(self.tables.rooms_of.get(user, {})))
-
-    def member_counts(self, rooms: Sequence[str]) -> Deferred[dict[str, int]]:
-        members = self.tables.members
-        return succeed({room: len(members.get(room, ())) for room in rooms})
-
-    def positions(self, user: str) -> Deferred[dict[str, int]]:
-        return succeed(dict(self.tables.positions.get(user, {})))
 
     def save_positions(self, user: str, positions: dict[str, int]) -> Deferred[None]:
         self.tables.save_positions(user, positions)

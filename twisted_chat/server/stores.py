@@ -226,26 +226,15 @@ class RoomTables:
                 mine[room] = msgid
 
 
-@implementer(IRoomStore)
-class MemoryRoomStore:
-    """Rooms in memory only (``--in-memory``): lost at exit, as the rest."""
+class RoomTableReads:
+    """The reads of an :class:`IRoomStore` whose rooms are all in memory (a
+    :class:`RoomTables`): answered at once, as copies, for the memory store and the
+    SQLite store alike. The writes are each store's own."""
 
-    def __init__(self) -> None:
-        self.tables = RoomTables()
-
-    def create(self, room: str, look: str, creator: str, when: float) -> Deferred[str | None]:
-        return succeed(self.tables.create(room, look, creator, when))
+    tables: RoomTables
 
     def created_since(self, user: str, since: float) -> Deferred[int]:
         return succeed(self.tables.created_since(user, since))
-
-    def add_member(
-        self, room: str, user: str, joined: int, max_members: int, max_rooms: int
-    ) -> Deferred[str]:
-        return succeed(self.tables.add_member(room, user, joined, max_members, max_rooms))
-
-    def remove_member(self, room: str, user: str) -> Deferred[bool]:
-        return succeed(self.tables.remove_member(room, user))
 
     def members(self, room: str) -> Deferred[dict[str, int] | None]:
         members = self.tables.members.get(room)
@@ -260,6 +249,25 @@ class MemoryRoomStore:
 
     def positions(self, user: str) -> Deferred[dict[str, int]]:
         return succeed(dict(self.tables.positions.get(user, {})))
+
+
+@implementer(IRoomStore)
+class MemoryRoomStore(RoomTableReads):
+    """Rooms in memory only (``--in-memory``): lost at exit, as the rest."""
+
+    def __init__(self) -> None:
+        self.tables = RoomTables()
+
+    def create(self, room: str, look: str, creator: str, when: float) -> Deferred[str | None]:
+        return succeed(self.tables.create(room, look, creator, when))
+
+    def add_member(
+        self, room: str, user: str, joined: int, max_members: int, max_rooms: int
+    ) -> Deferred[str]:
+        return succeed(self.tables.add_member(room, user, joined, max_members, max_rooms))
+
+    def remove_member(self, room: str, user: str) -> Deferred[bool]:
+        return succeed(self.tables.remove_member(room, user))
 
     def save_positions(self, user: str, positions: dict[str, int]) -> Deferred[None]:
         self.tables.save_positions(user, positions)
