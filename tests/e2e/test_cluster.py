@@ -586,11 +586,7 @@ async def test_messages_acknowledged_just_before_redis_is_killed_all_arrive(
             # Once hans hears luke left, Redis knows it too. Sooner, a message could be
             # written to luke's closing connection: delivered live, but never read (his
             # history keeps it; docs/scaling.md).
-            for _ in range(100):
-                if {"type": "presence", "user": "luke", "online": False} in hans.events:
-                    break
-                await sleep(0.05)
-            hans.events.clear()
+            await hans.next_event("presence", user="luke", online=False)
             texts = [f"try {attempt} message {n}" for n in range(6)]
             sent = [(text, hans.request("message", to="luke", text=text)) for text in texts]
             for text, reply in sent:
@@ -603,12 +599,11 @@ async def test_messages_acknowledged_just_before_redis_is_killed_all_arrive(
             luke = await logged_in_over_the_wire(b.port, "luke", "=hope+")
             expected = [text for text in acknowledged if text.startswith(f"try {attempt} ")]
             for _ in range(100):  # stored mail at once; what b rerouted after a heartbeat
-                texts_now = [e["text"] for e in luke.events if e.get("type") == "message"]
-                if set(expected) <= set(texts_now):
+                if set(expected) <= set(luke.texts()):
                     break
                 await sleep(0.1)
             await sleep(0.3)  # nothing more (twice) behind them
-            received += [e["text"] for e in luke.events if e.get("type") == "message"]
+            received += luke.texts()
             for done in (e for e in luke.events if e.get("type") == "stored-done"):
                 await luke.request("received", upto=done["upto"])
             await luke.request("logout")

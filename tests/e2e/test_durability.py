@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
-from tests.e2e.processes import ServerProcess, finish, logged_in, sleep, start
+from tests.e2e.processes import ServerProcess, finish, logged_in, start
 from tests.e2e.wire_client import connect
 
 pytestmark = pytest.mark.e2e
@@ -208,11 +208,8 @@ async def test_a_full_disk_is_said_in_words_loses_nothing_and_passes(workdir: Pa
     luke = await connect(server.port)
     try:
         assert (await luke.login("luke", "=hope+"))["type"] == "ok"
-        for _ in range(100):
-            if any(e.get("type") == "stored-done" for e in luke.events):
-                break
-            await sleep(0.05)
-        texts = [e["text"] for e in luke.events if e.get("type") == "message"]
+        await luke.next_event("stored-done")
+        texts = luke.texts()
         assert texts == acknowledged
     finally:
         luke.close()
@@ -249,11 +246,8 @@ async def test_a_damaged_write_ahead_log_stops_the_server_instead_of_losing_mail
     luke = await connect(server.port)
     try:
         assert (await luke.login("luke", "=hope+"))["type"] == "ok"
-        for _ in range(100):
-            if any(e.get("type") == "stored-done" for e in luke.events):
-                break
-            await sleep(0.05)
-        texts = [e["text"] for e in luke.events if e.get("type") == "message"]
+        await luke.next_event("stored-done")
+        texts = luke.texts()
         assert 0 < len(texts) < 90 and texts == [f"kept {n}" for n in range(len(texts))]
     finally:
         luke.close()

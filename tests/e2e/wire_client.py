@@ -8,8 +8,9 @@ import json
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -26,6 +27,7 @@ class WireClient(LineReceiver):
         self._next_id = 1
         self._waiting: dict[int, Deferred[dict[str, Any]]] = {}
         self.events: list[dict[str, Any]] = []
+        self._watching: list[tuple[dict[str, Any], Deferred[dict[str, Any]]]] = []
         self.gone: Deferred[None] = Deferred()
 
     def request(self, kind: str, **fields: Any) -> Deferred[dict[str, Any]]:
@@ -49,6 +51,21 @@ class WireClient(LineReceiver):
                 return reply
         return reply
 
+    def next_event(self, kind: str, wait: float = 10, **fields: Any) -> Deferred[dict[str, Any]]:
+        """The first event of ``kind`` with ``fields`` (one already here, or when it
+        comes); fails after ``wait`` seconds, or with the connection."""
+        wanted = {"type": kind, **fields}
+        for event in self.events:
+            if _matches(event, wanted):
+                return succeed(event)
+        found: Deferred[dict[str, Any]] = Deferred()
+        self._watching.append((wanted, found))
+        return found.addTimeout(wait, reactor)
+
+    def texts(self) -> list[str]:
+        """The texts of the messages received so far, in order."""
+        return [e["text"] for e in self.events if e.get("type") == "message"]
+
     def lineReceived(self, line: bytes) -> None:
         frame = json.loads(line)
         if frame.get("type") == "ping":  # the server has not heard from us: say something
@@ -57,10 +74,14 @@ class WireClient(LineReceiver):
         if frame.get("id") == 0:
             return
         answered = self._waiting.pop(frame.get("id"), None)
-        if answered is None:
-            self.events.append(frame)
-        else:
+        if answered is not None:
             answered.callback(frame)
+            return
+        self.events.append(frame)
+        for watch in [w for w in self._watching if _matches(frame, w[0])]:
+            self._watching.remove(watch)
+            if not watch[1].called:
+                watch[1].callback(frame)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -70,7 +91,15 @@ class WireClient(LineReceiver):
         waiting, self._waiting = self._waiting, {}
         for answered in waiting.values():
             answered.callback(GONE)
+        watching, self._watching = self._watching, []
+        for _, found in watching:
+            if not found.called:
+                found.errback(ConnectionDone(f"closed before the event came: {self.events}"))
         self.gone.callback(None)
+
+
+def _matches(event: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    return all(event.get(key) == value for key, value in wanted.items())
 
 
 async def connect(port: int, source: str = "127.0.0.1") -> WireClient:
