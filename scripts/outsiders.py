@@ -88,24 +88,34 @@ async def stop(server: Server) -> None:
     await server.process.ended
 
 
-async def tls_login(
-    reactor: Any, workdir: Path, port: int, user: str, password: str
-) -> dict[str, Any]:
+def make_identity(workdir: Path) -> None:
+    """A self-signed key and certificate for the server's TLS port, in ``workdir``."""
+    write_identity(
+        self_signed(["127.0.0.1", "localhost"]), workdir / "key.pem", workdir / "cert.pem"
+    )
+
+
+async def tls_client(reactor: Any, workdir: Path, port: int) -> WireClient:
+    """A wire client over TLS, trusting ``workdir``'s certificate."""
     endpoint = wrapClientTLS(
         client_options("127.0.0.1", str(workdir / "cert.pem")),
         TCP4ClientEndpoint(reactor, "127.0.0.1", port),
     )
     client = WireClient()
     await endpoint.connect(Factory.forProtocol(lambda: client))
-    reply = await client.login(user, password)
-    client.close()
-    return reply
+    return client
+
+
+async def silent_connection(reactor: Any, port: int) -> Silent:
+    """A connection that sends nothing, not even a TLS hello."""
+    connection = Silent(reactor)
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    await endpoint.connect(Factory.forProtocol(lambda: connection))
+    return connection
 
 
 async def silent_tls(reactor: Any, workdir: Path, count: int) -> None:
-    write_identity(
-        self_signed(["127.0.0.1", "localhost"]), workdir / "key.pem", workdir / "cert.pem"
-    )
+    make_identity(workdir)
     (workdir / "credentials.txt").write_text("hans falcon*solo\n")
     server = await server_in(reactor, workdir, tls=True)
     try:
@@ -113,10 +123,7 @@ async def silent_tls(reactor: Any, workdir: Path, count: int) -> None:
         opened = reactor.seconds()
         silent = []
         for _ in range(count):
-            connection = Silent(reactor)
-            endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", server.port)
-            await endpoint.connect(Factory.forProtocol(lambda c=connection: c))  # type: ignore[misc]
-            silent.append(connection)
+            silent.append(await silent_connection(reactor, server.port))
         opening = reactor.seconds() - opened
         await task.deferLater(reactor, 0.5, lambda: None)
         rss_during = proc_stat(server.pid)[0]
@@ -125,7 +132,9 @@ async def silent_tls(reactor: Any, workdir: Path, count: int) -> None:
         lived = [c.ended_at - c.opened_at for c in silent if c.ended_at is not None]
         counted, refused = sorted(lived)[-16:], sorted(lived)[:-16]
         started = reactor.seconds()
-        reply = await tls_login(reactor, workdir, server.port, "hans", "falcon*solo")
+        hans = await tls_client(reactor, workdir, server.port)
+        reply = await hans.login("hans", "falcon*solo")
+        hans.close()
         took = reactor.seconds() - started
         print(
             f"silent TLS: {count} connections from 127.0.0.1 (opened in {opening:.1f} s); "
@@ -241,9 +250,7 @@ async def new_accounts(reactor: Any, workdir: Path, count: int) -> None:
 
 
 async def memory(reactor: Any, workdir: Path) -> None:
-    write_identity(
-        self_signed(["127.0.0.1", "localhost"]), workdir / "key.pem", workdir / "cert.pem"
-    )
+    make_identity(workdir)
     (workdir / "credentials.txt").write_text("hans falcon*solo\n")
     n = 2000
     limits = ("--max-per-ip", "100000", "--max-connections", "20000", "--login-timeout", "600")
@@ -276,20 +283,12 @@ async def memory(reactor: Any, workdir: Path) -> None:
         return client
 
     async def tls_after_hello(port: int) -> WireClient:
-        endpoint = wrapClientTLS(
-            client_options("127.0.0.1", str(workdir / "cert.pem")),
-            TCP4ClientEndpoint(reactor, "127.0.0.1", port),
-        )
-        client = WireClient()
-        await endpoint.connect(Factory.forProtocol(lambda: client))
+        client = await tls_client(reactor, workdir, port)
         await client.request("hello", version=3)
         return client
 
     async def tls_silent(port: int) -> Silent:
-        connection = Silent(reactor)
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-        await endpoint.connect(Factory.forProtocol(lambda: connection))
-        return connection
+        return await silent_connection(reactor, port)
 
     await measure("plain TCP, after hello", False, after_hello)
     await measure("plain TCP, holding a 16 KiB unfinished line", False, unfinished_line)
