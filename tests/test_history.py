@@ -27,7 +27,10 @@ def test_the_file_is_per_server_and_user_in_the_xdg_state_directory(
 
 def test_saved_owner_only_bounded_and_loaded_back(tmp_path: Path) -> None:
     path = tmp_path / "state" / "twisted-chat" / "h.txt"
-    history.save(path, [f"message luke {n}" for n in range(1500)])
+    for n in range(1500):
+        history.append(path, f"message luke {n}")
+    history.trim(path)
+    assert len(path.read_bytes().splitlines()) == history.MAX_LINES
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     loaded = history.load(path)

@@ -6,8 +6,9 @@ or password prompts, and never ``private`` text unless the user asked for it.
 
 Read once when the user is logged in; each line is appended as it is entered (one
 small write, no sync: a closed terminal, SIGHUP or SIGTERM loses nothing typed), and
-the file is rewritten to its last :data:`MAX_LINES` lines when the client ends. A line
-that starts with a space is never kept (bash's ``ignorespace``).
+when the client ends a file grown past :data:`MAX_LINES` lines is cut back to its last
+ones (from the file itself, so that lines another client of the same user appended
+are kept). A line that starts with a space is never kept (bash's ``ignorespace``).
 """
 
 from __future__ import annotations
@@ -46,13 +47,17 @@ def remembered(line: str, keep_private: bool) -> bool:
     return keep_private or line.split(" ", 1)[0] != "private"
 
 
+def _open_private(path: Path, flags: int) -> int:
+    """``path`` opened with ``flags``, owner-only (0600, in a 0700 directory)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return os.open(path, flags, 0o600)
+
+
 def append(path: Path, line: str) -> None:
-    """Add one line at the end of the file, owner-only (0600, in a 0700 directory)."""
+    """Add one line at the end of the file."""
     if "\n" in line:
         return
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(descriptor, "ab") as out:
+    with os.fdopen(_open_private(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as out:
         out.write(f"{line}\n".encode())
 
 
@@ -66,16 +71,21 @@ def load(path: Path) -> list[str]:
     return [line for line in lines if line.strip() and line.isprintable()][-MAX_LINES:]
 
 
-def save(path: Path, lines: list[str]) -> None:
-    """Write the last :data:`MAX_LINES` lines, owner-only (0600, in a 0700 directory),
-    replacing the file in one rename so a crash leaves the old one or the new one."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    kept = [line for line in lines if "\n" not in line][-MAX_LINES:]
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def trim(path: Path) -> None:
+    """Cut the file back to its last :data:`MAX_LINES` lines if it grew past them,
+    replacing it in one rename so a crash leaves the old one or the new one."""
     try:
-        with os.fdopen(descriptor, "wb") as out:
-            out.write("".join(f"{line}\n" for line in kept).encode("utf-8"))
+        lines = path.read_bytes().split(b"\n")[:-1]
+    except FileNotFoundError:
+        return
+    if len(lines) <= MAX_LINES:
+        return
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with os.fdopen(
+            _open_private(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb"
+        ) as out:
+            out.write(b"".join(line + b"\n" for line in lines[-MAX_LINES:]))
         os.replace(temporary, path)
     except OSError:
         with contextlib.suppress(OSError):

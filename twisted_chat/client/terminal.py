@@ -323,16 +323,17 @@ class TerminalConsole(insults.TerminalProtocol):
             self._write_line(f"(history not saved: {e.strerror or e})", stamp=False)
             self._history_path = None  # said once; the rest of the session is not kept
 
-    def _save_history(self) -> None:
+    def _trim_history(self) -> None:
+        """At the end: every line is in the file already; keep it bounded."""
         if self._history_path is None:
             return
         try:
-            history.save(self._history_path, self.editor.history)
+            history.trim(self._history_path)
         except OSError as e:
-            self._write_line(f"(history not saved: {e.strerror or e})", stamp=False)
+            self._write_line(f"(history not trimmed: {e.strerror or e})", stamp=False)
 
     def finish(self, status: int) -> None:
-        self._save_history()
+        self._trim_history()
         self.status_text = ""  # the bar goes; the last lines stay on the screen
         if self.editor.chars and not self.secret:
             # What was being typed stays on the screen, to copy: never lost unseen.
