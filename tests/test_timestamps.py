@@ -18,11 +18,16 @@ MORNING = time.mktime((2026, 12, 8, 0, 1, 0, 0, 0, -1))
 
 def test_each_line_has_the_time_and_a_new_day_gets_a_line_of_its_own() -> None:
     stamps = TimeStamps()
-    assert stamps.stamp(EVENING) == (None, "[23:59] ")
-    assert stamps.stamp(EVENING + 30) == (None, "[23:59] ")
-    changed, stamp = stamps.stamp(MORNING)
+    assert (stamps.day_changed(EVENING), stamps.prefix(EVENING)) == (None, "[23:59] ")
+    assert stamps.day_changed(EVENING + 30) is None
+    changed, stamp = stamps.day_changed(MORNING), stamps.prefix(MORNING)
     assert changed == "-!- Day changed to Tuesday 08 December 2026" and stamp == "[00:01] "
-    assert TimeStamps(on=False).stamp(MORNING) == (None, "")
+    off = TimeStamps(on=False)
+    assert (off.day_changed(EVENING), off.day_changed(MORNING), off.prefix(MORNING)) == (
+        None,
+        None,
+        "",
+    )
 
 
 def plain(timestamps: bool = True) -> tuple[PlainConsole, StringTransport, list[float]]:

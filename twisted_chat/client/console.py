@@ -171,7 +171,8 @@ class PlainConsole(LineReceiver):
             self._write("\r\x1b[K")  # clear the prompt we drew; it comes back below
         changed, stamp = None, ""
         if style in CHAT_STYLES:
-            changed, stamp = self.stamps.stamp(self.clock())
+            now = self.clock()
+            changed, stamp = self.stamps.day_changed(now), self.stamps.prefix(now)
         if changed is not None:
             self._write(self._broken(stamp + changed))
         # Never obey a control character from others: made visible first.

@@ -99,14 +99,19 @@ class TimeStamps:
         self.on = on
         self._day: tuple[int, int] | None = None
 
-    def stamp(self, when: float) -> tuple[str | None, str]:
-        """(the day-changed line, or None; the time to put before the line)."""
+    def prefix(self, when: float) -> str:
+        """The time to put before a line shown at ``when`` ("" when they are off)."""
+        return time.strftime("[%H:%M] ", time.localtime(when)) if self.on else ""
+
+    def day_changed(self, when: float) -> str | None:
+        """The line to show before one shown at ``when`` if the day changed since the
+        last line; None otherwise (and always when times are off)."""
         if not self.on:
-            return None, ""
+            return None
         local = time.localtime(when)
         day = (local.tm_year, local.tm_yday)
         changed = None
         if self._day is not None and day != self._day:
             changed = NOTICE + time.strftime("Day changed to %A %d %B %Y", local)
         self._day = day
-        return changed, time.strftime("[%H:%M] ", local)
+        return changed

@@ -89,10 +89,12 @@ class Reconnector:
     def next_try_note(self) -> None:
         """A key was pressed while away: when the next try comes."""
         if self.active and self._next is not None and self._next.active():
-            left = max(0.0, self._next.getTime() - self._clock.seconds())
-            self._session.display.show_status(
-                f"[{self._session.user}]  not connected: next try in {left:.0f} s"
-            )
+            self._say_next_in(self._next.getTime() - self._clock.seconds())
+
+    def _say_next_in(self, seconds: float) -> None:
+        self._session.display.show_status(
+            f"[{self._session.user}]  not connected: next try in {max(0.0, seconds):.0f} s"
+        )
 
     def stop(self) -> None:
         if self._next is not None and self._next.active():
@@ -103,9 +105,7 @@ class Reconnector:
         wait = wait_before(self._attempt, self._jitter)
         self._attempt += 1
         self._next = self._clock.callLater(wait, self._try)
-        self._session.display.show_status(
-            f"[{self._session.user}]  not connected: next try in {wait:.0f} s"
-        )
+        self._say_next_in(wait)
 
     def _try(self) -> None:
         self._next = None

@@ -283,7 +283,7 @@ class TerminalConsole(insults.TerminalProtocol):
         text, after the time."""
         if when is None:
             return [text]
-        prefix = time.strftime("[%H:%M] ", time.localtime(when)) if self.stamps.on else ""
+        prefix = self.stamps.prefix(when)
         if self.colour and prefix:
             prefix = STYLES["time"] + prefix + RESET
         first, *rest = wrap(visible(text), max(20, self.columns - STAMP_WIDTH - 1))
@@ -392,7 +392,7 @@ class TerminalConsole(insults.TerminalProtocol):
 
     def _day_check(self, when: float) -> None:
         """A line of its own when the day changed since the last line shown."""
-        changed, _ = self.stamps.stamp(when)
+        changed = self.stamps.day_changed(when)
         if changed is not None:
             self._recent.append((when, changed, "presence"))
             for line in self._rendered(when, changed, "presence"):
