@@ -50,6 +50,14 @@ class Away:
         self.session.link_made(link)
         return link
 
+    def first_try(self) -> ScriptedLink:
+        """The server goes; a second later the client's first try says hello."""
+        self.session.server_lost("The connection to the server was lost.")
+        self.clock.advance(1)
+        link = self.links[-1]
+        link.answer(version=3)
+        return link
+
     def connect(self) -> Deferred[Any]:
         if self.refusing:
             return fail(ConnectionRefusedError())
@@ -84,20 +92,14 @@ def test_a_lost_server_is_said_once_and_the_client_comes_back_as_the_same_user()
 
 def test_an_old_session_the_server_still_holds_means_trying_again_later() -> None:
     away = Away()
-    away.session.server_lost("The connection to the server was lost.")
-    away.clock.advance(1)
-    link = away.links[-1]
-    link.answer(version=3)
+    link = away.first_try()
     link.fail("already-online", "hans is online already.")
     assert away.session.stage is Stage.RECONNECTING  # not given up
 
 
 def test_a_refused_password_ends_the_client_instead_of_guessing() -> None:
     away = Away()
-    away.session.server_lost("The connection to the server was lost.")
-    away.clock.advance(1)
-    link = away.links[-1]
-    link.answer(version=3)
+    link = away.first_try()
     link.answer(account="existing")
     link.fail("wrong-password", "Invalid password.")
     assert away.session.stage is Stage.DONE and away.display.status == 1

@@ -60,15 +60,14 @@ __all__ = [
 
 
 _END_OF_INPUT = object()
+"""Queued when standard input closes: log out once what was typed before is done."""
 
 
 class _HeldSecret(str):
-    """A line typed while the client waited on the server during login (``secret_entered``):
-    it may only ever be a password, so it is used at a password prompt and dropped
-    at any other (never sent as a username or a command, where it would be shown)."""
-
-
-"""Queued when standard input closes: log out once what was typed before is done."""
+    """A line typed while the client waited on the server during login
+    (``secret_entered``): it may only ever be a password, so it is used at a password
+    prompt and dropped at any other (never sent as a name or a command, where it
+    would be shown)."""
 
 
 class ClientSession:
