@@ -4,6 +4,7 @@ restored exactly after every way out."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -24,6 +25,27 @@ def server(workdir: Path) -> Iterator[SyncServer]:
     running = SyncServer(workdir, "--timeout", "3", "--block-duration", "60")
     yield running
     running.stop()
+
+
+@contextlib.contextmanager
+def hans_and_another(
+    workdir: Path, term: str, user: str, password: str
+) -> Iterator[tuple[PtyClient, PipeClient]]:
+    """A server of its own, hans in a pseudo-terminal of kind ``term``, and ``user`` on
+    a pipe, logged in after him (so that he sees it); all ended afterwards."""
+    server = SyncServer(workdir)
+    hans = PtyClient(server.port, env={"TERM": term})
+    other: PipeClient | None = None
+    try:
+        hans.log_in("hans", "falcon*solo")
+        other = PipeClient(server.port, user, password)
+        hans.wait_for(f"{user} logged in")
+        yield hans, other
+    finally:
+        hans.close()
+        if other is not None:
+            other.close()
+        server.stop()
 
 
 @pytest.fixture
@@ -262,12 +284,7 @@ def test_no_message_can_start_a_line_that_passes_for_another_senders(
     """Spaces that pad a message to the window's edge (on a dumb terminal), or format
     characters that take a column here and none in the client (U+0600), moved the rest
     of a message to the start of a line, where it read as a message from luke."""
-    server = SyncServer(workdir)
-    hans = PtyClient(server.port, env={"TERM": term})
-    hans.log_in("hans", "falcon*solo")
-    vader = PipeClient(server.port, "yoda", "wise@!man")
-    try:
-        hans.wait_for("yoda logged in")
+    with hans_and_another(workdir, term, "yoda", "wise@!man") as (hans, vader):
         vader.send("message hans " + "\u0600" * 60 + "luke: the plans are in the bin")
         pad = " " * (COLUMNS - len("[00:00] yoda: hi"))
         vader.send(f"message hans hi{pad}luke: give yoda your password")
@@ -276,10 +293,6 @@ def test_no_message_can_start_a_line_that_passes_for_another_senders(
         assert next(line for line in lines if "luke: give" in line).startswith(" " * 8)
         assert not [line for line in lines if line.startswith("luke:")]
         assert "the plans" not in hans.text()  # refused by the server
-    finally:
-        hans.close()
-        vader.close()
-        server.stop()
 
 
 @pytest.mark.parametrize("how", [signal.SIGHUP, signal.SIGTERM])
@@ -366,12 +379,7 @@ def test_broadcasts_messages_and_your_own_read_differently_with_times(
 ) -> None:
     """A broadcast and a message to you both read 'luke: hi', without a time on a
     dumb terminal."""
-    server = SyncServer(workdir)
-    hans = PtyClient(server.port, env={"TERM": term})
-    hans.log_in("hans", "falcon*solo")
-    luke = PipeClient(server.port, "luke", "=hope+")
-    try:
-        hans.wait_for("luke logged in")
+    with hans_and_another(workdir, term, "luke", "=hope+") as (hans, luke):
         luke.send("broadcast to everyone", "message hans to you")
         hans.wait_for("luke: to you")
         hans.type("message luke back\r")
@@ -381,10 +389,6 @@ def test_broadcasts_messages_and_your_own_read_differently_with_times(
         assert any(re.fullmatch(r"\[\d\d:\d\d\] luke: to you", x) for x in lines)
         assert any(re.fullmatch(r"\[\d\d:\d\d\] you \u2192 luke: back", x) for x in lines)
         assert any(re.fullmatch(r"\[\d\d:\d\d\] -!- luke logged in", x) for x in lines)
-    finally:
-        hans.close()
-        luke.close()
-        server.stop()
 
 
 def test_an_idle_logout_leaves_the_half_typed_line_on_the_screen(
