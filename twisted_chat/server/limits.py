@@ -221,30 +221,30 @@ class NewAccountLimit:
 
 
 class ConnectionCounter:
-    """Connections open now, in all and per address."""
+    """Connections open now, in all and per network."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.total = 0
-        self._per_host: dict[str, int] = {}
+        self._per_network: dict[str, int] = {}
 
-    def admit(self, host: str) -> str | None:
+    def admit(self, network: str) -> str | None:
         """Count a new connection, or say why it is refused."""
         if self.total >= self.limits.max_connections:
             return "The server is full. Try again later."
-        count = self._per_host.get(host, 0)
+        count = self._per_network.get(network, 0)
         # Loopback too: on a shared machine every local user is 127.0.0.1. A benchmark
         # or a local proxy lifts the limit explicitly (--max-per-ip).
         if count >= self.limits.max_per_ip:
-            return f"Too many connections from {host}."
+            return f"Too many connections from {network}."
         self.total += 1
-        self._per_host[host] = count + 1
+        self._per_network[network] = count + 1
         return None
 
-    def release(self, host: str) -> None:
+    def release(self, network: str) -> None:
         self.total -= 1
-        count = self._per_host.get(host, 0) - 1
+        count = self._per_network.get(network, 0) - 1
         if count > 0:
-            self._per_host[host] = count
+            self._per_network[network] = count
         else:
-            self._per_host.pop(host, None)
+            self._per_network.pop(network, None)

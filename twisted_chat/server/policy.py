@@ -68,6 +68,7 @@ class ConnectionPolicy:
         "_closing",
         "_connected_at",
         "_connections",
+        "_counted",
         "_frames_before_login",
         "_gate",
         "_greeted",
@@ -80,7 +81,7 @@ class ConnectionPolicy:
         "_stats",
         "_throttled_since",
         "_watchdog",
-        "host",
+        "network",
         "online",
         "outbox",
     )
@@ -93,7 +94,7 @@ class ConnectionPolicy:
         clock: IReactorTime,
         limits: Limits,
         connections: ConnectionCounter,
-        host: str,
+        network: str,
         stats: Stats,
     ) -> None:
         self._owner = owner
@@ -101,8 +102,10 @@ class ConnectionPolicy:
         self._clock = clock
         self._limits = limits
         self._connections = connections
-        self.host = host
-        """The address admission counts this connection under ("" if not admitted)."""
+        self.network = network
+        """What the per-network limits count this connection under (``addresses``)."""
+        self._counted = False
+        """Admission counts the connection now (released once, when it is gone)."""
         self.online = False
         """Logged in: the login deadline and the frames-before-login cap no longer apply."""
         self._bucket = TokenBucket(clock, limits.flood_burst, limits.flood_rate)
@@ -129,16 +132,16 @@ class ConnectionPolicy:
     def admit(self, transport: Any, flusher: TurnFlusher) -> str | None:
         """Count the connection and start watching it, or say why it is refused."""
         self.outbox = Outbox(transport, flusher)
-        refusal = self._connections.admit(self.host)
+        refusal = self._connections.admit(self.network)
         if refusal is not None:
             self.log.warn(
                 "refused a connection from {host}: {why}",
-                host=self.host,
+                host=self.network,
                 why=refusal,
                 security_event="connection-refused",
             )
-            self.host = ""  # not counted: nothing to release
             return refusal
+        self._counted = True
         if ITCPTransport.providedBy(transport):
             # Writes are already gathered per reactor turn; Nagle would only add delay
             # to the small frames a chat server sends.
@@ -157,9 +160,9 @@ class ConnectionPolicy:
             if call is not None and call.active():
                 call.cancel()
         self._resume = self._watchdog = self._closing = None
-        if self.host:
-            self._connections.release(self.host)
-            self.host = ""
+        if self._counted:
+            self._connections.release(self.network)
+            self._counted = False
 
     def closing(self) -> None:
         """The protocol asked its transport to close. A TLS close waits for the peer's

@@ -301,7 +301,7 @@ class ChatServerProtocol(LineReceiver):
             frame.password,
             new_account,
             self,
-            network=self.policy.host,
+            network=self.policy.network,
         )  # a bad new password raises here, and is asked again
         self._step(Step.PASSWORD_GIVEN)
 
@@ -336,7 +336,7 @@ class ChatServerProtocol(LineReceiver):
 
     def _may_make_an_account(self) -> None:
         """A new name: refused when its network, or the server, made too many lately."""
-        network = self.policy.host
+        network = self.policy.network
         wait = self.factory.new_accounts.take(network)
         if wait is not None:
             self.log.warn(
