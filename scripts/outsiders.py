@@ -41,7 +41,7 @@ from twisted.internet import defer, task  # noqa: E402
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS  # noqa: E402
 from twisted.internet.protocol import Factory, Protocol  # noqa: E402
 
-from tests.e2e.wire_client import WireClient, connect  # noqa: E402
+from tests.e2e.wire_client import Guesser, WireClient, connect  # noqa: E402
 from twisted_chat import launch  # noqa: E402
 from twisted_chat.certs import self_signed, write_identity  # noqa: E402
 from twisted_chat.client.tls import client_options  # noqa: E402
@@ -158,27 +158,12 @@ async def guesses(reactor: Any, workdir: Path) -> None:
         "".join(f"{user} {hashed}\n" for user in [*victims, "hans"])
     )
     server = await server_in(reactor, workdir)
-    stopped = False
-    answers: Counter[str] = Counter()
-
-    async def guess(source: str, users: list[str]) -> None:
-        while not stopped and users:
-            connection = await connect(server.port, source)
-            reply = await connection.login(users.pop(), "a wrong guess")
-            while not stopped and reply.get("type") != "gone":
-                answers[reply.get("code", reply["type"])] += 1
-                if reply.get("code") == "locked":
-                    break  # that name is spent: the next one
-                reply = await connection.request("password", password="another guess")
-            connection.close()
-            await connection.gone
-
-    shares = [victims[n * 200 : (n + 1) * 200] for n in range(8)]  # one list a network
-    floods = [
-        defer.ensureDeferred(guess(f"127.0.{n + 1}.1", shares[n]))
-        for n in range(8)
-        for _ in range(16)
+    guessers = [
+        Guesser(server.port, f"127.0.{n + 1}.1", victims[n * 200 : (n + 1) * 200]) for n in range(8)
     ]
+    floods = [
+        defer.ensureDeferred(guesser.run()) for guesser in guessers for _ in range(16)
+    ]  # 16 connections from each of 8 networks, sharing its list of names
     try:
         await task.deferLater(reactor, 1.5, lambda: None)
         waits, outcomes = [], []
@@ -190,6 +175,7 @@ async def guesses(reactor: Any, workdir: Path) -> None:
             await hans.request("logout")
             await hans.gone
         cpu = proc_stat(server.pid)[1]
+        answers = sum((guesser.replies for guesser in guessers), Counter[str]())
         print(
             f"guesses: 8 networks x 16 connections sending wrong passwords for hashed "
             f"accounts (answered meanwhile: {dict(answers)}); 20 real logins from "
@@ -198,7 +184,8 @@ async def guesses(reactor: Any, workdir: Path) -> None:
             f"(server CPU {cpu:.1f} s in all)"
         )
     finally:
-        stopped = True
+        for guesser in guessers:
+            await guesser.stop()
         await stop(server)
         for flood in floods:
             await flood

@@ -15,7 +15,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 from tests.e2e.processes import ServerProcess, client, finish, sleep, spawn
-from tests.e2e.wire_client import WireClient, connect
+from tests.e2e.wire_client import Guesser, connect
 from twisted_chat import launch
 from twisted_chat.certs import self_signed, write_identity
 from twisted_chat.launch import LISTENING, twistd_command
@@ -77,34 +77,6 @@ async def test_silent_tls_connections_end_and_free_their_address(workdir: Path) 
         await server.seen("no first frame in 1s")
     finally:
         await finish(server, *([hans] if hans else []))
-
-
-class Guesser:
-    """Connections from one network that send wrong passwords for accounts of others
-    as fast as the server answers, one account after another as each gets locked."""
-
-    def __init__(self, port: int, source: str, users: list[str]) -> None:
-        self.port, self.source, self.users = port, source, users
-        self.replies: Counter[str] = Counter()
-        self.stopped = False
-        self.connections: list[WireClient] = []
-
-    async def run(self) -> None:
-        while not self.stopped and self.users:
-            connection = await connect(self.port, self.source)
-            self.connections.append(connection)
-            reply = await connection.login(self.users.pop(), "a wrong guess")
-            while not self.stopped and reply.get("type") != "gone":
-                self.replies[reply.get("code", reply["type"])] += 1
-                reply = await connection.request("password", password="another guess")
-            connection.close()
-            await connection.gone
-            self.connections.remove(connection)
-
-    async def stop(self) -> None:
-        self.stopped = True
-        for connection in list(self.connections):
-            connection.close()
 
 
 @pytest_twisted.ensureDeferred

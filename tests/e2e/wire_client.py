@@ -5,6 +5,7 @@ use, and hands back the replies; it answers pings and nothing else."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 from twisted.internet import reactor
@@ -109,3 +110,33 @@ async def connect(port: int, source: str = "127.0.0.1") -> WireClient:
     client = WireClient()
     await endpoint.connect(Factory.forProtocol(lambda: client))
     return client
+
+
+class Guesser:
+    """Connections from one network that send wrong passwords for accounts of others
+    as fast as the server answers, one account after another as each gets locked."""
+
+    def __init__(self, port: int, source: str, users: list[str]) -> None:
+        self.port, self.source, self.users = port, source, users
+        self.replies: Counter[str] = Counter()
+        self.stopped = False
+        self.connections: list[WireClient] = []
+
+    async def run(self) -> None:
+        while not self.stopped and self.users:
+            connection = await connect(self.port, self.source)
+            self.connections.append(connection)
+            reply = await connection.login(self.users.pop(), "a wrong guess")
+            while not self.stopped and reply.get("type") != "gone":
+                self.replies[reply.get("code", reply["type"])] += 1
+                if reply.get("code") == "locked":
+                    break  # that name is spent: the next one
+                reply = await connection.request("password", password="another guess")
+            connection.close()
+            await connection.gone
+            self.connections.remove(connection)
+
+    async def stop(self) -> None:
+        self.stopped = True
+        for connection in list(self.connections):
+            connection.close()
