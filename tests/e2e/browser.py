@@ -95,18 +95,26 @@ class User:
         page.goto(user.origin + "/")
         return user
 
-    def log_in(self, name: str, password: str) -> None:
+    @classmethod
+    def logged_in(cls, browser: Browser, port: int, name: str, password: str) -> User:
+        """A page opened and logged in as ``name``."""
+        user = cls.open(browser, port)
+        user.log_in(name, password)
+        return user
+
+    def _submit(self, name: str, password: str) -> None:
         page = self.page
         page.get_by_label("Username").fill(name)
         page.get_by_label("Password", exact=True).fill(password)
         page.get_by_role("button", name="Log in").click()
-        expect(page.get_by_role("button", name="Log out")).to_be_visible()
+
+    def log_in(self, name: str, password: str) -> None:
+        self._submit(name, password)
+        expect(self.page.get_by_role("button", name="Log out")).to_be_visible()
 
     def create_account(self, name: str, password: str) -> None:
         page = self.page
-        page.get_by_label("Username").fill(name)
-        page.get_by_label("Password", exact=True).fill(password)
-        page.get_by_role("button", name="Log in").click()
+        self._submit(name, password)
         expect(page.get_by_role("alert")).to_contain_text("is a new user")
         page.get_by_label("Repeat password").fill(password)
         page.get_by_role("button", name="Log in").click()

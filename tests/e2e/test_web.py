@@ -30,10 +30,8 @@ async def test_two_people_in_browsers_talk(workdir: Path) -> None:
     server, port = await web_server(workdir)
     try:
         with chromium(workdir / "home") as browser:
-            hans = User.open(browser, port)
-            hans.log_in("hans", "falcon*solo")
-            yoda = User.open(browser, port)
-            yoda.log_in("yoda", "wise@!man")
+            hans = User.logged_in(browser, port, "hans", "falcon*solo")
+            yoda = User.logged_in(browser, port, "yoda", "wise@!man")
             hans.sees("yoda logged in")
 
             hans.talk_to("yoda")
@@ -61,8 +59,7 @@ async def test_a_browser_and_a_terminal_exchange_a_message_and_a_broadcast(
     terminal = None
     try:
         with chromium(workdir / "home") as browser:
-            yoda = User.open(browser, port)
-            yoda.log_in("yoda", "wise@!man")
+            yoda = User.logged_in(browser, port, "yoda", "wise@!man")
             terminal = await logged_in(server, "hans", "falcon*solo")
             yoda.sees("hans logged in")
             await typed(terminal, "message yoda hello from the terminal")
@@ -92,8 +89,7 @@ async def test_mail_for_a_browser_user_while_away_is_shown_once_in_order(
             await typed(terminal, f"message yoda while you were out {n}")
             await terminal.expect("they will get the message when they log in")
         with chromium(workdir / "home") as browser:
-            yoda = User.open(browser, port)
-            yoda.log_in("yoda", "wise@!man")
+            yoda = User.logged_in(browser, port, "yoda", "wise@!man")
             yoda.open_conversation("hans")
             yoda.sees("while you were out 3")
             log = str(yoda.page.get_by_role("log").inner_text())
@@ -120,8 +116,7 @@ async def test_a_room_with_a_browser_and_a_terminal_member(workdir: Path) -> Non
     terminal = None
     try:
         with chromium(workdir / "home") as browser:
-            yoda = User.open(browser, port)
-            yoda.log_in("yoda", "wise@!man")
+            yoda = User.logged_in(browser, port, "yoda", "wise@!man")
             yoda.say("/join #jedi")
             expect(yoda.page.get_by_role("heading", name="#jedi")).to_be_visible()
             yoda.sees("You joined #jedi")
@@ -143,8 +138,7 @@ async def test_markup_in_a_message_is_shown_as_text_and_never_run(workdir: Path)
     terminal = None
     try:
         with chromium(workdir / "home") as browser:
-            yoda = User.open(browser, port)
-            yoda.log_in("yoda", "wise@!man")
+            yoda = User.logged_in(browser, port, "yoda", "wise@!man")
             terminal = await logged_in(server, "hans", "falcon*solo")
             await typed(
                 terminal, f"message yoda {XSS}", f"message yoda {SCRIPT}", f"broadcast {XSS}"
@@ -171,8 +165,7 @@ async def test_the_page_reconnects_after_a_restart_keeping_what_was_typed(
     server, port = await web_server(workdir, web_port=web_port)
     try:
         with chromium(workdir / "home") as browser:
-            yoda = User.open(browser, port)
-            yoda.log_in("yoda", "wise@!man")
+            yoda = User.logged_in(browser, port, "yoda", "wise@!man")
             await server.stop()
             yoda.sees("The connection to the server was lost.")
             box = yoda.page.get_by_label("Message")
@@ -215,8 +208,7 @@ async def test_a_page_of_another_origin_cannot_open_the_websocket(workdir: Path)
             )
             assert outcome == "refused"
             # The page's own origin is let in.
-            own = User.open(browser, port)
-            own.log_in("yoda", "wise@!man")
+            User.logged_in(browser, port, "yoda", "wise@!man")
         await server.process.expect(
             "refused a WebSocket from .*: origin http://127.0.0.1:9", regex=True
         )
@@ -281,8 +273,7 @@ async def test_a_private_chat_request_from_a_terminal_is_declined_for_the_browse
     terminal = None
     try:
         with chromium(workdir / "home") as browser:
-            yoda = User.open(browser, port)
-            yoda.log_in("yoda", "wise@!man")
+            yoda = User.logged_in(browser, port, "yoda", "wise@!man")
             terminal = await logged_in(server, "hans", "falcon*solo")
             await sleep(0.5)  # its peer listener announced
             await typed(terminal, "startprivate yoda")
@@ -297,8 +288,7 @@ async def test_an_idle_browser_is_told_why_it_was_logged_out(workdir: Path) -> N
     server, port = await web_server(workdir, "--timeout", "3")
     try:
         with chromium(workdir / "home") as browser:
-            yoda = User.open(browser, port)
-            yoda.log_in("yoda", "wise@!man")
+            yoda = User.logged_in(browser, port, "yoda", "wise@!man")
             expect(yoda.page.get_by_role("alert")).to_contain_text(
                 "you sent nothing for too long", timeout=10_000
             )
@@ -323,8 +313,7 @@ async def test_a_browser_on_one_node_and_a_terminal_on_another_are_one_chat(
         port = await launch.ready(a.process, WEB_LISTENING)
         b = await cluster.add("b")
         with chromium(workdir / "home") as browser:
-            yoda = User.open(browser, port)
-            yoda.log_in("yoda", "wise@!man")
+            yoda = User.logged_in(browser, port, "yoda", "wise@!man")
             yoda.say("/join #council")
             terminal = await logged_in(b, "hans", "falcon*solo")
             online = yoda.page.get_by_role("list", name="Online")
@@ -355,8 +344,7 @@ async def test_scrolling_up_loads_older_history(workdir: Path) -> None:
         for _ in range(70):  # each kept: as mail for yoda, and in their history
             await terminal.expect("they will get the message when they log in")
         with chromium(workdir / "home") as browser:
-            yoda = User.open(browser, port)
-            yoda.log_in("yoda", "wise@!man")
+            yoda = User.logged_in(browser, port, "yoda", "wise@!man")
             yoda.open_conversation("hans")
             yoda.sees("hans: number 69")
             yoda.page.get_by_role("button", name="Log out").click()
