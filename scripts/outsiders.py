@@ -114,6 +114,20 @@ async def silent_connection(reactor: Any, port: int) -> Silent:
     return connection
 
 
+async def timed_login(
+    reactor: Any, port: int, source: str, user: str, password: str
+) -> tuple[str, float]:
+    """Log in from ``source`` and out again: the answer's type, and the seconds the
+    login took (from connecting to the welcome)."""
+    started = reactor.seconds()
+    person = await connect(port, source)
+    outcome = (await person.login(user, password))["type"]
+    took = reactor.seconds() - started
+    await person.request("logout")
+    await person.gone
+    return outcome, took
+
+
 async def silent_tls(reactor: Any, workdir: Path, count: int) -> None:
     make_identity(workdir)
     (workdir / "credentials.txt").write_text("hans falcon*solo\n")
@@ -168,12 +182,11 @@ async def guesses(reactor: Any, workdir: Path) -> None:
         await task.deferLater(reactor, 1.5, lambda: None)
         waits, outcomes = [], []
         for _ in range(20):
-            started = reactor.seconds()
-            hans = await connect(server.port, "127.0.9.1")
-            outcomes.append((await hans.login("hans", "falcon*solo"))["type"])
-            waits.append(reactor.seconds() - started)
-            await hans.request("logout")
-            await hans.gone
+            outcome, took = await timed_login(
+                reactor, server.port, "127.0.9.1", "hans", "falcon*solo"
+            )
+            outcomes.append(outcome)
+            waits.append(took)
         cpu = proc_stat(server.pid)[1]
         answers = sum((guesser.replies for guesser in guessers), Counter[str]())
         print(
@@ -219,12 +232,9 @@ async def new_accounts(reactor: Any, workdir: Path, count: int) -> None:
         waits: list[float] = []
         while not done or len(waits) < 20:
             user = f"user{len(waits) % 20}"
-            started = reactor.seconds()
-            person = await connect(server.port, "127.0.9.1")
-            assert (await person.login(user, users[user]))["type"] == "ok"
-            waits.append(reactor.seconds() - started)
-            await person.request("logout")
-            await person.gone
+            outcome, took = await timed_login(reactor, server.port, "127.0.9.1", user, users[user])
+            assert outcome == "ok", outcome
+            waits.append(took)
         await flooding
         print(
             f"new accounts: {count} creations from one address with hashing on: "
